@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Everything else is a step of theirs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint format browser migrate demo bench
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	# face_recognition asks for `dlib`, which builds from source for 14 minutes;
+	# the pinned list brings the dlib-bin wheel instead, so no resolver runs.
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+
+demo: migrate
+	$(BIN)/python manage.py seed_demo
+
+run: demo
+	bin/run
+
+# Debian's Chromium for the browser tests; Playwright cannot download its own here.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core) >/dev/null; \
+	  else echo "Chromium is missing: install Debian's chromium package, or the browser tests will skip."; fi; \
+	fi
+
+test: install browser
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

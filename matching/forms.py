@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from matching.imaging import ImageRejected
+from matching.models import AgeBand, Ethnicity, Sex
+from matching.services import UploadedImage, uploaded_image_read
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class PhotosField(forms.FileField):
+    """Several photos in one field; each is checked and normalised before anything is stored."""
+
+    widget = MultipleFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"})
+
+    def clean(self, data, initial=None) -> list[UploadedImage]:
+        files = data if isinstance(data, (list, tuple)) else ([data] if data else [])
+        if not files:
+            raise forms.ValidationError("Add at least one photo.")
+        if len(files) > settings.UPLOAD_MAX_FILES:
+            raise forms.ValidationError(f"At most {settings.UPLOAD_MAX_FILES} photos at a time.")
+        images, errors = [], []
+        for upload in files:
+            try:
+                images.append(uploaded_image_read(upload))
+            except ImageRejected as error:
+                errors.append(str(error))
+        if errors:
+            raise forms.ValidationError(errors)
+        return images
+
+
+class CaseForm(forms.Form):
+    reference = forms.CharField(label="Reference number", max_length=100)
+    title = forms.CharField(max_length=200)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=10_000)
+    purpose = forms.CharField(
+        max_length=500, help_text="Why this search is being made, e.g. “locate missing child reported 2026-11-20”."
+    )
+    probe_sex = forms.ChoiceField(label="Sex of the person sought", choices=Sex.choices, required=False)
+    probe_age_band = forms.ChoiceField(label="Age band", choices=AgeBand.choices, required=False)
+    probe_ethnicity = forms.ChoiceField(label="Race/ethnicity", choices=Ethnicity.choices, required=False)
+    photos = PhotosField(label="Probe photos", help_text="JPEG, PNG or WebP. One or more.")
+
+
+class GalleryForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=5_000)
+
+
+class SubjectForm(forms.Form):
+    code = forms.CharField(label="Reference code", max_length=100)
+    display_name = forms.CharField(max_length=200, required=False)
+    sex = forms.ChoiceField(choices=Sex.choices, required=False)
+    age_band = forms.ChoiceField(choices=AgeBand.choices, required=False)
+    ethnicity = forms.ChoiceField(label="Race/ethnicity", choices=Ethnicity.choices, required=False)
+    photos = PhotosField(label="Reference photos", help_text="Each photo must show this person alone.")
+
+
+class BulkEnrolForm(forms.Form):
+    archive = forms.FileField(label="Photos (zip)", widget=forms.ClearableFileInput(attrs={"accept": ".zip"}))
+    manifest = forms.FileField(
+        label="Manifest (CSV)",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+        help_text="Columns: code, file, and optionally display_name, sex, age_band, ethnicity.",
+    )

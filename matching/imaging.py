@@ -1,0 +1,118 @@
+"""Checking and normalising uploaded photos before anything is stored.
+
+Every upload passes through `image_normalise`. It either returns a clean RGB
+JPEG with the EXIF orientation applied and all metadata dropped, or raises
+`ImageRejected` with a message a caseworker can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}
+ACCEPTED_LABEL = "JPEG, PNG or WebP"
+
+
+class ImageRejected(ValueError):
+    """The upload is not a photo we can use. The message is shown to the user."""
+
+
+@dataclass(frozen=True)
+class NormalisedImage:
+    content: bytes
+    width: int
+    height: int
+    source_format: str
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MB"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit and 32-bit grey: scale to 8 bits instead of clipping to white.
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / top)).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def image_normalise(data: bytes, *, max_bytes: int, max_pixels: int) -> NormalisedImage:
+    if not data:
+        raise ImageRejected("The file is empty.")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"The file is {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            source_format = image.format or ""
+            if source_format not in ACCEPTED_FORMATS:
+                raise ImageRejected(
+                    f"This is a {source_format or 'file of unknown type'}, not a {ACCEPTED_LABEL} image."
+                )
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise ImageRejected("The image has no pixels.")
+            # Checked before decoding: a decompression bomb declares its size honestly.
+            if width * height > max_pixels:
+                raise ImageRejected(
+                    f"The image is {width}×{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels."
+                )
+            image.load()
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected("The image declares more pixels than it may safely be opened with.") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(f"This file is not a {ACCEPTED_LABEL} image.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageRejected(f"The image is damaged or truncated and cannot be read ({error}).") from None
+
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:
+        pass
+    image = _to_rgb(image)
+
+    out = io.BytesIO()
+    # Re-encoding drops every metadata block, GPS included.
+    image.save(out, format="JPEG", quality=92)
+    return NormalisedImage(content=out.getvalue(), width=image.width, height=image.height, source_format=source_format)
+
+
+def rgb_array(content: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(content)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def downscale(array: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink so that the longest side is at most max_side. Returns the array and the factor applied."""
+    height, width = array.shape[:2]
+    longest = max(height, width)
+    if max_side <= 0 or longest <= max_side:
+        return array, 1.0
+    scale = max_side / longest
+    image = Image.fromarray(array)
+    image.thumbnail((max_side, max_side))
+    return np.asarray(image), scale
+
+
+def jpeg_bytes(array: np.ndarray, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="JPEG", quality=quality)
+    return out.getvalue()

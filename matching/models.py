@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import numpy as np
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Sex(models.TextChoices):
+    UNKNOWN = "", "Unknown"
+    FEMALE = "F", "Female"
+    MALE = "M", "Male"
+
+
+class AgeBand(models.TextChoices):
+    UNKNOWN = "", "Unknown"
+    B0_9 = "0-9", "0-9"
+    B10_17 = "10-17", "10-17"
+    B18_29 = "18-29", "18-29"
+    B30_44 = "30-44", "30-44"
+    B45_59 = "45-59", "45-59"
+    B60 = "60+", "60+"
+
+
+class Ethnicity(models.TextChoices):
+    UNKNOWN = "", "Unknown"
+    ASIAN = "Asian", "Asian"
+    BLACK = "Black", "Black"
+    INDIAN = "Indian", "Indian"
+    WHITE = "White", "White"
+    OTHER = "Others", "Other"
+
+
+class Gallery(models.Model):
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="galleries")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "galleries"
+        constraints = [models.UniqueConstraint(fields=["organisation", "name"], name="gallery_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subject(models.Model):
+    gallery = models.ForeignKey(Gallery, on_delete=models.CASCADE, related_name="subjects")
+    code = models.CharField("reference code", max_length=100)
+    display_name = models.CharField(max_length=200, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, blank=True, default=Sex.UNKNOWN)
+    age_band = models.CharField(max_length=5, choices=AgeBand.choices, blank=True, default=AgeBand.UNKNOWN)
+    ethnicity = models.CharField(
+        "race/ethnicity", max_length=10, choices=Ethnicity.choices, blank=True, default=Ethnicity.UNKNOWN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [models.UniqueConstraint(fields=["gallery", "code"], name="subject_unique_code")]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.display_name}".strip()
+
+
+class Case(models.Model):
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="cases")
+    reference = models.CharField("reference number", max_length=100)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    purpose = models.CharField(max_length=500, help_text="Why this search is being made.")
+    # What the caseworker knows of the person sought; optional, and used only
+    # to pick the bias warnings shown to reviewers.
+    probe_sex = models.CharField(max_length=1, choices=Sex.choices, blank=True, default=Sex.UNKNOWN)
+    probe_age_band = models.CharField(max_length=5, choices=AgeBand.choices, blank=True, default=AgeBand.UNKNOWN)
+    probe_ethnicity = models.CharField(max_length=10, choices=Ethnicity.choices, blank=True, default=Ethnicity.UNKNOWN)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["organisation", "reference"], name="case_unique_reference")]
+
+    def __str__(self) -> str:
+        return f"{self.reference}: {self.title}"
+
+
+class PhotoKind(models.TextChoices):
+    PROBE = "probe", "Probe"
+    REFERENCE = "reference", "Reference"
+
+
+class PhotoStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    DETECTING = "detecting", "Detecting faces"
+    MATCHING = "matching", "Matching"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Photo(models.Model):
+    """A probe photo of a case, or a reference photo of a gallery subject."""
+
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="photos")
+    kind = models.CharField(max_length=10, choices=PhotoKind.choices)
+    case = models.ForeignKey(Case, null=True, blank=True, on_delete=models.CASCADE, related_name="photos")
+    subject = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="photos")
+    image = models.FileField(upload_to="photos/%Y/%m/", max_length=300)
+    original_name = models.CharField(max_length=255, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=PhotoStatus.choices, default=PhotoStatus.QUEUED, db_index=True)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind="probe", case__isnull=False, subject__isnull=True))
+                | (Q(kind="reference", case__isnull=True, subject__isnull=False)),
+                name="photo_kind_owner",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="failed") | ~Q(failure_reason=""), name="photo_failed_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} photo {self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (PhotoStatus.DONE, PhotoStatus.FAILED)
+
+
+class Face(models.Model):
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="faces")
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="+")
+    # Set on reference faces, so that the gallery matrix loads in one query.
+    subject = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="faces")
+    index = models.PositiveSmallIntegerField(help_text="Position of this face in the photo's detections.")
+    top = models.PositiveIntegerField()
+    right = models.PositiveIntegerField()
+    bottom = models.PositiveIntegerField()
+    left = models.PositiveIntegerField()
+    crop = models.FileField(upload_to="crops/%Y/%m/", max_length=300)
+    encoding = models.BinaryField()
+    engine = models.CharField(max_length=40)
+    engine_version = models.CharField(max_length=60, db_index=True)
+    detector = models.CharField(max_length=10)
+    face_width = models.PositiveIntegerField(help_text="Box width in pixels of the stored photo.")
+    face_height = models.PositiveIntegerField(help_text="Box height in pixels of the stored photo.")
+    blur = models.FloatField(help_text="Variance of the Laplacian of the crop; lower is blurrier.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["photo_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["photo", "index"], name="face_unique_index")]
+
+    def __str__(self) -> str:
+        return f"Face {self.index + 1} of photo {self.photo_id}"
+
+    @property
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.encoding), dtype=np.float64)
+
+    @property
+    def size_px(self) -> int:
+        return min(self.face_width, self.face_height)
+
+
+class Search(models.Model):
+    """One gallery search for one probe face. Zero candidates is a result too."""
+
+    face = models.OneToOneField(Face, on_delete=models.CASCADE, related_name="search")
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="+")
+    threshold = models.FloatField()
+    max_candidates = models.PositiveSmallIntegerField()
+    engine_version = models.CharField(max_length=60)
+    gallery_version = models.PositiveBigIntegerField()
+    gallery_faces = models.PositiveIntegerField()
+    candidate_count = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "searches"
+
+    def __str__(self) -> str:
+        return f"Search for {self.face}"
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending", "Pending review"
+    CONFIRMED = "confirmed", "Confirmed"
+    REJECTED = "rejected", "Rejected"
+
+
+class Candidate(models.Model):
+    """A gallery subject within the threshold of a probe face: a lead, until a reviewer says otherwise."""
+
+    search = models.ForeignKey(Search, on_delete=models.CASCADE, related_name="candidates")
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="+")
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="candidates")
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="candidates")
+    reference_face = models.ForeignKey(Face, on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveSmallIntegerField()
+    distance = models.FloatField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING, db_index=True)
+    outcome_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    outcome_reason = models.TextField(blank=True)
+    outcome_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["search", "subject"], name="candidate_unique_subject"),
+            models.UniqueConstraint(fields=["search", "rank"], name="candidate_unique_rank"),
+            models.CheckConstraint(
+                condition=Q(outcome="pending") | (Q(outcome_at__isnull=False) & ~Q(outcome_reason="")),
+                name="candidate_decided_has_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Candidate {self.pk} (rank {self.rank}, case {self.case_id})"
+
+    @property
+    def probe_face(self) -> Face:
+        return self.search.face
+
+
+class BatchStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class EnrolmentBatch(models.Model):
+    """A zip of photos and a CSV, enrolled in the background with a report per row."""
+
+    gallery = models.ForeignKey(Gallery, on_delete=models.CASCADE, related_name="batches")
+    archive = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
+    manifest = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
+    status = models.CharField(max_length=10, choices=BatchStatus.choices, default=BatchStatus.QUEUED)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "enrolment batches"
+
+    def __str__(self) -> str:
+        return f"Enrolment batch {self.pk} into {self.gallery}"
+
+    @property
+    def enrolled_count(self) -> int:
+        return sum(1 for row in self.report if row.get("status") == "enrolled")
+
+    @property
+    def refused_count(self) -> int:
+        return sum(1 for row in self.report if row.get("status") == "refused")

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from matching.models import Candidate, Case, Face, Gallery, Outcome, Photo, PhotoKind
+from portal import access
+
+
+def cases_for(user) -> QuerySet[Case]:
+    organisation = access.organisation_of(user)
+    if organisation is None:
+        return Case.objects.none()
+    return Case.objects.filter(organisation=organisation)
+
+
+def case_confirmed_matches(case: Case) -> QuerySet[Candidate]:
+    """The only candidates a caseworker may see: those a reviewer confirmed."""
+    return (
+        case.candidates.filter(outcome=Outcome.CONFIRMED)
+        .select_related("subject", "reference_face", "search__face", "outcome_by")
+        .defer("reference_face__encoding", "search__face__encoding")
+        .order_by("outcome_at")
+    )
+
+
+def case_candidate_counts(case: Case) -> dict[str, int]:
+    counts = case.candidates.aggregate(
+        pending=Count("id", filter=Q(outcome=Outcome.PENDING)),
+        confirmed=Count("id", filter=Q(outcome=Outcome.CONFIRMED)),
+        rejected=Count("id", filter=Q(outcome=Outcome.REJECTED)),
+    )
+    return {key: value or 0 for key, value in counts.items()}
+
+
+def case_photos(case: Case) -> QuerySet[Photo]:
+    return case.photos.annotate(face_count=Count("faces")).order_by("id")
+
+
+def may_view_photo(user, photo: Photo) -> bool:
+    """Probe photos: anyone in the organisation. Reference photos: reviewers and admins,
+    and caseworkers only once a reviewer has confirmed that subject for one of the cases."""
+    if not access.same_organisation(user, photo.organisation_id):
+        return False
+    if photo.kind == PhotoKind.PROBE or access.can_review(user) or access.can_manage_galleries(user):
+        return True
+    return Candidate.objects.filter(
+        organisation_id=photo.organisation_id, reference_face__photo=photo, outcome=Outcome.CONFIRMED
+    ).exists()
+
+
+def may_view_face(user, face: Face) -> bool:
+    if not access.same_organisation(user, face.organisation_id):
+        return False
+    if face.subject_id is None or access.can_review(user) or access.can_manage_galleries(user):
+        return True
+    return Candidate.objects.filter(
+        organisation_id=face.organisation_id, reference_face=face, outcome=Outcome.CONFIRMED
+    ).exists()
+
+
+def galleries_for(organisation) -> QuerySet:
+    return Gallery.objects.filter(organisation=organisation).annotate(subject_count=Count("subjects")).order_by("name")
+
+
+def gallery_subjects(gallery) -> QuerySet:
+    return gallery.subjects.annotate(
+        photo_count=Count("photos", distinct=True),
+        face_count=Count("faces", distinct=True),
+        failed_count=Count("photos", filter=Q(photos__status="failed"), distinct=True),
+    ).order_by("code")

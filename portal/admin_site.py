@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpResponseRedirect
+from django.shortcuts import resolve_url
+
+from portal import access
+
+
+class PortalAdminSite(admin.AdminSite):
+    """The admin, opened to reviewers and org admins by role rather than by is_staff."""
+
+    site_header = "Face search portal: review and administration"
+    site_title = "Portal admin"
+    index_title = "Review and administration"
+
+    def has_permission(self, request) -> bool:
+        return access.can_use_admin(request.user)
+
+    def login(self, request, extra_context=None):
+        # One login page for everyone: the admin's own form insists on is_staff.
+        target = request.GET.get("next") or resolve_url("admin:index")
+        return HttpResponseRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': target})}")

@@ -1,0 +1,311 @@
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.factories import PASSWORD, MembershipFactory, OrganisationFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# Skips are failures where the suite is meant to run whole (.ci/run sets this).
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if os.environ.get("REQUIRE_ALL_TESTS") == "1" and terminalreporter.stats.get("skipped"):
+        terminalreporter.write_line(
+            "REQUIRE_ALL_TESTS=1: skipped tests count as failures here; see the skip reasons above.", red=True
+        )
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("REQUIRE_ALL_TESTS") == "1" and reporter and reporter.stats.get("skipped"):
+        session.exitstatus = 1
+
+
+# Settings
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings, media_root):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.MEDIA_ROOT = str(media_root)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gallery_cache():
+    from matching.search import gallery_cache
+
+    gallery_cache.clear()
+    yield
+    gallery_cache.clear()
+
+
+# Real faces
+
+
+@dataclass(frozen=True)
+class Faces:
+    root: Path
+    rows: list[dict[str, str]]
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def read(self, name: str) -> bytes:
+        return self.path(name).read_bytes()
+
+    def upload(self, name: str, content_type: str = "image/jpeg") -> SimpleUploadedFile:
+        return SimpleUploadedFile(Path(name).name, self.read(name), content_type=content_type)
+
+    def where(self, **conditions: str) -> list[dict[str, str]]:
+        return [row for row in self.rows if all(row.get(k) == v for k, v in conditions.items())]
+
+
+@pytest.fixture(scope="session")
+def faces() -> Faces:
+    root = Path(settings.FACES_DIR)
+    manifest = root / "manifest.csv"
+    if not manifest.exists():
+        pytest.skip(f"Real face photos not found at {root} (set FACES_DIR to the folder holding manifest.csv).")
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return Faces(root=root, rows=rows)
+
+
+# Personas: alice (caseworker), bob (reviewer), dana (org admin) of one
+# organisation; charlie (caseworker) and erin (org admin) of another.
+
+
+@pytest.fixture
+def org(db):
+    return OrganisationFactory(name="Acme Search", slug="acme")
+
+
+@pytest.fixture
+def other_org(db):
+    return OrganisationFactory(name="Other Org", slug="other")
+
+
+def _member(username: str, organisation, role: str):
+    return MembershipFactory(user=UserFactory(username=username), organisation=organisation, role=role).user
+
+
+@pytest.fixture
+def alice(org):
+    return _member("alice", org, "caseworker")
+
+
+@pytest.fixture
+def bob(org):
+    return _member("bob", org, "reviewer")
+
+
+@pytest.fixture
+def dana(org):
+    return _member("dana", org, "org_admin")
+
+
+@pytest.fixture
+def charlie(other_org):
+    return _member("charlie", other_org, "caseworker")
+
+
+@pytest.fixture
+def erin(other_org):
+    return _member("erin", other_org, "org_admin")
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD
+
+
+def client_for(client, user):
+    client.force_login(user)
+    return client
+
+
+# A real Celery worker on a real Redis broker
+
+
+def _redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _celery_broker():
+    """Point the test process at Redis when it runs, at an in-memory broker when it doesn't."""
+    from portal.celery import app
+
+    url = _redis_url()
+    app.conf.broker_url = url if redis_reachable(url) else "memory://"
+    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    yield
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = _redis_url()
+    if not redis_reachable(url):
+        pytest.skip(f"Redis is not reachable at {url}; start it, or set TEST_REDIS_URL.")
+    return url
+
+
+def _database_url(settings_dict: dict) -> str:
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"test-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, redis_url, media_root, tmp_path_factory):
+    """A real `celery worker` process on the test database and the test Redis database."""
+    import redis
+    from django.db import connection
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(connection.settings_dict),
+        "CELERY_BROKER_URL": redis_url,
+        "MEDIA_ROOT": str(media_root),
+        "FACES_DIR": str(settings.FACES_DIR),
+    }
+    worker = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout:.0f}s waiting for {message}.")
+
+
+# Enrolment and cases through the real services, processed in this process
+
+
+@pytest.fixture
+def enrol(dana, faces):
+    from matching import services
+    from matching.models import Gallery
+
+    def _enrol(code: str, *names: str, gallery: Gallery | None = None, **attributes):
+        organisation = dana.membership.organisation
+        gallery = gallery or Gallery.objects.filter(organisation=organisation).first()
+        if gallery is None:
+            gallery = services.gallery_create(organisation=organisation, name="Reference", acting_user=dana)
+        subject = services.subject_enrol(
+            gallery=gallery,
+            code=code,
+            photos=[services.uploaded_image_read(faces.upload(n)) for n in names],
+            acting_user=dana,
+            **attributes,
+        )
+        for photo in subject.photos.all():
+            services.photo_process(photo_id=photo.id)
+        return subject
+
+    return _enrol
+
+
+@pytest.fixture
+def open_case(alice, faces):
+    from matching import services
+
+    def _open_case(*names: str, reference: str = "C-1", process: bool = True, **fields):
+        case = services.case_create(
+            organisation=alice.membership.organisation,
+            acting_user=alice,
+            reference=reference,
+            title=fields.pop("title", "Missing child"),
+            purpose=fields.pop("purpose", "Locate a missing child"),
+            photos=[services.uploaded_image_read(faces.upload(n)) for n in names],
+            **fields,
+        )
+        if process:
+            for photo in case.photos.all():
+                services.photo_process(photo_id=photo.id)
+        return case
+
+    return _open_case
+
+
+OBAMA = "face_recognition/obama__tests_test_images_obama.jpg"
+OBAMA_2 = "face_recognition/obama__tests_test_images_obama2.jpg"
+BIDEN = "face_recognition/biden__tests_test_images_biden.jpg"
