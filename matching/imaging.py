@@ -30,8 +30,10 @@ class NormalisedImage:
     source_format: str
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / (1024 * 1024):.0f} MB"
+def human_size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+    return f"{max(1, round(n / 1024))} KB"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -55,7 +57,7 @@ def image_normalise(data: bytes, *, max_bytes: int, max_pixels: int) -> Normalis
     if not data:
         raise ImageRejected("The file is empty.")
     if len(data) > max_bytes:
-        raise ImageRejected(f"The file is {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}.")
+        raise ImageRejected(f"The file is {human_size(len(data))}; the limit is {human_size(max_bytes)}.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

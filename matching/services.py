@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from matching import bulk
 from matching.engine import ENGINE_NAME, DetectedFace, detect_faces, engine_version
-from matching.imaging import ImageRejected, NormalisedImage, image_normalise, rgb_array
+from matching.imaging import ImageRejected, NormalisedImage, human_size, image_normalise, rgb_array
 from matching.models import (
     BatchStatus,
     Candidate,
@@ -55,8 +55,7 @@ def uploaded_image_read(upload: Any) -> UploadedImage:
     name = getattr(upload, "name", "") or "upload"
     if upload.size is not None and upload.size > settings.UPLOAD_MAX_BYTES:
         raise ImageRejected(
-            f"{name}: the file is {upload.size / 1048576:.0f} MB; the limit is "
-            f"{settings.UPLOAD_MAX_BYTES / 1048576:.0f} MB."
+            f"{name}: the file is {human_size(upload.size)}; the limit is {human_size(settings.UPLOAD_MAX_BYTES)}."
         )
     data = upload.read(settings.UPLOAD_MAX_BYTES + 1)
     try:
@@ -237,8 +236,12 @@ def photo_fail(*, photo_id: int, reason: str) -> None:
 
 
 def photo_detect(photo: Photo) -> list[DetectedFace]:
-    with photo.image.open("rb") as handle:
-        content = handle.read()
+    try:
+        with photo.image.open("rb") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        # Not transient: retrying cannot bring the file back.
+        raise ImageRejected("The stored photo file is missing; upload the photo again.") from None
     return detect_faces(
         rgb_array(content),
         model=settings.FACE_DETECTION_MODEL,

@@ -42,6 +42,12 @@ class ScopedAdmin:
     def has_delete_permission(self, request, obj=None) -> bool:
         return self.delete_check(request.user)
 
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Another organisation's row must look exactly like one that does not exist.
+        from django.http import Http404
+
+        raise Http404
+
 
 class ServiceErrorsAsMessages:
     """Shows a service's refusal as an admin message instead of a server error."""

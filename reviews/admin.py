@@ -63,6 +63,20 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CaseFilter(admin.SimpleListFilter):
+    """Lists only the cases in the reviewer's own queue; a plain field filter would list every organisation's."""
+
+    title = "case"
+    parameter_name = "case"
+
+    def lookups(self, request, model_admin):
+        cases = model_admin.get_queryset(request).values_list("case_id", "case__reference").distinct()
+        return sorted(cases, key=lambda pair: pair[1])
+
+    def queryset(self, request, queryset):
+        return queryset.filter(case_id=self.value()) if self.value() else queryset
+
+
 @admin.register(ReviewItem)
 class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     service_errors = (ServiceError,)
@@ -78,7 +92,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         "waiting",
     ]
     list_display_links = ["id", "probe_thumb"]
-    list_filter = [OutcomeFilter, "case__reference"]
+    list_filter = [OutcomeFilter, CaseFilter]
     search_fields = ["case__reference", "case__title"]
     list_select_related = ["case", "search__face", "reference_face"]
     ordering = ["created_at", "id"]
@@ -171,13 +185,13 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         return format_html(
             '<div class="comparison">'
             "<figure><figcaption>Probe face (case {})</figcaption>{}<br>{}</figure>"
-            "<figure><figcaption>Gallery face (rank {}, distance {:.3f})</figcaption>{}<br>{}</figure>"
+            "<figure><figcaption>Gallery face (rank {}, distance {})</figcaption>{}<br>{}</figure>"
             "</div>",
             obj.case.reference,
             _image(reverse("matching:face_crop", args=[probe.pk]), "probe face", 260),
             _image(reverse("matching:photo_image", args=[probe.photo_id]), "probe photo", 220),
             obj.rank,
-            obj.distance,
+            f"{obj.distance:.3f}",
             _image(reverse("matching:face_crop", args=[reference.pk]), "gallery face", 260),
             _image(reverse("matching:photo_image", args=[reference.photo_id]), "gallery photo", 220),
         )

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from matching.models import Case, Outcome, Photo
+from tests.conftest import BIDEN, OBAMA, OBAMA_2
+
+
+def _stored_files(root) -> list[str]:
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+
+
+def _case_post(photo: SimpleUploadedFile, reference: str = "C-9") -> dict:
+    return {
+        "reference": reference,
+        "title": "Missing teenager",
+        "purpose": "Locate a missing child",
+        "photos": [photo],
+    }
+
+
+def _truncated_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((300, 300), 60).convert("RGB").save(out, format="JPEG")
+    return out.getvalue()[:3000]
+
+
+def _bomb_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    body = zlib.compress(b"\0" * 1_000_000, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+BAD_UPLOADS = {
+    "wrong-type": (b"%PDF-1.4 a document, not a photo", "not a JPEG, PNG or WebP"),
+    "truncated": (_truncated_jpeg(), "damaged or truncated"),
+    "zero-bytes": (b"", "empty"),
+    "decompression-bomb": (_bomb_png(), "pixels"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_UPLOADS))
+def test_bad_upload_is_refused_on_the_form_and_nothing_is_stored(client, alice, media_root, kind):
+    data, message = BAD_UPLOADS[kind]
+    client.force_login(alice)
+    before = _stored_files(media_root)
+
+    response = client.post(reverse("matching:case_create"), _case_post(SimpleUploadedFile("photo.jpg", data)))
+
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Case.objects.exists() and not Photo.objects.exists()
+    assert _stored_files(media_root) == before
+
+
+def test_file_over_the_size_limit_is_refused(client, alice, media_root, settings, faces):
+    settings.UPLOAD_MAX_BYTES = 10_000
+    client.force_login(alice)
+
+    response = client.post(reverse("matching:case_create"), _case_post(faces.upload(OBAMA)))
+
+    assert response.status_code == 400
+    assert "the limit is 10 KB" in response.content.decode()
+    assert not Case.objects.exists() and not Photo.objects.exists()
+
+
+def test_one_bad_photo_among_good_ones_refuses_the_whole_upload(client, alice, faces):
+    client.force_login(alice)
+    post = _case_post(faces.upload(OBAMA))
+    post["photos"].append(SimpleUploadedFile("notes.jpg", b"just text"))
+
+    response = client.post(reverse("matching:case_create"), post)
+
+    assert response.status_code == 400
+    assert "notes.jpg" in response.content.decode()
+    assert not Photo.objects.exists()
+
+
+def test_creating_a_case_returns_at_once_with_queued_photos(client, alice, faces, django_capture_on_commit_callbacks):
+    client.force_login(alice)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(reverse("matching:case_create"), _case_post(faces.upload(OBAMA)))
+
+    case = Case.objects.get()
+    assert response.status_code == 302 and response.url == reverse("matching:case_detail", args=[case.pk])
+    assert list(case.photos.values_list("status", flat=True)) == ["queued"]
+    assert len(callbacks) == 1  # one task, queued only once the case is committed
+
+
+def test_duplicate_reference_is_refused_with_a_message(client, alice, faces, open_case):
+    open_case(OBAMA_2, reference="C-9", process=False)
+    client.force_login(alice)
+
+    response = client.post(reverse("matching:case_create"), _case_post(faces.upload(OBAMA), reference="C-9"))
+
+    assert response.status_code == 400
+    assert "already exists" in response.content.decode()
+    assert Case.objects.count() == 1
+
+
+def test_case_page_shows_counts_but_never_a_pending_subject(client, alice, enrol, open_case):
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+    enrol("BIDEN-REF", BIDEN, display_name="Joe Biden")
+    case = open_case(OBAMA_2)
+    candidate = case.candidates.get()
+    client.force_login(alice)
+
+    page = client.get(reverse("matching:case_detail", args=[case.pk])).content.decode()
+    status = client.get(reverse("matching:case_status", args=[case.pk])).json()
+
+    assert "OBAMA-REF" not in page and "Barack Obama" not in page
+    assert reverse("matching:face_crop", args=[candidate.reference_face_id]) not in page
+    assert status["counts"] == {"pending": 1, "confirmed": 0, "rejected": 0}
+    assert "OBAMA" not in str(status)
+
+
+def test_caseworker_cannot_fetch_a_pending_candidates_reference_photo(client, alice, enrol, open_case):
+    enrol("OBAMA-REF", OBAMA)
+    case = open_case(OBAMA_2)
+    candidate = case.candidates.get()
+    client.force_login(alice)
+
+    crop = client.get(reverse("matching:face_crop", args=[candidate.reference_face_id]))
+    photo = client.get(reverse("matching:photo_image", args=[candidate.reference_face.photo_id]))
+
+    assert (crop.status_code, photo.status_code) == (404, 404)
+
+
+def test_confirmed_match_is_shown_with_reviewer_reason_and_photo(client, alice, bob, enrol, open_case):
+    from reviews.services import review_decide
+
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+    case = open_case(OBAMA_2)
+    candidate = case.candidates.get()
+    review_decide(candidate_id=candidate.pk, decision="confirm", reason="Same nose, ears and scar.", acting_user=bob)
+    client.force_login(alice)
+
+    page = client.get(reverse("matching:case_detail", args=[case.pk])).content.decode()
+    crop = client.get(reverse("matching:face_crop", args=[candidate.reference_face_id]))
+
+    assert "OBAMA-REF" in page and "Barack Obama" in page
+    assert "Same nose, ears and scar." in page and "bob" in page
+    assert crop.status_code == 200 and crop["Content-Type"] == "image/jpeg"
+    assert candidate.__class__.objects.get(pk=candidate.pk).outcome == Outcome.CONFIRMED
+
+
+def test_media_is_private_and_uncached(client, alice, open_case):
+    case = open_case(OBAMA_2, process=False)
+    photo = case.photos.get()
+    client.force_login(alice)
+
+    response = client.get(reverse("matching:photo_image", args=[photo.pk]))
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "private, no-store"
+    client.logout()
+    assert client.get(reverse("matching:photo_image", args=[photo.pk])).status_code == 302
