@@ -136,12 +136,12 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return None
     if name.lower().endswith(ARCHIVE_SUFFIXES):
         return f"{name}: archives inside the zip are not allowed."
+    if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
+        return f"{name}: it inflates {info.file_size // info.compress_size}-fold, which looks like a zip bomb."
     if info.file_size > MAX_MEMBER_BYTES:
         return (
             f"{name}: {info.file_size / 1048576:.0f} MB unpacked, over the limit of {MAX_MEMBER_BYTES // 1048576} MB."
         )
-    if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
-        return f"{name}: it inflates {info.file_size // info.compress_size}-fold, which looks like a zip bomb."
     return None
 
 

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}
 ACCEPTED_LABEL = "JPEG, PNG or WebP"
@@ -75,6 +75,9 @@ def image_normalise(data: bytes, *, max_bytes: int, max_pixels: int) -> Normalis
                 raise ImageRejected(
                     f"The image is {width}×{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels."
                 )
+            # face_recognition sets this flag on import, which would let a
+            # truncated photo through as a grey smear.
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
             image.load()
     except ImageRejected:
         raise

@@ -112,7 +112,9 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 # Photos, crops and uploads live here and are never served as static files:
 # every read goes through a view that checks the user's organisation.
 MEDIA_ROOT = envpath("MEDIA_ROOT", VAR_DIR / "media")
-MEDIA_URL = None
+# No URL pattern serves this prefix; it is set only because Django's test
+# live server insists on a string here.
+MEDIA_URL = "/private-media-is-never-served/"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "matching:case_list"

@@ -136,6 +136,10 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
             fieldsets.append(("Your decision", {"fields": ["decision", "reason"]}))
         return fieldsets
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change) -> None:
         review_decide(
             candidate_id=obj.pk,

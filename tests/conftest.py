@@ -309,3 +309,15 @@ def open_case(alice, faces):
 OBAMA = "face_recognition/obama__tests_test_images_obama.jpg"
 OBAMA_2 = "face_recognition/obama__tests_test_images_obama2.jpg"
 BIDEN = "face_recognition/biden__tests_test_images_biden.jpg"
+
+
+@pytest.fixture
+def eager_tasks():
+    """Run queued tasks inline, in this process, for tests about what a task does rather than how it travels."""
+    from portal.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False

@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from matching.models import Candidate, Outcome, Photo, PhotoStatus
+from matching.models import Candidate, Gallery, Outcome, Photo, PhotoStatus
 from tests.conftest import BIDEN, OBAMA, OBAMA_2, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -21,7 +21,7 @@ def test_upload_worker_review_and_confirmed_result(client, celery_worker_process
     # Given a gallery enrolled through the org admin's page, processed by the worker
     client.force_login(dana)
     client.post(reverse("matching:gallery_list"), {"name": "Missing persons register"})
-    gallery_url = reverse("matching:gallery_detail", args=[1])
+    gallery_url = reverse("matching:gallery_detail", args=[Gallery.objects.get().pk])
     for code, name in [("OBAMA-REF", OBAMA), ("BIDEN-REF", BIDEN)]:
         response = client.post(
             gallery_url,

@@ -49,7 +49,9 @@ def test_unusable_files_are_refused_with_a_reason(data, message):
         image_normalise(data, **LIMITS)
 
 
-def test_truncated_jpeg_is_refused():
+def test_truncated_jpeg_is_refused_even_after_face_recognition_is_imported():
+    import face_recognition  # noqa: F401  (it turns on Pillow's LOAD_TRUNCATED_IMAGES)
+
     data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)), "JPEG")
 
     with pytest.raises(ImageRejected, match="damaged or truncated"):

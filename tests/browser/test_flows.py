@@ -1,0 +1,60 @@
+"""Caseworker and reviewer flows in headless Chromium, against a live server and a real worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from matching.models import Candidate, Outcome, Photo
+from tests.browser.conftest import log_in
+from tests.conftest import BIDEN, OBAMA, OBAMA_2, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def gallery_ready(celery_worker_process, enrol):
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
+    enrol("BIDEN-REF", BIDEN, display_name="Joe Biden", sex="M", age_band="60+", ethnicity="White")
+    wait_for(lambda: all(p.is_finished for p in Photo.objects.filter(kind="reference")), message="gallery")
+
+
+def test_caseworker_creates_a_case_and_watches_it_process(
+    page, screenshot, live_server, gallery_ready, alice, password, faces
+):
+    log_in(page, live_server, "alice", password)
+    page.click("text=New case")
+    page.fill("input[name=reference]", "B-1")
+    page.fill("input[name=title]", "Missing boy, last seen at the station")
+    page.fill("input[name=purpose]", "Locate a missing child reported on 2026-11-20")
+    page.fill("textarea[name=description]", "Photo supplied by the family.")
+    page.set_input_files("input[name=photos]", str(faces.path(OBAMA_2)))
+    page.click("button[type=submit]")
+
+    # The page returns at once and the status updates itself, without a reload.
+    page.wait_for_selector("h1:has-text('B-1')")
+    page.wait_for_selector(".status-done", timeout=90_000)
+    assert page.inner_text("[data-count=pending]") == "1"
+    assert "OBAMA-REF" not in page.content()
+    shot = screenshot("caseworker-case-page")
+    assert shot.stat().st_size > 10_000
+
+
+def test_reviewer_confirms_a_candidate_in_the_admin(
+    page, screenshot, live_server, gallery_ready, open_case, bob, password
+):
+    open_case(OBAMA_2, reference="B-2")
+    candidate = Candidate.objects.get()
+
+    log_in(page, live_server, "bob", password)
+    page.goto(f"{live_server.url}/admin/reviews/reviewitem/")
+    page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
+    page.wait_for_selector(".comparison img")
+    screenshot("reviewer-review-item")
+    page.check("input[name=decision][value=confirm]")
+    page.fill("textarea[name=reason]", "Hairline, eyebrows, nose and ears agree; no dissimilar features.")
+    page.click("input[name=_save]")
+
+    page.wait_for_selector(".messagelist")
+    screenshot("reviewer-after-decision")
+    candidate.refresh_from_db()
+    assert (candidate.outcome, candidate.outcome_by.username) == (Outcome.CONFIRMED, "bob")
