@@ -45,3 +45,7 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/search.py
+	$(BIN)/python bench/ingest.py

@@ -136,6 +136,10 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
             fieldsets.append(("Your decision", {"fields": ["decision", "reason"]}))
         return fieldsets
 
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra_context)
