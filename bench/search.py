@@ -269,6 +269,12 @@ class Timings:
     batched: float  # seconds per probe
     single_results: list
     batched_results: list
+    old_single: np.ndarray  # the reduceat version, seconds per single-probe call
+    old_batched: float
+    old_results: list
+    sharded_batched: float  # shards searched one after another in this process, then merged
+    sharded_results: list
+    shards: int
 
     @property
     def label(self) -> str:
@@ -286,12 +292,23 @@ class SizeResult:
 def timings_measure(
     gallery: GalleryMatrix, probes: np.ndarray, args: argparse.Namespace, threads: int | None
 ) -> Timings:
-    from matching.search import search_gallery
+    from matching.search import gallery_shard, hits_merge, search_gallery, search_gallery_reduceat, shards_plan
 
     matrix = gallery.matrix
 
     def search(block: np.ndarray) -> list:
         return search_gallery(gallery, block, threshold=args.threshold, k=args.k, batch=args.batch)
+
+    def search_old(block: np.ndarray) -> list:
+        return search_gallery_reduceat(gallery, block, threshold=args.threshold, k=args.k, batch=args.batch)
+
+    shard_faces = args.shard_faces or max(1, gallery.size // 4)
+    plan = shards_plan(gallery.subject_ids, np.diff(np.append(gallery.starts, gallery.size)), shard_faces)
+    shards = [gallery_shard(gallery, shard) for shard in plan]
+
+    def search_sharded(block: np.ndarray) -> list:
+        parts = [search_gallery(shard, block, threshold=args.threshold, k=args.k, batch=args.batch) for shard in shards]
+        return [hits_merge([part[i] for part in parts], args.k) for i in range(len(block))]
 
     search(probes[:1])  # first touch of the matrix pages and BLAS buffers
     gemv = best_of(lambda: matrix @ probes[0], args.repeats)
@@ -309,7 +326,40 @@ def timings_measure(
         batched_results[:] = search(probes)
 
     batched = best_of(batched_call, args.repeats) / len(probes)
-    return Timings(threads, gemv, gemm, np.asarray(single_times), batched, single_results, batched_results)
+
+    search_old(probes[:1])
+    old_single = []
+    for i in range(len(probes)):
+        start = time.perf_counter()
+        search_old(probes[i : i + 1])
+        old_single.append(time.perf_counter() - start)
+    old_results: list = []
+
+    def old_call() -> None:
+        old_results[:] = search_old(probes)
+
+    old_batched = best_of(old_call, args.repeats) / len(probes)
+    sharded_results: list = []
+
+    def sharded_call() -> None:
+        sharded_results[:] = search_sharded(probes)
+
+    sharded_batched = best_of(sharded_call, args.repeats) / len(probes)
+    return Timings(
+        threads,
+        gemv,
+        gemm,
+        np.asarray(single_times),
+        batched,
+        single_results,
+        batched_results,
+        np.asarray(old_single),
+        old_batched,
+        old_results,
+        sharded_batched,
+        sharded_results,
+        len(shards),
+    )
 
 
 def size_run(n: int, args: argparse.Namespace, reader: ParallelRead, openblas: OpenBlas | None) -> SizeResult:
@@ -346,6 +396,17 @@ def size_run(n: int, args: argparse.Namespace, reader: ParallelRead, openblas: O
             (f"search single p50{t.label}", float(np.percentile(t.single, 50)), "search_gallery, one probe per call"),
             (f"search single p95{t.label}", float(np.percentile(t.single, 95)), ""),
             (f"search batched{t.label}", t.batched, f"per probe; {len(probes)} probes, batch={args.batch}"),
+            (f"old reduceat single p50{t.label}", float(np.percentile(t.old_single, 50)), "first version, same run"),
+            (
+                f"old reduceat batched{t.label}",
+                t.old_batched,
+                f"per probe; old/new {t.old_batched / t.batched:.2f}x",
+            ),
+            (
+                f"sharded batched{t.label}",
+                t.sharded_batched,
+                f"per probe; {t.shards} shards in turn, merged; {t.sharded_batched / t.batched:.2f}x unsharded",
+            ),
         ]
     if n <= args.naive_max:
         naive_probes = probes[: args.naive_probes]
@@ -364,7 +425,7 @@ def size_run(n: int, args: argparse.Namespace, reader: ParallelRead, openblas: O
     verdicts = []
     worst = 0.0
     for t in timings:
-        for results in (t.single_results, t.batched_results):
+        for results in (t.single_results, t.batched_results, t.old_results, t.sharded_results):
             same, diff = compare([results[i] for i in checked], reference)
             verdicts.append(same)
             worst = max(worst, diff)
@@ -387,7 +448,7 @@ def size_run(n: int, args: argparse.Namespace, reader: ParallelRead, openblas: O
     for label, seconds, note in rows:
         print(f"  {label:<46}{seconds * 1e3:>10.3f}{seconds / bound:>9.2f}x  {note}")
     print(
-        f"  identical to float64 brute force on {len(checked)} probes, single and batched calls"
+        f"  identical to float64 brute force on {len(checked)} probes, single, batched, old and sharded calls"
         f"{', both BLAS thread counts' if len(timings) > 1 else ''}: {'yes' if all(verdicts) else 'no'} "
         f"(max |distance difference| {worst:.1e}; reference took {reference_s:.1f} s)"
     )
@@ -409,6 +470,9 @@ def main() -> None:
     parser.add_argument("--loop-max", type=int, default=10_000, help="largest size for the Python loop baseline")
     parser.add_argument(
         "--no-single-thread", action="store_true", help="skip the second pass with OpenBLAS limited to one thread"
+    )
+    parser.add_argument(
+        "--shard-faces", type=int, default=0, help="faces per shard for the sharded pass (default: a quarter)"
     )
     parser.add_argument("--seed", type=int, default=20240607)
     args = parser.parse_args()
@@ -433,7 +497,8 @@ def main() -> None:
 
     print(
         f"\n{'faces':>10}{'BLAS thr':>9}{'bound ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'batched':>10}"
-        f"{'p50/bnd':>9}{'p95/bnd':>9}{'bat/bnd':>9}  identical"
+        f"{'p50/bnd':>9}{'p95/bnd':>9}{'bat/bnd':>9}{'old bat':>10}{'old/new':>9}{'sharded':>10}{'shd/bnd':>9}"
+        "  identical"
     )
     for r in results:
         for t in r.timings:
@@ -444,6 +509,8 @@ def main() -> None:
                 f"{r.size:>10,}{t.threads if t.threads is not None else '?':>9}{r.bound_ms:>10.3f}"
                 f"{p50:>10.3f}{p95:>10.3f}{batched:>10.3f}"
                 f"{p50 / r.bound_ms:>8.2f}x{p95 / r.bound_ms:>8.2f}x{batched / r.bound_ms:>8.2f}x"
+                f"{t.old_batched * 1e3:>10.3f}{t.old_batched / t.batched:>8.2f}x"
+                f"{t.sharded_batched * 1e3:>10.3f}{t.sharded_batched * 1e3 / r.bound_ms:>8.2f}x"
                 f"  {'yes' if r.identical else 'no'}"
             )
 

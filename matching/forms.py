@@ -68,3 +68,21 @@ class BulkEnrolForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
         help_text="Columns: code, file, and optionally display_name, sex, age_band, ethnicity.",
     )
+
+
+class AuditUploadForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    archive = forms.FileField(label="Photos (zip)")
+    manifest = forms.FileField(
+        label="Manifest (CSV)",
+        help_text="Columns: file, identity, and any demographic columns (e.g. sex, race, age_band). Blank = unknown.",
+    )
+    shared = forms.BooleanField(required=False, label="Share with every organisation (superusers only)")
+
+
+class OrganisationSettingsForm(forms.Form):
+    distance_threshold = forms.FloatField(min_value=0.05, max_value=1.5)
+    max_candidates = forms.IntegerField(min_value=1, max_value=50)
+    target_fmr = forms.FloatField(label="Target false match rate", min_value=1e-6, max_value=0.5)
+    audit_max_age_days = forms.IntegerField(label="Audit valid for (days)", min_value=1, max_value=3650)
+    require_valid_audit = forms.BooleanField(label="Block confirmations without a valid audit", required=False)

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}
+# MPO is how Pillow names a JPEG that carries extra frames (many phone cameras
+# add a preview or depth image); the first frame is the photo.
+ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
+# The stored copy is a JPEG, which cannot be wider or taller than this.
+MAX_SIDE = 65_500
 ACCEPTED_LABEL = "JPEG, PNG or WebP"
 
 
@@ -75,6 +79,8 @@ def image_normalise(data: bytes, *, max_bytes: int, max_pixels: int) -> Normalis
                 raise ImageRejected(
                     f"The image is {width}×{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels."
                 )
+            if max(width, height) > MAX_SIDE:
+                raise ImageRejected(f"The image is {width}×{height} pixels; a side may be at most {MAX_SIDE} pixels.")
             # face_recognition sets this flag on import, which would let a
             # truncated photo through as a grey smear.
             ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -95,8 +101,9 @@ def image_normalise(data: bytes, *, max_bytes: int, max_pixels: int) -> Normalis
     image = _to_rgb(image)
 
     out = io.BytesIO()
-    # Re-encoding drops every metadata block, GPS included.
-    image.save(out, format="JPEG", quality=92)
+    # Re-encoding drops every metadata block, GPS included; Pillow would copy
+    # a JPEG comment (COM) across unless told not to.
+    image.save(out, format="JPEG", quality=92, comment=b"")
     return NormalisedImage(content=out.getvalue(), width=image.width, height=image.height, source_format=source_format)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Sex(models.TextChoices):
@@ -57,6 +57,7 @@ class Subject(models.Model):
         "race/ethnicity", max_length=10, choices=Ethnicity.choices, blank=True, default=Ethnicity.UNKNOWN
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["code"]
@@ -79,6 +80,8 @@ class Case(models.Model):
     probe_ethnicity = models.CharField(max_length=10, choices=Ethnicity.choices, blank=True, default=Ethnicity.UNKNOWN)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -117,6 +120,9 @@ class Photo(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     status_changed_at = models.DateTimeField(auto_now_add=True)
+    # The upload as received, metadata and all; kept only when the organisation opts in.
+    original = models.FileField(upload_to="originals/%Y/%m/", max_length=300, blank=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -150,7 +156,9 @@ class Face(models.Model):
     bottom = models.PositiveIntegerField()
     left = models.PositiveIntegerField()
     crop = models.FileField(upload_to="crops/%Y/%m/", max_length=300)
+    # Encrypted (matching.sealing); emptied when the face is purged by retention or erasure.
     encoding = models.BinaryField()
+    purged_at = models.DateTimeField(null=True, blank=True)
     engine = models.CharField(max_length=40)
     engine_version = models.CharField(max_length=60, db_index=True)
     detector = models.CharField(max_length=10)
@@ -168,7 +176,9 @@ class Face(models.Model):
 
     @property
     def vector(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.encoding), dtype=np.float64)
+        from matching.sealing import encoding_open
+
+        return encoding_open(self.encoding)
 
     @property
     def size_px(self) -> int:
@@ -197,6 +207,7 @@ class Search(models.Model):
 
 class Outcome(models.TextChoices):
     PENDING = "pending", "Pending review"
+    ESCALATED = "escalated", "Escalated: reviewers disagreed"
     CONFIRMED = "confirmed", "Confirmed"
     REJECTED = "rejected", "Rejected"
 
@@ -225,7 +236,8 @@ class Candidate(models.Model):
             models.UniqueConstraint(fields=["search", "subject"], name="candidate_unique_subject"),
             models.UniqueConstraint(fields=["search", "rank"], name="candidate_unique_rank"),
             models.CheckConstraint(
-                condition=Q(outcome="pending") | (Q(outcome_at__isnull=False) & ~Q(outcome_reason="")),
+                condition=Q(outcome__in=["pending", "escalated"])
+                | (Q(outcome_at__isnull=False) & ~Q(outcome_reason="")),
                 name="candidate_decided_has_reason",
             ),
         ]
@@ -274,3 +286,150 @@ class EnrolmentBatch(models.Model):
     @property
     def refused_count(self) -> int:
         return sum(1 for row in self.report if row.get("status") == "refused")
+
+
+# Bias audits: labelled evaluation sets, and the error rates measured on them
+
+
+class AuditDataset(models.Model):
+    """A labelled evaluation set: photos with identities and free-text demographic columns."""
+
+    organisation = models.ForeignKey(
+        "portal.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="audit_datasets",
+        help_text="Empty for a set shared with every organisation.",
+    )
+    name = models.CharField(max_length=200)
+    attributes = models.JSONField(default=list, help_text="The demographic columns, in manifest order.")
+    engine_version = models.CharField(max_length=60, blank=True)
+    archive = models.FileField(upload_to="audits/%Y/%m/", max_length=300, blank=True)
+    manifest = models.FileField(upload_to="audits/%Y/%m/", max_length=300, blank=True)
+    status = models.CharField(max_length=10, choices=BatchStatus.choices, default=BatchStatus.QUEUED)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def accepted_count(self) -> int:
+        return sum(1 for row in self.report if row.get("status") == "accepted")
+
+    @property
+    def refused_count(self) -> int:
+        return sum(1 for row in self.report if row.get("status") == "refused")
+
+
+class AuditSample(models.Model):
+    dataset = models.ForeignKey(AuditDataset, on_delete=models.CASCADE, related_name="samples")
+    line = models.PositiveIntegerField()
+    file = models.CharField(max_length=300)
+    identity = models.CharField(max_length=200)
+    attributes = models.JSONField(default=dict)
+    encoding = models.BinaryField()
+
+    class Meta:
+        ordering = ["line"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "line"], name="audit_sample_unique_line")]
+
+    def __str__(self) -> str:
+        return f"{self.file} ({self.identity})"
+
+
+class AuditRun(models.Model):
+    """Error rates measured on one dataset, for one organisation's threshold and target, with one engine."""
+
+    dataset = models.ForeignKey(AuditDataset, on_delete=models.PROTECT, related_name="runs")
+    organisation = models.ForeignKey(
+        "portal.Organisation", null=True, blank=True, on_delete=models.CASCADE, related_name="audit_runs"
+    )
+    engine_version = models.CharField(max_length=60, db_index=True)
+    thresholds = models.JSONField(default=list)
+    threshold_in_use = models.FloatField()
+    target_fmr = models.FloatField()
+    min_identities = models.PositiveIntegerField()
+    min_impostor_pairs = models.PositiveIntegerField()
+    photos = models.PositiveIntegerField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-completed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Audit {self.pk} of {self.dataset}"
+
+
+class AuditGroup(models.Model):
+    run = models.ForeignKey(AuditRun, on_delete=models.CASCADE, related_name="groups")
+    key = models.CharField(max_length=300)
+    attributes = models.JSONField(default=dict)
+    photos = models.PositiveIntegerField()
+    identities = models.PositiveIntegerField()
+    impostor_pairs = models.PositiveIntegerField()
+    genuine_pairs = models.PositiveIntegerField()
+    insufficient = models.BooleanField()
+    insufficient_reasons = models.JSONField(default=list)
+    threshold_at_target = models.FloatField(null=True)
+    fnmr_at_target = models.FloatField(null=True)
+    target_fmr_resolvable = models.BooleanField(default=False)
+    # Sorted float32, so that the rate at any distance can be read back exactly.
+    impostor_distances = models.BinaryField()
+    genuine_distances = models.BinaryField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="audit_group_unique_key")]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def impostor_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.impostor_distances), dtype=np.float32)
+
+    @property
+    def genuine_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.genuine_distances), dtype=np.float32)
+
+
+class AuditRate(models.Model):
+    group = models.ForeignKey(AuditGroup, on_delete=models.CASCADE, related_name="rates")
+    threshold = models.FloatField()
+    false_matches = models.PositiveIntegerField()
+    impostor_pairs = models.PositiveIntegerField()
+    fmr = models.FloatField(null=True)
+    fmr_low = models.FloatField(null=True)
+    fmr_high = models.FloatField(null=True)
+    false_non_matches = models.PositiveIntegerField()
+    genuine_pairs = models.PositiveIntegerField()
+    fnmr = models.FloatField(null=True)
+    fnmr_low = models.FloatField(null=True)
+    fnmr_high = models.FloatField(null=True)
+    fmr_ratio_to_best = models.FloatField(null=True)
+    ratio_note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["threshold"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "threshold"], name="audit_rate_unique_threshold"),
+            models.CheckConstraint(
+                condition=Q(fmr__isnull=True) | (Q(fmr_low__lte=F("fmr")) & Q(fmr_high__gte=F("fmr"))),
+                name="audit_rate_fmr_in_interval",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} at {self.threshold}"

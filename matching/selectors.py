@@ -25,7 +25,7 @@ def case_confirmed_matches(case: Case) -> QuerySet[Candidate]:
 
 def case_candidate_counts(case: Case) -> dict[str, int]:
     counts = case.candidates.aggregate(
-        pending=Count("id", filter=Q(outcome=Outcome.PENDING)),
+        pending=Count("id", filter=Q(outcome__in=[Outcome.PENDING, Outcome.ESCALATED])),
         confirmed=Count("id", filter=Q(outcome=Outcome.CONFIRMED)),
         rejected=Count("id", filter=Q(outcome=Outcome.REJECTED)),
     )

@@ -16,4 +16,9 @@ urlpatterns = [
     path("galleries/", views.gallery_list, name="gallery_list"),
     path("galleries/<int:gallery_id>/", views.gallery_detail, name="gallery_detail"),
     path("galleries/batches/<int:batch_id>/", views.batch_detail, name="batch_detail"),
+    path("audits/", views.audit_list, name="audit_list"),
+    path("audits/datasets/<int:dataset_id>/", views.audit_dataset, name="audit_dataset"),
+    path("audits/runs/<int:run_id>/", views.audit_report, name="audit_report"),
+    path("audits/runs/<int:run_id>/download.<str:fmt>", views.audit_report_download, name="audit_report_download"),
+    path("settings/", views.organisation_settings, name="organisation_settings"),
 ]

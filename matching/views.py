@@ -1,19 +1,32 @@
 from __future__ import annotations
 
+import csv
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, JsonResponse
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
-from matching import selectors, services
+from matching import bulk, evaluation, selectors, services
 from matching.bulk import BulkRejected
-from matching.forms import BulkEnrolForm, CaseForm, GalleryForm, SubjectForm
-from matching.models import EnrolmentBatch, Face, Gallery, Photo
+from matching.charts import error_rate_chart
+from matching.forms import (
+    AuditUploadForm,
+    BulkEnrolForm,
+    CaseForm,
+    GalleryForm,
+    OrganisationSettingsForm,
+    SubjectForm,
+)
+from matching.models import AuditDataset, AuditRun, EnrolmentBatch, Face, Gallery, Photo
 from portal import access
 from portal.audit import audit_record
+from portal.services import organisation_update
 
 
 def role_required(check):
@@ -229,3 +242,183 @@ def batch_detail(request, batch_id: int):
             }
         )
     return render(request, "matching/batch_detail.html", {"batch": batch})
+
+
+# Bias audits (org admins and reviewers) and organisation settings (org admins)
+
+
+def _can_read_audits(user) -> bool:
+    return access.can_review(user) or access.can_manage_organisation(user)
+
+
+@role_required(_can_read_audits)
+@require_http_methods(["GET", "POST"])
+def audit_list(request):
+    organisation = access.organisation_of(request.user)
+    form = AuditUploadForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST":
+        if not access.can_manage_organisation(request.user):
+            raise Http404
+        if form.is_valid():
+            try:
+                dataset = evaluation.audit_dataset_create(
+                    name=form.cleaned_data["name"],
+                    organisation=None if form.cleaned_data["shared"] and request.user.is_superuser else organisation,
+                    manifest=bulk.upload_read(form.cleaned_data["manifest"], limit=5 * 2**20, label="The manifest"),
+                    archive=bulk.upload_read(
+                        form.cleaned_data["archive"], limit=settings.BULK_MAX_BYTES, label="The zip file"
+                    ),
+                    acting_user=request.user,
+                )
+            except (evaluation.AuditError, BulkRejected) as error:
+                form.add_error(None, str(error))
+            else:
+                return redirect("matching:audit_dataset", dataset_id=dataset.pk)
+        status = 400
+    validity = evaluation.audit_validity(organisation)
+    return render(
+        request,
+        "matching/audit_list.html",
+        {
+            "datasets": evaluation.datasets_for(organisation)[:50],
+            "runs": evaluation.runs_for(organisation)[:50],
+            "validity": validity,
+            "form": form,
+        },
+        status=status,
+    )
+
+
+@role_required(_can_read_audits)
+@require_GET
+def audit_dataset(request, dataset_id: int):
+    dataset = get_object_or_404(AuditDataset, pk=dataset_id)
+    if dataset.organisation_id is not None:
+        access.require_same_organisation(request.user, dataset.organisation_id)
+    if request.GET.get("format") == "json":
+        return JsonResponse(
+            {
+                "status": dataset.status,
+                "rows_total": dataset.rows_total,
+                "rows_done": dataset.rows_done,
+                "finished": dataset.status in ("done", "failed"),
+            }
+        )
+    runs = dataset.runs.filter(organisation=access.organisation_of(request.user))
+    return render(request, "matching/audit_dataset.html", {"dataset": dataset, "runs": runs})
+
+
+def _run_or_404(request, run_id: int) -> AuditRun:
+    run = get_object_or_404(AuditRun.objects.select_related("dataset", "organisation"), pk=run_id)
+    access.require_same_organisation(request.user, run.organisation_id)
+    return run
+
+
+@role_required(_can_read_audits)
+@require_GET
+def audit_report(request, run_id: int):
+    run = _run_or_404(request, run_id)
+    document = evaluation.audit_run_document(run)
+    at = run.threshold_in_use
+    for group in document["groups"]:
+        group["in_use"] = next((r for r in group["rates"] if abs(r["threshold"] - at) < 1e-9), None)
+        group["level"] = group["key"].count("&") + (0 if group["key"] != "all" else -1)
+    singles = [g for g in document["groups"] if g["level"] <= 0]
+    chart = error_rate_chart(
+        [(g["key"], [(r["threshold"], r["fmr"], r["fnmr"]) for r in g["rates"]]) for g in singles[:10]],
+        threshold_in_use=at,
+    )
+    return render(
+        request,
+        "matching/audit_report.html",
+        {
+            "run": run,
+            "document": document,
+            "singles": singles,
+            "pairs": [g for g in document["groups"] if g["level"] > 0],
+            "chart": mark_safe(chart),
+            "advice": evaluation.threshold_advice(run),
+        },
+    )
+
+
+@role_required(_can_read_audits)
+@require_GET
+def audit_report_download(request, run_id: int, fmt: str):
+    run = _run_or_404(request, run_id)
+    document = evaluation.audit_run_document(run)
+    audit_record(
+        action="audit.export", actor=request.user, organisation=run.organisation, target=run, detail={"format": fmt}
+    )
+    if fmt == "json":
+        response = JsonResponse(document, json_dumps_params={"indent": 2})
+    else:
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        writer = csv.writer(response)
+        writer.writerow(
+            [
+                "group",
+                "identities",
+                "photos",
+                "impostor_pairs",
+                "genuine_pairs",
+                "insufficient",
+                "threshold",
+                "false_matches",
+                "fmr",
+                "fmr_low",
+                "fmr_high",
+                "false_non_matches",
+                "fnmr",
+                "fnmr_low",
+                "fnmr_high",
+                "fmr_ratio_to_best",
+            ]
+        )
+        for group in document["groups"]:
+            for rate in group["rates"]:
+                writer.writerow(
+                    [
+                        group["key"],
+                        group["identities"],
+                        group["photos"],
+                        group["impostor_pairs"],
+                        group["genuine_pairs"],
+                        group["insufficient"],
+                        rate["threshold"],
+                        rate["false_matches"],
+                        rate["fmr"],
+                        *rate["fmr_ci95"],
+                        rate["false_non_matches"],
+                        rate["fnmr"],
+                        *rate["fnmr_ci95"],
+                        rate["fmr_ratio_to_best"],
+                    ]
+                )
+    response["Content-Disposition"] = f'attachment; filename="audit-{run.pk}.{fmt}"'
+    return response
+
+
+@role_required(access.can_manage_organisation)
+@require_http_methods(["GET", "POST"])
+def organisation_settings(request):
+    organisation = access.organisation_of(request.user)
+    fields = ["distance_threshold", "max_candidates", "target_fmr", "audit_max_age_days", "require_valid_audit"]
+    form = OrganisationSettingsForm(request.POST or None, initial={f: getattr(organisation, f) for f in fields})
+    if request.method == "POST" and form.is_valid():
+        try:
+            organisation_update(organisation=organisation, acting_user=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, "Settings saved. The change is recorded in the audit log.")
+            return redirect("matching:organisation_settings")
+    validity = evaluation.audit_validity(organisation)
+    advice = evaluation.threshold_advice(validity.run) if validity.run else None
+    return render(
+        request,
+        "matching/organisation_settings.html",
+        {"form": form, "organisation": organisation, "validity": validity, "advice": advice},
+        status=400 if request.method == "POST" else 200,
+    )

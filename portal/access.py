@@ -71,3 +71,99 @@ def require_same_organisation(user: AnyUser, organisation_id: int | None) -> Non
     """404, not 403: another organisation's rows must not even be confirmed to exist."""
     if not same_organisation(user, organisation_id):
         raise Http404
+
+
+# The permission matrix: who may use each route, by URL name. The route middleware
+# (portal.middleware) enforces it for every request; a route missing here is refused
+# to everyone. Views still check rows: "may use the case list" here, "this case
+# belongs to your organisation" in the view. The README's permission matrix is this table.
+
+ANONYMOUS = "anonymous"  # anyone, signed in or not
+SIGNED_IN = "signed_in"  # any signed-in user, member or not
+MEMBER = "member"  # any member of an organisation, whatever the role
+SUPERUSER = "superuser"
+CASEWORKER, REVIEWER, ORG_ADMIN = Role.CASEWORKER.value, Role.REVIEWER.value, Role.ORG_ADMIN.value
+
+_CASES = frozenset({CASEWORKER, ORG_ADMIN})
+_REVIEW = frozenset({REVIEWER, ORG_ADMIN})
+_ORG_ADMIN = frozenset({ORG_ADMIN})
+
+ROUTE_ROLES: dict[str, frozenset[str]] = {
+    # Signing in and out, and the load balancer's health check
+    "login": frozenset({ANONYMOUS}),
+    "logout": frozenset({ANONYMOUS}),
+    "healthz": frozenset({ANONYMOUS}),
+    "home": frozenset({SIGNED_IN}),
+    # A single-use invitation link: whoever holds it may accept it
+    "invitation_accept": frozenset({ANONYMOUS}),
+    # The second factor: any signed-in user may enrol or confirm one (portal.twofactor decides who must)
+    "two_factor_setup": frozenset({SIGNED_IN}),
+    "two_factor_verify": frozenset({SIGNED_IN}),
+    "no_role": frozenset({SIGNED_IN}),
+    # Caseworkers' pages
+    "matching:case_list": _CASES,
+    "matching:case_create": _CASES,
+    "matching:case_detail": _CASES,
+    "matching:case_status": _CASES,
+    # Photos and crops: the view decides per photo (a caseworker sees a gallery photo only once confirmed)
+    "matching:photo_image": frozenset({MEMBER}),
+    "matching:face_crop": frozenset({MEMBER}),
+    # Galleries, enrolment and settings
+    "matching:gallery_list": _ORG_ADMIN,
+    "matching:gallery_detail": _ORG_ADMIN,
+    "matching:batch_detail": _ORG_ADMIN,
+    "matching:organisation_settings": _ORG_ADMIN,
+    # Bias audits: reviewers read them, org admins also upload (the view refuses a reviewer's POST)
+    "matching:audit_list": _REVIEW,
+    "matching:audit_dataset": _REVIEW,
+    "matching:audit_report": _REVIEW,
+    "matching:audit_report_download": _REVIEW,
+    "reviews:disclosure_download": _REVIEW,
+    # The admin, as a whole; each ModelAdmin then answers per model through portal.admin_mixins
+    "admin:*": frozenset({REVIEWER, ORG_ADMIN, SUPERUSER}),
+    "admin:login": frozenset({ANONYMOUS}),
+    # The REST API
+    "api-schema": frozenset({ANONYMOUS}),
+    "api-docs": frozenset({ANONYMOUS}),
+    "api-root": frozenset({MEMBER}),
+    "auth-token": frozenset({MEMBER}),
+    "case-list": _CASES,
+    "case-detail": _CASES,
+    "case-photos": _CASES,
+    "case-photo": _CASES,
+    "case-matches": _CASES,
+    "match-list": _CASES,
+    "gallery-list": _ORG_ADMIN,
+    "gallery-detail": _ORG_ADMIN,
+    "gallery-subjects": _ORG_ADMIN,
+    "gallery-imports": _ORG_ADMIN,
+    "subject-detail": _ORG_ADMIN,
+    "import-detail": _ORG_ADMIN,
+    "audit-run-list": _REVIEW,
+    "audit-run-detail": _REVIEW,
+}
+
+
+def route_roles(view_name: str | None) -> frozenset[str] | None:
+    """The matrix entry for a route: its own, else its namespace's `ns:*`; None when it has neither."""
+    if not view_name:
+        return None
+    if view_name in ROUTE_ROLES:
+        return ROUTE_ROLES[view_name]
+    namespace, _, _ = view_name.rpartition(":")
+    return ROUTE_ROLES.get(f"{namespace}:*") if namespace else None
+
+
+def route_allows(view_name: str | None, user: AnyUser) -> bool:
+    """Whether the matrix lets this user use this route. Unknown routes are refused to everyone."""
+    roles = route_roles(view_name)
+    if not roles:
+        return False
+    if ANONYMOUS in roles:
+        return True
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if SIGNED_IN in roles or (SUPERUSER in roles and is_superuser(user)):
+        return True
+    role = role_of(user)
+    return role is not None and (MEMBER in roles or role in roles)

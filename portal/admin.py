@@ -9,14 +9,17 @@ from django.contrib.auth.password_validation import validate_password
 
 from portal import access
 from portal.admin_mixins import ScopedAdmin, ServiceErrorsAsMessages
-from portal.models import AuditEvent, Membership, Organisation
+from portal.keys import api_key_create, api_key_revoke
+from portal.models import ApiKey, AuditEvent, Invitation, Membership, Organisation, TaskOutbox, WorkerHeartbeat
 from portal.services import (
     AccessError,
+    invitation_create,
     member_create,
     member_set_active,
     member_set_role,
     organisation_create,
     organisation_update,
+    organisation_use_case_approve,
 )
 
 User = get_user_model()
@@ -40,11 +43,18 @@ class SuperuserOnlyUserAdmin(UserAdmin):
 @admin.register(Organisation)
 class OrganisationAdmin(ScopedAdmin, admin.ModelAdmin):
     organisation_path = "pk"
-    list_display = ["name", "slug", "distance_threshold", "max_candidates", "created_at"]
+    list_display = ["name", "slug", "distance_threshold", "max_candidates", "use_case_approved_at", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     view_check = staticmethod(access.can_manage_organisation)
     add_check = staticmethod(lambda user: False)
+    use_case_fields = ("permitted_purpose", "legal_basis")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Only a superuser records what an organisation may search for, and on what legal basis.
+        if access.is_superuser(request.user):
+            return ["use_case_approved_at"]
+        return [*self.use_case_fields, "use_case_approved_at"]
 
     def get_queryset(self, request):
         queryset = admin.ModelAdmin.get_queryset(self, request)
@@ -58,11 +68,19 @@ class OrganisationAdmin(ScopedAdmin, admin.ModelAdmin):
                 name=form.cleaned_data["name"], slug=form.cleaned_data["slug"], acting_user=request.user
             )
             obj.pk = created.pk
+        changed = [f for f in form.changed_data if f not in self.use_case_fields]
         organisation_update(
             organisation=Organisation.objects.get(pk=obj.pk),
             acting_user=request.user,
-            **{field: form.cleaned_data[field] for field in form.changed_data},
+            **{field: form.cleaned_data[field] for field in changed},
         )
+        if any(f in form.changed_data for f in self.use_case_fields):
+            organisation_use_case_approve(
+                organisation=Organisation.objects.get(pk=obj.pk),
+                permitted_purpose=form.cleaned_data["permitted_purpose"],
+                legal_basis=form.cleaned_data["legal_basis"],
+                acting_user=request.user,
+            )
 
 
 class MemberAddForm(forms.ModelForm):
@@ -177,3 +195,175 @@ class AuditEventAdmin(ScopedAdmin, admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+def _may_see_workers(user) -> bool:
+    return access.is_superuser(user) or access.can_manage_organisation(user)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Each worker as it last reported itself, with the queue depth and what is failing. Read-only."""
+
+    list_display = ["hostname", "alive", "last_seen_at", "started_at", "pid"]
+    ordering = ["-last_seen_at"]
+
+    def has_module_permission(self, request) -> bool:
+        return _may_see_workers(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return _may_see_workers(request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: WorkerHeartbeat) -> bool:
+        from datetime import timedelta
+
+        from django.conf import settings
+        from django.utils import timezone
+
+        # Three missed heartbeats, so that one slow database write does not mark a worker dead.
+        return obj.last_seen_at >= timezone.now() - timedelta(seconds=3 * settings.WORKER_HEARTBEAT_SECONDS)
+
+    def changelist_view(self, request, extra_context=None):
+        from django.apps import apps
+        from django.conf import settings
+
+        from portal.outbox import outbox_unsent_count, queue_depth
+
+        # By name: portal sits below matching and must not import it.
+        failed = apps.get_model("matching", "Photo").objects.filter(status="failed")
+        if not access.is_superuser(request.user):
+            failed = failed.filter(organisation=access.organisation_of(request.user))
+        depths = [(name, queue_depth(name)) for name in settings.CELERY_TASK_QUEUES]
+        oldest_unsent = TaskOutbox.objects.filter(sent_at__isnull=True).order_by("id").first()
+        context = {
+            "queue_depths": [(name, "n/a" if depth is None else depth) for name, depth in depths],
+            "failed_photos": failed.count(),
+            "unsent_outbox": outbox_unsent_count(),
+            "oldest_unsent": oldest_unsent,
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=context)
+
+
+# API keys: created and revoked by org admins; the secret is shown once, only its hash is kept.
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["organisation", "name", "role"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].required = True
+        self.fields["role"].help_text = "The key acts as a member with this role; give it the least it needs."
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ScopedAdmin, admin.ModelAdmin):
+    list_display = ["name", "prefix", "kind", "role", "organisation", "created_by", "last_used_at", "active"]
+    list_filter = ["kind", "role", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    list_select_related = ["organisation", "created_by"]
+    actions = ["revoke"]
+    view_check = change_check = add_check = staticmethod(access.can_manage_organisation)
+    shown = ["name", "prefix", "kind", "role", "organisation", "user", "created_by", "created_at", "last_used_at"]
+    shown += ["revoked_at", "revoked_by"]
+
+    @admin.display(boolean=True, description="active")
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is not None:
+            return self.shown
+        return ["organisation", "name", "role"] if access.is_superuser(request.user) else ["name", "role"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.shown if obj is not None else []
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            return
+        organisation = (
+            form.cleaned_data["organisation"]
+            if access.is_superuser(request.user)
+            else access.organisation_of(request.user)
+        )
+        key, secret = api_key_create(
+            organisation=organisation,
+            name=form.cleaned_data["name"],
+            role=form.cleaned_data["role"],
+            acting_user=request.user,
+        )
+        obj.pk, obj.prefix, obj.name, obj.organisation = key.pk, key.prefix, key.name, key.organisation
+        self.message_user(
+            request,
+            f"The key's secret, shown only this once: {secret} — copy it now. Only its hash is kept; "
+            "if it is lost, revoke the key and create another.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke(self, request, queryset) -> None:
+        for key in queryset:
+            try:
+                api_key_revoke(api_key=key, acting_user=request.user)
+            except AccessError as error:
+                self.message_user(request, f"{key}: {error}", messages.ERROR)
+
+
+class InvitationForm(forms.ModelForm):
+    class Meta:
+        model = Invitation
+        fields = ["email", "role"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
+    """Invite someone by email: they get a single-use link that expires after a week."""
+
+    service_errors = (AccessError,)
+    form = InvitationForm
+    list_display = ["email", "role", "organisation", "invited_by", "created_at", "expires_at", "accepted_at"]
+    list_select_related = ["organisation", "invited_by"]
+    view_check = add_check = staticmethod(access.can_manage_organisation)
+    change_check = staticmethod(lambda user: False)
+
+    def save_model(self, request, obj, form, change) -> None:
+        from django.conf import settings
+        from django.core.mail import send_mail
+        from django.urls import reverse
+
+        organisation = access.organisation_of(request.user)
+        invitation, token = invitation_create(
+            organisation=organisation,
+            email=form.cleaned_data["email"],
+            role=form.cleaned_data["role"],
+            acting_user=request.user,
+        )
+        link = f"{settings.PORTAL_BASE_URL}{reverse('invitation_accept', args=[token])}"
+        send_mail(
+            subject=f"[Face search portal] Invitation to {organisation.name}",
+            message=f"You are invited to join {organisation.name} as {invitation.get_role_display()}.\n\n"
+            f"{link}\n\nThe link works once and expires on {invitation.expires_at:%Y-%m-%d %H:%M %Z}.",
+            from_email=None,
+            recipient_list=[invitation.email],
+        )
+        self.message_user(request, f"Invitation sent to {invitation.email}. The link works once: {link}")
+        obj.pk, obj.organisation = invitation.pk, invitation.organisation

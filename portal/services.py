@@ -27,7 +27,17 @@ def organisation_create(*, name: str, slug: str, acting_user: Any) -> Organisati
 @transaction.atomic
 def organisation_update(*, organisation: Organisation, acting_user: Any, **changes: Any) -> Organisation:
     """Change an organisation's matching settings, recording old and new values."""
-    allowed = {"name", "slug", "distance_threshold", "max_candidates"}
+    allowed = {
+        "name",
+        "slug",
+        "distance_threshold",
+        "max_candidates",
+        "target_fmr",
+        "audit_max_age_days",
+        "require_valid_audit",
+        "retention_days",
+        "keep_originals",
+    }
     unknown = set(changes) - allowed
     if unknown:
         raise AccessError(f"Cannot change {', '.join(sorted(unknown))}.")
@@ -118,3 +128,112 @@ def member_set_active(*, membership: Membership, active: bool, acting_user: Any)
         target=membership,
         detail={"username": user.username},
     )
+
+
+# Invitations and use-case gating
+
+INVITATION_DAYS = 7
+
+
+@transaction.atomic
+def invitation_create(*, organisation: Organisation, email: str, role: str, acting_user: Any) -> tuple[Any, str]:
+    """Invite someone by email. Returns the invitation and the one-time token (only its hash is stored)."""
+    import hashlib
+    import secrets
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.models import Invitation
+
+    if role not in Role.values:
+        raise AccessError(f"Unknown role {role}.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organisation=organisation,
+        email=email.strip().lower(),
+        role=role,
+        token_hash=hashlib.sha256(token.encode()).hexdigest(),
+        invited_by=acting_user,
+        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    audit_record(
+        action="member.invite",
+        actor=acting_user,
+        organisation=organisation,
+        target=invitation,
+        detail={"email": invitation.email, "role": role},
+    )
+    return invitation, token
+
+
+def invitation_find(token: str):
+    import hashlib
+
+    from portal.models import Invitation
+
+    return (
+        Invitation.objects.select_related("organisation")
+        .filter(token_hash=hashlib.sha256(token.encode()).hexdigest())
+        .first()
+    )
+
+
+@transaction.atomic
+def invitation_accept(
+    *, token: str, username: str, password: str, first_name: str = "", last_name: str = ""
+) -> Membership:
+    from django.utils import timezone
+
+    from portal.models import Invitation
+
+    found = invitation_find(token)
+    if found is None:
+        raise AccessError("This invitation link is not valid.")
+    invitation = Invitation.objects.select_for_update().get(pk=found.pk)
+    if invitation.accepted_at is not None:
+        raise AccessError("This invitation has already been used.")
+    if invitation.expires_at <= timezone.now():
+        raise AccessError("This invitation has expired; ask for a new one.")
+    membership = member_create(
+        organisation=invitation.organisation,
+        username=username,
+        email=invitation.email,
+        password=password,
+        role=invitation.role,
+        acting_user=invitation.invited_by,
+        first_name=first_name,
+        last_name=last_name,
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = membership.user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit_record(
+        action="member.invite_accept", actor=membership.user, organisation=invitation.organisation, target=invitation
+    )
+    return membership
+
+
+@transaction.atomic
+def organisation_use_case_approve(
+    *, organisation: Organisation, permitted_purpose: str, legal_basis: str, acting_user: Any
+) -> Organisation:
+    from django.utils import timezone
+
+    if not getattr(acting_user, "is_superuser", False):
+        raise AccessError("Only a superuser may record an organisation's permitted use.")
+    if not permitted_purpose.strip() or not legal_basis.strip():
+        raise AccessError("Record both the permitted purpose and the legal basis.")
+    locked = Organisation.objects.select_for_update().get(pk=organisation.pk)
+    locked.permitted_purpose = permitted_purpose.strip()
+    locked.legal_basis = legal_basis.strip()
+    locked.use_case_approved_at = timezone.now()
+    locked.save(update_fields=["permitted_purpose", "legal_basis", "use_case_approved_at"])
+    audit_record(
+        action="organisation.use_case",
+        actor=acting_user,
+        organisation=locked,
+        target=locked,
+        detail={"purpose": locked.permitted_purpose, "legal_basis": locked.legal_basis},
+    )
+    return locked

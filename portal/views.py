@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
 from portal import access
 
@@ -25,6 +27,56 @@ def no_role(request):
 
 
 def healthz(request):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})
+    """503 when the database does not answer. A broker outage is reported but leaves the web healthy:
+    uploads are kept in the outbox until the broker returns."""
+    from django.db import DatabaseError
+
+    from portal.outbox import broker_reachable
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except DatabaseError as error:
+        database = f"error: {type(error).__name__}"
+    broker = {True: "ok", False: "unreachable", None: "n/a"}[broker_reachable(timeout=1.0)]
+    healthy = database == "ok"
+    return JsonResponse(
+        {"status": "ok" if healthy else "error", "database": database, "broker": broker},
+        status=200 if healthy else 503,
+    )
+
+
+class InvitationAcceptForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    first_name = forms.CharField(max_length=150, required=False)
+    last_name = forms.CharField(max_length=150, required=False)
+    password = forms.CharField(widget=forms.PasswordInput, min_length=10)
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request, token: str):
+    from django.contrib.auth import login
+
+    from portal.services import AccessError, invitation_find
+    from portal.services import invitation_accept as accept
+
+    invitation = invitation_find(token)
+    if invitation is None or not invitation.usable:
+        reason = "This invitation link is not valid, has been used, or has expired."
+        return render(request, "portal/invitation.html", {"refused": reason}, status=404)
+    form = InvitationAcceptForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            membership = accept(token=token, **form.cleaned_data)
+        except AccessError as error:
+            form.add_error(None, str(error))
+        else:
+            login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("home")
+    return render(
+        request,
+        "portal/invitation.html",
+        {"form": form, "invitation": invitation},
+        status=400 if request.method == "POST" else 200,
+    )

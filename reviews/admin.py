@@ -1,30 +1,82 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db.models import Exists, OuterRef, Q
+from django.http import HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from matching.models import Outcome
-from matching.services import ServiceError
+from matching.models import Case, Outcome
+from matching.services import OPEN_OUTCOMES, ServiceError
 from portal import access
 from portal.admin_mixins import ScopedAdmin, ServiceErrorsAsMessages
-from reviews.models import Decision, ReviewDecision, ReviewItem
-from reviews.services import review_decide
+from reviews import services
+from reviews.bias import bias_panel
+from reviews.models import (
+    FEATURES,
+    Conclusion,
+    DisclosureReport,
+    FeatureComparison,
+    FeatureMark,
+    ReviewDecision,
+    ReviewItem,
+    ReviewPolicy,
+    Severity,
+    TrainingAttestation,
+)
 
 
-class ReviewForm(forms.ModelForm):
-    decision = forms.ChoiceField(choices=Decision.choices, widget=forms.RadioSelect)
+def _image(url: str, alt: str, height: int) -> str:
+    return format_html('<img src="{}" alt="{}" style="max-height:{}px;max-width:100%">', url, alt, height)
+
+
+class ReviewFormBase(forms.ModelForm):
+    """The reviewer's worksheet: FISWG components, a conclusion, a reason and the bias acknowledgement.
+
+    With `compare_only`, only the components are asked for (the scores stay hidden until they are in).
+    """
+
+    conclusion = forms.ChoiceField(choices=Conclusion.choices, widget=forms.RadioSelect)
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
         help_text="Required. Say which features agree or disagree, and why.",
     )
+    bias_acknowledged = forms.BooleanField(
+        label="I have read the bias warning above and weighed it in my decision.",
+        error_messages={"required": "Acknowledge the bias warning before deciding."},
+    )
+    corrects = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = ReviewItem
         fields: list[str] = []
+
+    compare_only = False
+    blocked = False
+    initial_features: dict[str, str] = {}
+    corrects_initial: str | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, _ in FEATURES:
+            self.fields[f"feature_{name}"].initial = self.initial_features.get(name)
+        if "corrects" in self.fields:
+            self.fields["corrects"].initial = self.corrects_initial
+        if self.compare_only:
+            for name in ("conclusion", "reason", "bias_acknowledged", "corrects"):
+                del self.fields[name]
+        if self.blocked:
+            for field in self.fields.values():
+                field.disabled = True
+                field.required = False
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"].strip()
@@ -32,21 +84,38 @@ class ReviewForm(forms.ModelForm):
             raise forms.ValidationError("Write a reason of at least a few words.")
         return reason
 
+    def features(self) -> dict[str, str]:
+        return {name: self.cleaned_data.get(f"feature_{name}", "") for name, _ in FEATURES}
 
-def _image(url: str, alt: str, height: int) -> str:
-    return format_html('<img src="{}" alt="{}" style="max-height:{}px;max-width:100%">', url, alt, height)
+
+# One radio row per FISWG component, declared on the class so the admin knows the fields.
+ReviewForm = type(
+    "ReviewForm",
+    (ReviewFormBase,),
+    {
+        f"feature_{name}": forms.ChoiceField(label=label, choices=FeatureMark.choices, widget=forms.RadioSelect)
+        for name, label in FEATURES
+    },
+)
 
 
-class OutcomeFilter(admin.SimpleListFilter):
-    title = "outcome"
-    parameter_name = "outcome"
+class OpenFilter(admin.SimpleListFilter):
+    """Open items this reviewer may still decide are the default view."""
+
+    title = "items"
+    parameter_name = "items"
 
     def lookups(self, request, model_admin):
-        return [("pending", "Pending"), ("decided", "Decided"), ("all", "All")]
+        return [
+            ("mine", "Mine to decide"),
+            ("escalated", "Escalated"),
+            ("open", "All open"),
+            ("decided", "Closed"),
+            ("all", "All"),
+        ]
 
     def choices(self, changelist):
-        # Pending is the default view, so "All" needs its own value.
-        value = self.value() or "pending"
+        value = self.value() or "mine"
         for lookup, title in self.lookup_choices:
             yield {
                 "selected": value == lookup,
@@ -55,11 +124,15 @@ class OutcomeFilter(admin.SimpleListFilter):
             }
 
     def queryset(self, request, queryset):
-        value = self.value() or "pending"
-        if value == "pending":
-            return queryset.filter(outcome=Outcome.PENDING)
+        value = self.value() or "mine"
+        if value == "mine":
+            return ReviewItemAdmin.decidable_by(request.user, queryset)
+        if value == "escalated":
+            return queryset.filter(outcome=Outcome.ESCALATED)
+        if value == "open":
+            return queryset.filter(outcome__in=OPEN_OUTCOMES)
         if value == "decided":
-            return queryset.exclude(outcome=Outcome.PENDING)
+            return queryset.exclude(outcome__in=OPEN_OUTCOMES)
         return queryset
 
 
@@ -68,13 +141,82 @@ class CaseFilter(admin.SimpleListFilter):
 
     title = "case"
     parameter_name = "case"
+    # Beyond this many cases a list of links costs more to render than the page itself and helps nobody;
+    # the search box (case reference or title) takes over.
+    MAX_LISTED = 50
 
     def lookups(self, request, model_admin):
-        cases = model_admin.get_queryset(request).values_list("case_id", "case__reference").distinct()
+        # Cases with open items (closed ones stay reachable through "items"), found from the case side: a
+        # DISTINCT over the candidates would read every one of them to list a handful of cases.
+        open_items = model_admin.get_queryset(request).filter(case=OuterRef("pk"), outcome__in=OPEN_OUTCOMES)
+        cases = list(
+            Case.objects.filter(organisation=access.organisation_of(request.user))
+            .filter(Exists(open_items.order_by().values("pk")))
+            .order_by()
+            .values_list("id", "reference")[: self.MAX_LISTED + 1]
+        )
+        if len(cases) > self.MAX_LISTED:
+            return []
         return sorted(cases, key=lambda pair: pair[1])
 
     def queryset(self, request, queryset):
         return queryset.filter(case_id=self.value()) if self.value() else queryset
+
+
+class WaitingFilter(admin.SimpleListFilter):
+    title = "waiting"
+    parameter_name = "waiting"
+
+    def lookups(self, request, model_admin):
+        return [("day", "Under a day"), ("week", "1 to 7 days"), ("older", "Over 7 days")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        bounds = {
+            "day": Q(created_at__gte=now - timedelta(days=1)),
+            "week": Q(created_at__lt=now - timedelta(days=1), created_at__gte=now - timedelta(days=7)),
+            "older": Q(created_at__lt=now - timedelta(days=7)),
+        }
+        return queryset.filter(bounds[self.value()]) if self.value() in bounds else queryset
+
+
+class SeverityFilter(admin.SimpleListFilter):
+    title = "warning severity"
+    parameter_name = "severity"
+
+    def lookups(self, request, model_admin):
+        return Severity.choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(warning__severity=self.value()) if self.value() else queryset
+
+
+class ClaimFilter(admin.SimpleListFilter):
+    title = "claimed"
+    parameter_name = "claimed"
+
+    def lookups(self, request, model_admin):
+        return [("me", "By me"), ("nobody", "By nobody"), ("others", "By others only")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "me":
+            return queryset.filter(claims__reviewer=request.user)
+        if self.value() == "nobody":
+            return queryset.filter(claims__isnull=True)
+        if self.value() == "others":
+            return queryset.filter(claims__isnull=False).exclude(claims__reviewer=request.user)
+        return queryset
+
+
+class QueueCountPaginator(Paginator):
+    """Counts at most `cap` items: an exact count of a 100k-item queue reads all of it on every page view,
+    and a reviewer works from the oldest item down. The queue's template says when the count stopped."""
+
+    cap = 1000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: self.cap].count()
 
 
 @admin.register(ReviewItem)
@@ -86,75 +228,207 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         "probe_thumb",
         "gallery_thumb",
         "case_reference",
-        "rank",
+        "rank_display",
         "distance_display",
+        "severity",
         "outcome",
+        "claimed_by",
         "waiting",
     ]
     list_display_links = ["id", "probe_thumb"]
-    list_filter = [OutcomeFilter, CaseFilter]
+    list_filter = [OpenFilter, CaseFilter, WaitingFilter, SeverityFilter, ClaimFilter]
     search_fields = ["case__reference", "case__title"]
-    list_select_related = ["case", "search__face", "reference_face"]
+    list_select_related = ["case", "search__face", "reference_face", "warning"]
     ordering = ["created_at", "id"]
+    # The count of every row the reviewer may see is a second scan of the table on each page; "n results"
+    # for the current filters is enough.
+    show_full_result_count = False
+    # Twelve columns of admin cells cost about 2 ms a row to render; a reviewer works from the oldest item
+    # down, so a short page is the faster queue.
+    list_per_page = 25
+    paginator = QueueCountPaginator
+    actions = ["claim"]
     view_check = staticmethod(access.can_review)
     add_check = staticmethod(lambda user: False)
-    readonly_fields = [
-        "comparison",
-        "case_summary",
-        "rank",
-        "distance_display",
-        "threshold",
-        "probe_quality",
-        "subject_summary",
-        "outcome",
-        "history",
-    ]
-    fieldsets = [
-        (None, {"fields": ["comparison"]}),
-        ("Case", {"fields": ["case_summary"]}),
-        ("Search", {"fields": ["rank", "distance_display", "threshold", "probe_quality"]}),
-        ("Gallery subject", {"fields": ["subject_summary"]}),
-        ("Decision", {"fields": ["outcome", "history"]}),
-    ]
+
+    @staticmethod
+    def decidable_by(user, queryset):
+        """Open items this user may still decide: not their own cases, not already decided by them,
+        and escalations only for those who settle them."""
+        queryset = queryset.filter(outcome__in=OPEN_OUTCOMES).exclude(case__created_by=user)
+        queryset = queryset.exclude(decisions__reviewer=user)
+        organisation = access.organisation_of(user)
+        if organisation is None:
+            return queryset.none()
+        policy = services.review_policy_for(organisation)
+        if not services._may_decide_escalations(user, policy):
+            queryset = queryset.exclude(outcome=Outcome.ESCALATED)
+        return queryset
 
     def get_queryset(self, request):
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name == "reviews_reviewitem_changelist":
+            # The queue's columns need only these. The change form's eleven joins cost PostgreSQL's planner
+            # about 40 ms per page at 100k candidates, twenty times the query itself.
+            return (
+                super()
+                .get_queryset(request)
+                .select_related("case", "search", "warning")
+                .prefetch_related("claims__reviewer")
+            )
         return (
             super()
             .get_queryset(request)
-            .select_related("case", "search__face__photo", "reference_face__photo", "subject", "outcome_by")
+            .select_related(
+                # get_queryset's select_related makes the changelist skip list_select_related, so "warning"
+                # (the severity column) is named here too, or each row costs a query.
+                "case__organisation",
+                "search__face__photo",
+                "reference_face__photo",
+                "subject",
+                "outcome_by",
+                "warning",
+            )
+            .prefetch_related("claims__reviewer")
             .defer("search__face__encoding", "reference_face__encoding")
         )
 
     def has_change_permission(self, request, obj=None) -> bool:
         if not access.can_review(request.user):
             return False
-        return obj is None or obj.outcome == Outcome.PENDING
+        return obj is None or obj.outcome in OPEN_OUTCOMES
+
+    # What this user may see and do on one item
+
+    def _state(self, request, obj) -> dict:
+        cache = getattr(request, "_review_state", {})
+        if obj.pk not in cache:
+            policy = services.review_policy_for(obj.case.organisation)
+            decided = obj.decisions.filter(reviewer=request.user).exists()
+            correcting = request.GET.get("correct") is not None or request.POST.get("corrects")
+            blockers = services.decision_blockers(request.user, obj, correcting=bool(correcting))
+            compared = services.has_compared(request.user, obj)
+            senior = obj.outcome == Outcome.ESCALATED and services._may_decide_escalations(request.user, policy)
+            cache[obj.pk] = {
+                "policy": policy,
+                "decided": decided,
+                "blockers": blockers,
+                "hide_scores": policy.hide_scores_until_compared and not (compared or decided),
+                "may_see_others": decided or senior or obj.outcome not in OPEN_OUTCOMES,
+                "compare_only": policy.hide_scores_until_compared and not (compared or decided) and not blockers,
+            }
+            request._review_state = cache
+        return cache[obj.pk]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            return form
+        state = self._state(request, obj)
+        comparison = FeatureComparison.objects.filter(candidate=obj, reviewer=request.user).first()
+        attributes = {
+            "compare_only": state["compare_only"],
+            "blocked": bool(state["blockers"]),
+            "initial_features": comparison.features if comparison else {},
+            "corrects_initial": request.GET.get("correct"),
+        }
+        return type("BoundReviewForm", (form,), attributes)
 
     def get_fieldsets(self, request, obj=None):
-        fieldsets = list(super().get_fieldsets(request, obj))
-        if obj is not None and self.has_change_permission(request, obj):
-            fieldsets.append(("Your decision", {"fields": ["decision", "reason"]}))
+        if obj is None:
+            return super().get_fieldsets(request, obj)
+        state = self._state(request, obj)
+        search_fields = (
+            ["threshold", "probe_quality"]
+            if state["hide_scores"]
+            else [
+                "rank_display",
+                "distance_display",
+                "threshold",
+                "probe_quality",
+            ]
+        )
+        fieldsets = [
+            ("Bias warning", {"fields": ["bias_warning"]}),
+            (None, {"fields": ["comparison"]}),
+            ("Case", {"fields": ["case_summary"]}),
+            ("Search", {"fields": search_fields}),
+            ("Gallery subject", {"fields": ["subject_summary"]}),
+            ("Decisions", {"fields": ["outcome", "history"]}),
+        ]
+        if self.has_change_permission(request, obj):
+            features = [f"feature_{name}" for name, _ in FEATURES]
+            fieldsets.append(("Your status", {"fields": ["your_status"]}))
+            fieldsets.append(("Feature comparison (FISWG morphological analysis)", {"fields": features}))
+            if not state["compare_only"]:
+                fieldsets.append(
+                    ("Your decision", {"fields": ["conclusion", "reason", "bias_acknowledged", "corrects"]})
+                )
         return fieldsets
 
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
-        return super().changelist_view(request, extra_context)
+    def get_readonly_fields(self, request, obj=None):
+        return [
+            "bias_warning",
+            "comparison",
+            "case_summary",
+            "rank_display",
+            "distance_display",
+            "threshold",
+            "probe_quality",
+            "subject_summary",
+            "outcome",
+            "history",
+            "your_status",
+        ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change) -> None:
-        review_decide(
+        if form.compare_only:
+            services.review_compare(candidate_id=obj.pk, features=form.features(), acting_user=request.user)
+            request._review_compared = True
+            return
+        services.review_decide(
             candidate_id=obj.pk,
-            decision=form.cleaned_data["decision"],
-            reason=form.cleaned_data["reason"],
             acting_user=request.user,
+            conclusion=form.cleaned_data["conclusion"],
+            reason=form.cleaned_data["reason"],
+            features=form.features(),
+            bias_acknowledged=form.cleaned_data["bias_acknowledged"],
+            corrects_id=form.cleaned_data.get("corrects"),
         )
 
+    def response_change(self, request, obj):
+        if getattr(request, "_review_compared", False):
+            self.message_user(
+                request, "Comparison recorded. The distance and rank are now shown; record your decision."
+            )
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
     def log_change(self, request, obj, message):
-        # The decision itself is the record; the admin's own log would say less.
+        # The decision row and the audit log are the record; the admin's own log would say less.
         return None
+
+    def changelist_view(self, request, extra_context=None):
+        organisation = access.organisation_of(request.user)
+        if organisation is not None:
+            services.warnings_refresh(organisation=organisation)
+        extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Claim selected items (tell other reviewers you are working on them)")
+    def claim(self, request, queryset) -> None:
+        for item in queryset:
+            try:
+                services.review_claim(candidate_id=item.pk, acting_user=request.user)
+            except ServiceError as error:
+                self.message_user(request, f"Item {item.pk}: {error}", messages.ERROR)
+        self.message_user(request, f"Claimed {queryset.count()} item(s).")
+
+    # Columns and read-only fields
 
     @admin.display(description="probe")
     def probe_thumb(self, obj: ReviewItem) -> str:
@@ -168,15 +442,34 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     def case_reference(self, obj: ReviewItem) -> str:
         return obj.case.reference
 
-    @admin.display(description="distance", ordering="distance")
+    @admin.display(description="rank")
+    def rank_display(self, obj: ReviewItem) -> str:
+        return "hidden" if getattr(obj, "hide_scores", False) else str(obj.rank)
+
+    @admin.display(description="distance")
     def distance_display(self, obj: ReviewItem) -> str:
-        return f"{obj.distance:.3f}"
+        return "hidden" if getattr(obj, "hide_scores", False) else f"{obj.distance:.3f}"
+
+    @admin.display(description="warning")
+    def severity(self, obj: ReviewItem) -> str:
+        warning = getattr(obj, "warning", None)
+        if warning is None:
+            return "—"
+        return format_html(
+            '<span class="severity severity-{}">{}</span>', warning.severity, warning.get_severity_display()
+        )
+
+    @admin.display(description="claimed by")
+    def claimed_by(self, obj: ReviewItem) -> str:
+        return ", ".join(claim.reviewer.get_username() for claim in obj.claims.all()) or "—"
 
     @admin.display(description="waiting")
     def waiting(self, obj: ReviewItem) -> str:
-        if obj.outcome != Outcome.PENDING:
+        if obj.outcome not in OPEN_OUTCOMES:
             return "—"
-        return timesince(obj.created_at, timezone.now())
+        age = timezone.now() - obj.created_at
+        css = "old" if age > timedelta(days=7) else "ageing" if age > timedelta(days=1) else "fresh"
+        return format_html('<span class="waiting waiting-{}">{}</span>', css, timesince(obj.created_at, timezone.now()))
 
     @admin.display(description="threshold in use")
     def threshold(self, obj: ReviewItem) -> str:
@@ -187,19 +480,27 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         face = obj.search.face
         return f"{face.face_width}×{face.face_height} px face, sharpness {face.blur:.0f}, engine {face.engine_version}"
 
+    @admin.display(description="what the audit says")
+    def bias_warning(self, obj: ReviewItem) -> str:
+        return render_to_string("reviews/bias_panel.html", {"panel": bias_panel(obj)})
+
     @admin.display(description="side by side")
     def comparison(self, obj: ReviewItem) -> str:
         probe, reference = obj.search.face, obj.reference_face
+        caption = (
+            "Gallery face"
+            if getattr(obj, "hide_scores", False)
+            else f"Gallery face (rank {obj.rank}, distance {obj.distance:.3f})"
+        )
         return format_html(
             '<div class="comparison">'
             "<figure><figcaption>Probe face (case {})</figcaption>{}<br>{}</figure>"
-            "<figure><figcaption>Gallery face (rank {}, distance {})</figcaption>{}<br>{}</figure>"
+            "<figure><figcaption>{}</figcaption>{}<br>{}</figure>"
             "</div>",
             obj.case.reference,
             _image(reverse("matching:face_crop", args=[probe.pk]), "probe face", 260),
             _image(reverse("matching:photo_image", args=[probe.photo_id]), "probe photo", 220),
-            obj.rank,
-            f"{obj.distance:.3f}",
+            caption,
             _image(reverse("matching:face_crop", args=[reference.pk]), "gallery face", 260),
             _image(reverse("matching:photo_image", args=[reference.photo_id]), "gallery photo", 220),
         )
@@ -223,37 +524,223 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
             subject.get_ethnicity_display(),
         )
 
+    @admin.display(description="your status")
+    def your_status(self, obj: ReviewItem) -> str:
+        return format_html('<div class="your-status">{}</div>', getattr(obj, "_status_html", ""))
+
     @admin.display(description="decisions so far")
     def history(self, obj: ReviewItem) -> str:
-        decisions = obj.decisions.select_related("reviewer")
-        if not decisions:
-            return "None yet."
-        return format_html_join(
-            "",
-            "<p>{} by <strong>{}</strong> on {}: {}</p>",
-            (
-                (
-                    d.get_decision_display(),
-                    d.reviewer,
-                    timezone.localtime(d.created_at).strftime("%Y-%m-%d %H:%M"),
-                    d.reason,
+        return getattr(obj, "_history_html", "")
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            state = self._state(request, obj)
+            self._annotate(request, obj, state)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj.hide_scores = self._state(request, obj)["hide_scores"]
+        return obj
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        organisation = access.organisation_of(request.user)
+        hidden = bool(organisation) and services.review_policy_for(organisation).hide_scores_until_compared
+        for item in changelist.result_list:
+            item.hide_scores = hidden
+        return changelist
+
+    def _annotate(self, request, obj, state) -> None:
+        training = services.training_status(request.user, obj.case.organisation)
+        lines = [f"Required confirmations: {state['policy'].required_confirmations}. {training.message}"]
+        if state["blockers"]:
+            lines.append("The decision controls are disabled: " + " ".join(state["blockers"]))
+        mine = obj.decisions.filter(reviewer=request.user).order_by("-created_at").first()
+        if mine is not None and obj.outcome in OPEN_OUTCOMES and not request.GET.get("correct"):
+            url = reverse("admin:reviews_reviewitem_change", args=[obj.pk]) + f"?correct={mine.pk}"
+            lines.append(
+                format_html(
+                    'Made a mistake? <a href="{}">Record a correction</a> (your first decision stays on record).', url
                 )
-                for d in decisions
-            ),
-        )
+            )
+        obj._status_html = format_html_join("", "<p>{}</p>", ((line,) for line in lines))
+        if state["may_see_others"]:
+            decisions = obj.decisions.select_related("reviewer")
+            obj._history_html = (
+                format_html_join(
+                    "",
+                    "<p><strong>{}</strong> by <strong>{}</strong> on {}{}: {}</p>",
+                    (
+                        (
+                            d.get_conclusion_display(),
+                            d.reviewer,
+                            timezone.localtime(d.created_at).strftime("%Y-%m-%d %H:%M"),
+                            " (escalation)"
+                            if d.escalation
+                            else (f" (corrects #{d.corrects_id})" if d.corrects_id else ""),
+                            d.reason,
+                        )
+                        for d in decisions
+                    ),
+                )
+                or "None yet."
+            )
+        else:
+            count = obj.decisions.count()
+            obj._history_html = (
+                f"{count} other reviewer(s) have decided. Blind review: you see their decisions once you record yours."
+                if count
+                else "None yet."
+            )
 
 
 @admin.register(ReviewDecision)
 class ReviewDecisionAdmin(ScopedAdmin, admin.ModelAdmin):
     organisation_path = "candidate__organisation"
-    list_display = ["created_at", "candidate", "decision", "reviewer"]
-    list_filter = ["decision", "created_at"]
+    list_display = ["created_at", "candidate", "conclusion", "reviewer", "escalation", "corrects"]
+    list_filter = ["conclusion", "escalation", "created_at"]
     list_select_related = ["candidate", "reviewer"]
-    readonly_fields = ["candidate", "reviewer", "decision", "reason", "created_at"]
-    view_check = staticmethod(access.can_review)
+    readonly_fields = [
+        "candidate",
+        "reviewer",
+        "conclusion",
+        "features",
+        "reason",
+        "bias_acknowledged",
+        "training_valid_until",
+        "escalation",
+        "corrects",
+        "bias_snapshot",
+        "created_at",
+    ]
+    view_check = staticmethod(access.can_manage_organisation)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+class PolicyForm(forms.ModelForm):
+    class Meta:
+        model = ReviewPolicy
+        fields = ["required_confirmations", "hide_scores_until_compared", "training_valid_months", "senior_reviewer"]
+
+
+@admin.register(ReviewPolicy)
+class ReviewPolicyAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
+    service_errors = (ServiceError,)
+    form = PolicyForm
+    list_display = [
+        "organisation",
+        "required_confirmations",
+        "hide_scores_until_compared",
+        "training_valid_months",
+        "senior_reviewer",
+    ]
+    view_check = change_check = staticmethod(access.can_manage_organisation)
+    add_check = staticmethod(lambda user: False)
+
+    def get_queryset(self, request):
+        organisation = access.organisation_of(request.user)
+        if organisation is not None:
+            services.review_policy_for(organisation)
+        return super().get_queryset(request)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "senior_reviewer":
+            from django.contrib.auth import get_user_model
+
+            organisation = access.organisation_of(request.user)
+            kwargs["queryset"] = get_user_model().objects.filter(
+                membership__organisation=organisation, membership__role__in=["reviewer", "org_admin"]
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.review_policy_update(
+            organisation=obj.organisation,
+            acting_user=request.user,
+            **{field: form.cleaned_data[field] for field in form.changed_data},
+        )
+
+
+class TrainingForm(forms.ModelForm):
+    class Meta:
+        model = TrainingAttestation
+        fields = ["reviewer", "trained_on", "course"]
+
+
+@admin.register(TrainingAttestation)
+class TrainingAttestationAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
+    service_errors = (ServiceError,)
+    form = TrainingForm
+    list_display = ["reviewer", "trained_on", "course", "recorded_by", "created_at"]
+    list_select_related = ["reviewer", "recorded_by"]
+    view_check = add_check = staticmethod(access.can_manage_organisation)
+    change_check = staticmethod(lambda user: False)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "reviewer":
+            from django.contrib.auth import get_user_model
+
+            kwargs["queryset"] = get_user_model().objects.filter(
+                membership__organisation=access.organisation_of(request.user)
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change) -> None:
+        created = services.training_record(
+            organisation=access.organisation_of(request.user),
+            reviewer=form.cleaned_data["reviewer"],
+            trained_on=form.cleaned_data["trained_on"],
+            course=form.cleaned_data["course"],
+            acting_user=request.user,
+        )
+        obj.pk = created.pk
+
+
+@admin.register(DisclosureReport)
+class DisclosureReportAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
+    """Generating a report: choose the case; the worker writes the HTML and PDF."""
+
+    service_errors = (ServiceError,)
+    organisation_path = "case__organisation"
+    list_display = ["case", "status", "requested_by", "created_at", "downloads"]
+    list_select_related = ["case", "requested_by"]
+    view_check = add_check = staticmethod(access.can_review)
+    change_check = staticmethod(lambda user: False)
+
+    def get_fields(self, request, obj=None):
+        return ["case"] if obj is None else self.get_readonly_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["case", "status", "failure_reason", "requested_by", "created_at", "finished_at", "downloads"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "case":
+            from matching.models import Case
+
+            kwargs["queryset"] = Case.objects.filter(organisation=access.organisation_of(request.user))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change) -> None:
+        from reviews.disclosure import disclosure_request
+
+        created = disclosure_request(case=form.cleaned_data["case"], acting_user=request.user)
+        obj.pk = created.pk
+
+    @admin.display(description="download")
+    def downloads(self, obj: DisclosureReport) -> str:
+        if obj.status != "done":
+            return obj.get_status_display()
+        return format_html(
+            '<a href="{}">HTML</a> · <a href="{}">PDF</a>',
+            reverse("reviews:disclosure_download", args=[obj.pk, "html"]),
+            reverse("reviews:disclosure_download", args=[obj.pk, "pdf"]),
+        )

@@ -1,38 +1,375 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
 
 from matching.models import Candidate, Outcome
-from matching.services import ServiceError, candidate_set_outcome
+from matching.services import OPEN_OUTCOMES, ServiceError, candidate_set_outcome
 from portal import access
 from portal.audit import audit_record
-from reviews.models import Decision, ReviewDecision
+from portal.models import Organisation, Role
+from reviews.bias import bias_panel
+from reviews.models import (
+    CONFIRMING,
+    FEATURES,
+    Conclusion,
+    FeatureComparison,
+    FeatureMark,
+    ReviewClaim,
+    ReviewDecision,
+    ReviewPolicy,
+    TrainingAttestation,
+)
 
-OUTCOME_OF = {Decision.CONFIRM: Outcome.CONFIRMED, Decision.REJECT: Outcome.REJECTED}
+POLICY_FIELDS = ("required_confirmations", "hide_scores_until_compared", "training_valid_months", "senior_reviewer")
+
+
+def review_policy_for(organisation: Organisation) -> ReviewPolicy:
+    policy, _ = ReviewPolicy.objects.get_or_create(organisation=organisation)
+    return policy
 
 
 @transaction.atomic
-def review_decide(*, candidate_id: int, decision: str, reason: str, acting_user: Any) -> ReviewDecision:
-    """Record a reviewer's decision and close the candidate with it."""
-    if decision not in OUTCOME_OF:
-        raise ServiceError("Choose to confirm or to reject.")
+def review_policy_update(*, organisation: Organisation, acting_user: Any, **changes: Any) -> ReviewPolicy:
+    if not (access.can_manage_organisation(acting_user) and access.same_organisation(acting_user, organisation.pk)):
+        raise ServiceError("Only the organisation's admins may change its review policy.")
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise ServiceError(f"Cannot change {', '.join(sorted(unknown))}.")
+    review_policy_for(organisation)
+    policy = ReviewPolicy.objects.select_for_update().get(organisation=organisation)
+    senior = changes.get("senior_reviewer")
+    if senior is not None and not (access.can_review(senior) and access.same_organisation(senior, organisation.pk)):
+        raise ServiceError("The senior reviewer must be a reviewer or admin of this organisation.")
+    diff = {}
+    for field, value in changes.items():
+        old = getattr(policy, field)
+        if old != value:
+            diff[field] = [str(old) if old is not None else None, str(value) if value is not None else None]
+            setattr(policy, field, value)
+    if diff:
+        policy.full_clean()
+        policy.save()
+        audit_record(
+            action="review_policy.update",
+            actor=acting_user,
+            organisation=organisation,
+            target=policy,
+            detail={"changes": diff},
+        )
+    return policy
+
+
+@transaction.atomic
+def training_record(
+    *, organisation: Organisation, reviewer: Any, trained_on: date, course: str = "", acting_user: Any
+) -> TrainingAttestation:
+    if not (access.can_manage_organisation(acting_user) and access.same_organisation(acting_user, organisation.pk)):
+        raise ServiceError("Only the organisation's admins may record training.")
+    if not access.same_organisation(reviewer, organisation.pk):
+        raise ServiceError("The reviewer is not a member of this organisation.")
+    if trained_on > timezone.localdate():
+        raise ServiceError("The training date cannot be in the future.")
+    attestation = TrainingAttestation.objects.create(
+        organisation=organisation, reviewer=reviewer, trained_on=trained_on, course=course, recorded_by=acting_user
+    )
+    audit_record(
+        action="training.record",
+        actor=acting_user,
+        organisation=organisation,
+        target=attestation,
+        detail={"reviewer": reviewer.get_username(), "trained_on": trained_on.isoformat(), "course": course},
+    )
+    return attestation
+
+
+@dataclass(frozen=True)
+class TrainingStatus:
+    current: bool
+    valid_until: date | None
+    message: str
+
+
+def training_status(user: Any, organisation: Organisation) -> TrainingStatus:
+    policy = review_policy_for(organisation)
+    latest = TrainingAttestation.objects.filter(organisation=organisation, reviewer=user).first()
+    if latest is None:
+        return TrainingStatus(False, None, "You have no recorded facial-comparison training; ask an org admin.")
+    until = latest.valid_until(policy.training_valid_months)
+    if until < timezone.localdate():
+        return TrainingStatus(False, until, f"Your training expired on {until:%Y-%m-%d}; ask an org admin to renew it.")
+    return TrainingStatus(True, until, f"Training current until {until:%Y-%m-%d}.")
+
+
+def _may_decide_escalations(user: Any, policy: ReviewPolicy) -> bool:
+    return access.role_of(user) == Role.ORG_ADMIN or (
+        policy.senior_reviewer_id is not None and policy.senior_reviewer_id == user.pk
+    )
+
+
+def active_decisions(candidate: Candidate) -> list[ReviewDecision]:
+    """Each reviewer's latest non-escalation decision: a correction replaces what it corrects."""
+    latest: dict[int, ReviewDecision] = {}
+    for decision in candidate.decisions.filter(escalation=False).order_by("created_at", "id"):
+        latest[decision.reviewer_id] = decision
+    return list(latest.values())
+
+
+def decision_blockers(user: Any, candidate: Candidate, *, correcting: bool = False) -> list[str]:
+    """Why this user may not decide this candidate now; empty when they may."""
+    if not access.can_review(user) or not access.same_organisation(user, candidate.organisation_id):
+        return ["You may not review this organisation's candidates."]
+    blockers = []
+    if candidate.outcome not in OPEN_OUTCOMES:
+        blockers.append(f"This candidate is closed ({candidate.get_outcome_display().lower()}).")
+    if candidate.case.created_by_id == user.pk:
+        blockers.append("You created this case; separation of duties means someone else must review it.")
+    policy = review_policy_for(candidate.case.organisation)
+    mine = candidate.decisions.filter(reviewer=user).exists()
+    if candidate.outcome == Outcome.ESCALATED:
+        if not _may_decide_escalations(user, policy):
+            blockers.append("Reviewers disagreed; an org admin or the senior reviewer decides this candidate.")
+        elif mine and not correcting:
+            blockers.append("You took part in the disagreement; another senior decider must close it.")
+    elif mine and not correcting:
+        blockers.append("You have already decided this candidate. A reviewer decides a candidate once.")
+    status = training_status(user, candidate.case.organisation)
+    if not status.current:
+        blockers.append(status.message)
+    return blockers
+
+
+def _features_clean(features: dict[str, str]) -> dict[str, str]:
+    names = [name for name, _ in FEATURES]
+    missing = [label for name, label in FEATURES if features.get(name) not in FeatureMark.values]
+    if missing:
+        raise ServiceError(f"Mark every facial component; missing: {', '.join(missing)}.")
+    return {name: features[name] for name in names}
+
+
+@transaction.atomic
+def review_compare(*, candidate_id: int, features: dict[str, str], acting_user: Any) -> FeatureComparison:
+    """Record the feature comparison on its own, before the scores are revealed."""
+    candidate = Candidate.objects.select_related("case__organisation").get(id=candidate_id)
+    blockers = decision_blockers(acting_user, candidate)
+    if blockers:
+        raise ServiceError(" ".join(blockers))
+    return FeatureComparison.objects.create(
+        candidate=candidate, reviewer=acting_user, features=_features_clean(features)
+    )
+
+
+def has_compared(user: Any, candidate: Candidate) -> bool:
+    return FeatureComparison.objects.filter(candidate=candidate, reviewer=user).exists()
+
+
+@transaction.atomic
+def review_claim(*, candidate_id: int, acting_user: Any) -> ReviewClaim:
+    candidate = Candidate.objects.select_related("case__organisation").get(id=candidate_id)
+    if not access.can_review(acting_user) or not access.same_organisation(acting_user, candidate.organisation_id):
+        raise ServiceError("You may not review this organisation's candidates.")
+    claim, _ = ReviewClaim.objects.get_or_create(candidate=candidate, reviewer=acting_user)
+    return claim
+
+
+def _summary(decisions: list[ReviewDecision]) -> str:
+    return " · ".join(
+        f"{d.reviewer.get_username()} ({d.get_conclusion_display().split(':')[0].lower()}): {d.reason}"
+        for d in decisions
+    )
+
+
+@transaction.atomic
+def review_decide(
+    *,
+    candidate_id: int,
+    acting_user: Any,
+    conclusion: str,
+    reason: str,
+    features: dict[str, str],
+    bias_acknowledged: bool,
+    corrects_id: int | None = None,
+) -> ReviewDecision:
+    """Record one reviewer's independent decision, then move the candidate on if the policy says so."""
+    if conclusion not in Conclusion.values:
+        raise ServiceError("Choose a conclusion.")
     reason = reason.strip()
     if not reason:
         raise ServiceError("A written reason is required.")
-    candidate = Candidate.objects.select_for_update().select_related("case").get(id=candidate_id)
-    if not access.can_review(acting_user) or not access.same_organisation(acting_user, candidate.organisation_id):
-        raise ServiceError("You may not review this candidate.")
-    candidate_set_outcome(
-        candidate_id=candidate.id, outcome=OUTCOME_OF[decision], reason=reason, acting_user=acting_user
+    if not bias_acknowledged:
+        raise ServiceError("Acknowledge the bias warning before deciding.")
+    features = _features_clean(features)
+    # The row lock serialises decisions on one candidate; on PostgreSQL a second
+    # reviewer waits here and then sees the first one's decision.
+    candidate = Candidate.objects.select_for_update().get(id=candidate_id)
+    candidate = Candidate.objects.select_related("case__organisation", "case__created_by", "subject", "search").get(
+        id=candidate_id
     )
-    review = ReviewDecision.objects.create(candidate=candidate, reviewer=acting_user, decision=decision, reason=reason)
+    corrects = None
+    if corrects_id is not None:
+        corrects = ReviewDecision.objects.filter(pk=corrects_id, candidate=candidate, reviewer=acting_user).first()
+        if corrects is None or corrects.corrections.exists():
+            raise ServiceError("You can only correct your own latest decision on this candidate.")
+    blockers = decision_blockers(acting_user, candidate, correcting=corrects is not None)
+    if blockers:
+        raise ServiceError(" ".join(blockers))
+    organisation = candidate.case.organisation
+    policy = review_policy_for(organisation)
+    panel = bias_panel(candidate)
+    confirming = conclusion in CONFIRMING
+    if confirming and not panel.valid and organisation.require_valid_audit:
+        raise ServiceError(f"Confirmation is blocked: the organisation requires a valid bias audit. {panel.reason}")
+    escalation = candidate.outcome == Outcome.ESCALATED and corrects is None
+    decision = ReviewDecision.objects.create(
+        candidate=candidate,
+        reviewer=acting_user,
+        conclusion=conclusion,
+        features=features,
+        reason=reason,
+        bias_acknowledged=True,
+        bias_snapshot=panel.snapshot(),
+        training_valid_until=training_status(acting_user, organisation).valid_until,
+        escalation=escalation,
+        corrects=corrects,
+    )
     audit_record(
-        action=f"review.{decision}",
+        action="review.correct" if corrects else "review.decide",
+        actor=acting_user,
+        organisation=organisation,
+        target=candidate,
+        detail={
+            "case": candidate.case.reference,
+            "conclusion": conclusion,
+            "rank": candidate.rank,
+            "distance": candidate.distance,
+            "bias_severity": panel.severity,
+            "escalation": escalation,
+        },
+    )
+    _candidate_advance(candidate, decision, policy, acting_user)
+    return decision
+
+
+def _candidate_advance(candidate: Candidate, decision: ReviewDecision, policy: ReviewPolicy, acting_user: Any) -> None:
+    if decision.escalation:
+        outcome = Outcome.CONFIRMED if decision.confirms else Outcome.REJECTED
+        reason = f"Escalation decided by {acting_user.get_username()}: {decision.reason}"
+    else:
+        active = active_decisions(candidate)
+        confirming = [d for d in active if d.confirms]
+        other = [d for d in active if not d.confirms]
+        if confirming and other:
+            outcome, reason = Outcome.ESCALATED, f"Reviewers disagreed. {_summary(active)}"
+        elif len(confirming) >= policy.required_confirmations:
+            outcome, reason = Outcome.CONFIRMED, f"Confirmed independently by {_summary(confirming)}"
+        elif len(other) >= policy.required_confirmations:
+            outcome, reason = Outcome.REJECTED, f"Not confirmed by {_summary(other)}"
+        else:
+            return
+    if outcome == candidate.outcome:
+        return
+    candidate_set_outcome(candidate_id=candidate.pk, outcome=outcome, reason=reason, acting_user=acting_user)
+    audit_record(
+        action=f"candidate.{outcome}",
         actor=acting_user,
         organisation=candidate.case.organisation,
         target=candidate,
-        detail={"case": candidate.case.reference, "rank": candidate.rank, "distance": candidate.distance},
+        detail={"case": candidate.case.reference},
     )
-    return review
+    case_id = candidate.case_id
+    transaction.on_commit(lambda: notify_caseworker(case_id=case_id, confirmed=outcome == Outcome.CONFIRMED))
+
+
+def notify_caseworker(*, case_id: int, confirmed: bool) -> None:
+    """Mail the case's caseworker when a match is confirmed or the case's review is complete.
+
+    The mail names no subject: it says only that there is something to look at in the portal.
+    """
+    from matching.models import Case
+
+    case = Case.objects.select_related("created_by").get(pk=case_id)
+    if case.created_by is None or not case.created_by.email:
+        return
+    url = f"{settings.PORTAL_BASE_URL}{reverse('matching:case_detail', args=[case.pk])}"
+    open_left = case.candidates.filter(outcome__in=OPEN_OUTCOMES).exists()
+    unfinished = case.photos.exclude(status__in=["done", "failed"]).exists()
+    lines = []
+    if confirmed:
+        lines.append(f"A reviewer-confirmed match is available for case {case.reference}.")
+    if not open_left and not unfinished:
+        counts = {o: case.candidates.filter(outcome=o).count() for o in (Outcome.CONFIRMED, Outcome.REJECTED)}
+        lines.append(
+            f"Review of case {case.reference} is complete: {counts[Outcome.CONFIRMED]} confirmed, "
+            f"{counts[Outcome.REJECTED]} rejected."
+        )
+    if not lines:
+        return
+    lines.append(f"\n{url}\n\nA match is an investigative lead only, never an identification.")
+    send_mail(
+        subject=f"[Face search portal] Case {case.reference}",
+        message="\n".join(lines),
+        from_email=None,
+        recipient_list=[case.created_by.email],
+    )
+
+
+# Per process: organisation id -> the state in which every open candidate's warning was found fresh.
+_warnings_fresh_at: dict[int, tuple] = {}
+
+
+def warnings_refresh(*, organisation: Organisation, limit: int = 500) -> int:
+    """Recompute cached severities of open candidates whose cache is missing or from another audit run.
+
+    Finding the stale ones scans every open candidate (100k at scale), so that scan is skipped when nothing
+    that could make a warning stale has happened since this process last found none: no new candidate (the
+    newest id), no new warning anywhere, and the same valid audit run.
+    """
+    from django.db.models import Max
+
+    from reviews.bias import AuditContext
+    from reviews.models import CandidateWarning
+
+    context = AuditContext.load(organisation)
+    run_id = context.validity.run.pk if context.validity.valid else None
+    mark = (
+        run_id,
+        Candidate.objects.filter(organisation=organisation).aggregate(newest=Max("id"))["newest"],
+        CandidateWarning.objects.aggregate(newest=Max("id"))["newest"],
+    )
+    if _warnings_fresh_at.get(organisation.pk) == mark:
+        return 0
+    stale = (
+        Candidate.objects.filter(organisation=organisation, outcome__in=OPEN_OUTCOMES)
+        .exclude(warning__run_id=run_id)
+        .select_related("case__organisation", "subject", "search")
+        .order_by("created_at")[:limit]
+    )
+    if run_id is None:
+        stale = (
+            Candidate.objects.filter(organisation=organisation, outcome__in=OPEN_OUTCOMES)
+            .exclude(warning__run_id__isnull=True, warning__severity="unknown")
+            .select_related("case__organisation", "subject", "search")
+            .order_by("created_at")[:limit]
+        )
+    count = 0
+    for candidate in stale:
+        panel = bias_panel(candidate, context)
+        CandidateWarning.objects.update_or_create(
+            candidate=candidate, defaults={"severity": panel.severity, "run_id": run_id}
+        )
+        count += 1
+    if count < limit:
+        # All caught up; the mark is taken again so that the warnings just written are part of it.
+        _warnings_fresh_at[organisation.pk] = (
+            run_id,
+            mark[1],
+            CandidateWarning.objects.aggregate(newest=Max("id"))["newest"],
+        )
+    return count

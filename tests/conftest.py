@@ -47,6 +47,9 @@ def _test_settings(settings, media_root):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.MEDIA_ROOT = str(media_root)
+    # Most tests are about what a signed-in reviewer may do, not about signing in; tests/portal/test_security.py
+    # turns the second factor back on.
+    settings.REQUIRE_TWO_FACTOR = False
 
 
 @pytest.fixture(autouse=True)
@@ -191,8 +194,8 @@ def _database_url(settings_dict: dict) -> str:
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
+    def __init__(self, env: dict[str, str], log: Path, queues: str | None = None) -> None:
+        self.env, self.log, self.queues = env, log, queues
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -209,7 +212,8 @@ class WorkerProcess:
                 "--without-gossip",
                 "--without-mingle",
                 "--hostname",
-                f"test-{os.getpid()}@%h",
+                f"test-{os.getpid()}-{id(self)}@%h",
+                *(["-Q", self.queues] if self.queues else []),
             ],
             cwd=ROOT,
             env=self.env,
@@ -321,3 +325,146 @@ def eager_tasks():
     yield
     app.conf.task_always_eager = False
     app.conf.task_eager_propagates = False
+
+
+# A bias audit of the real photos, imported once with the management command
+
+
+@dataclass(frozen=True)
+class ImportedAudit:
+    dataset_id: int
+    output: str
+    attributes: list[str]
+    samples: list[tuple[int, str, str, dict, bytes]]
+    report: list[dict]
+    engine_version: str
+
+
+@pytest.fixture(scope="session")
+def imported_audit(django_db_setup, django_db_blocker, faces, tmp_path_factory) -> ImportedAudit:
+    """`audit_import` over ../shared/faces/manifest.csv, committed once for the session."""
+    import io
+
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    from matching.models import AuditDataset
+
+    out = io.StringIO()
+    with django_db_blocker.unblock(), override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("audit-media"))):
+        call_command(
+            "audit_import",
+            "--name=Shared faces",
+            f"--manifest={faces.root / 'manifest.csv'}",
+            f"--images={faces.root}",
+            stdout=out,
+        )
+        dataset = AuditDataset.objects.latest("id")
+        samples = [
+            (s.line, s.file, s.identity, s.attributes, bytes(s.encoding)) for s in dataset.samples.order_by("line")
+        ]
+        return ImportedAudit(
+            dataset.pk, out.getvalue(), dataset.attributes, samples, dataset.report, dataset.engine_version
+        )
+
+
+@pytest.fixture
+def audit_dataset(db, imported_audit):
+    """The imported set, restored from memory when a transactional test has flushed the database."""
+    from matching.models import AuditDataset, AuditSample
+
+    dataset = AuditDataset.objects.filter(pk=imported_audit.dataset_id).first()
+    if dataset is not None:
+        return dataset
+    dataset = AuditDataset.objects.create(
+        name="Shared faces",
+        attributes=imported_audit.attributes,
+        engine_version=imported_audit.engine_version,
+        status="done",
+        rows_total=len(imported_audit.report),
+        rows_done=len(imported_audit.report),
+        report=imported_audit.report,
+    )
+    AuditSample.objects.bulk_create(
+        AuditSample(dataset=dataset, line=line, file=file, identity=identity, attributes=attributes, encoding=encoding)
+        for line, file, identity, attributes, encoding in imported_audit.samples
+    )
+    return dataset
+
+
+@pytest.fixture
+def audit_run(audit_dataset, org):
+    from matching.evaluation import audit_run_create
+
+    return audit_run_create(dataset=audit_dataset, organisation=org, acting_user=None)
+
+
+# Reviewing under the organisation's policy: two trained reviewers, bob and rita
+
+
+ALL_SIMILAR = {
+    "face_shape": "similar",
+    "hairline": "similar",
+    "forehead": "similar",
+    "eyebrows": "similar",
+    "eyes": "similar",
+    "nose": "similar",
+    "ears": "similar",
+    "mouth": "similar",
+    "chin_jaw": "similar",
+    "marks_scars": "not_visible",
+}
+
+
+def decide(candidate, reviewer, conclusion: str = "identification", reason: str = "Ears, nose and jaw agree.", **kw):
+    from reviews.services import review_decide
+
+    return review_decide(
+        candidate_id=candidate.pk,
+        acting_user=reviewer,
+        conclusion=conclusion,
+        reason=reason,
+        features=kw.pop("features", ALL_SIMILAR),
+        bias_acknowledged=kw.pop("bias_acknowledged", True),
+        **kw,
+    )
+
+
+def review_post(conclusion: str = "identification", reason: str = "Ears, nose and jaw agree.", **extra) -> dict:
+    data = {f"feature_{name}": mark for name, mark in ALL_SIMILAR.items()}
+    data.update({"conclusion": conclusion, "reason": reason, "bias_acknowledged": "on", "_save": "Save"})
+    data.update(extra)
+    return data
+
+
+@pytest.fixture
+def rita(org):
+    return _member("rita", org, "reviewer")
+
+
+@pytest.fixture
+def trained(dana):
+    """Record current training for the given reviewers, as their org admin would."""
+    import datetime
+
+    from django.utils import timezone
+
+    from reviews.services import training_record
+
+    def _trained(*users, days_ago: int = 30):
+        for user in users:
+            training_record(
+                organisation=user.membership.organisation,
+                reviewer=user,
+                trained_on=timezone.localdate() - datetime.timedelta(days=days_ago),
+                course="FISWG facial comparison",
+                acting_user=dana,
+            )
+
+    return _trained
+
+
+@pytest.fixture
+def reviewers(bob, rita, trained):
+    trained(bob, rita)
+    return bob, rita

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from matching.models import Case, Gallery, Subject
 from portal.models import Membership, Organisation, Role
@@ -16,6 +17,9 @@ class OrganisationFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"Organisation {n}")
     slug = factory.Sequence(lambda n: f"org-{n}")
+    permitted_purpose = "Locating missing children reported to the organisation"
+    legal_basis = "GDPR Art. 9(2)(g), substantial public interest"
+    use_case_approved_at = factory.LazyFunction(timezone.now)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -67,3 +71,75 @@ class CaseFactory(factory.django.DjangoModelFactory):
     reference = factory.Sequence(lambda n: f"CASE-{n:04d}")
     title = "Missing person"
     purpose = "Locate a missing child"
+
+
+def candidate_with(
+    *, organisation, created_by=None, distance: float = 0.45, subject: dict | None = None, probe: dict | None = None
+):
+    """A pending candidate built from rows alone, for tests about what surrounds a candidate rather than how
+    it was found (the matching tests use real photos)."""
+    import numpy as np
+
+    from matching.models import Candidate, Face, Photo, Search
+
+    gallery = GalleryFactory(organisation=organisation)
+    subject_row = SubjectFactory(gallery=gallery, **(subject or {}))
+    case = CaseFactory(
+        organisation=organisation, created_by=created_by, **{f"probe_{k}": v for k, v in (probe or {}).items()}
+    )
+    from matching.sealing import encoding_seal
+
+    encoding = encoding_seal(np.zeros(128))
+
+    def face(photo, subject_row=None):
+        return Face.objects.create(
+            photo=photo,
+            organisation=organisation,
+            subject=subject_row,
+            index=0,
+            top=0,
+            right=10,
+            bottom=10,
+            left=0,
+            crop="crops/none.jpg",
+            encoding=encoding,
+            engine="face_recognition",
+            engine_version="test",
+            detector="hog",
+            face_width=10,
+            face_height=10,
+            blur=1.0,
+        )
+
+    probe_photo = Photo.objects.create(
+        organisation=organisation, kind="probe", case=case, image="p.jpg", width=10, height=10, status="done"
+    )
+    reference_photo = Photo.objects.create(
+        organisation=organisation,
+        kind="reference",
+        subject=subject_row,
+        image="r.jpg",
+        width=10,
+        height=10,
+        status="done",
+    )
+    probe_face, reference_face = face(probe_photo), face(reference_photo, subject_row)
+    search = Search.objects.create(
+        face=probe_face,
+        organisation=organisation,
+        threshold=organisation.distance_threshold,
+        max_candidates=organisation.max_candidates,
+        engine_version="test",
+        gallery_version=0,
+        gallery_faces=1,
+        candidate_count=1,
+    )
+    return Candidate.objects.create(
+        search=search,
+        organisation=organisation,
+        case=case,
+        subject=subject_row,
+        reference_face=reference_face,
+        rank=1,
+        distance=distance,
+    )

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from matching.models import Candidate, Gallery, Outcome, Photo, PhotoStatus
-from tests.conftest import BIDEN, OBAMA, OBAMA_2, wait_for
+from tests.conftest import BIDEN, OBAMA, OBAMA_2, review_post, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -17,7 +17,8 @@ def photos_finished(**filters):
     return photos and all(p.is_finished for p in photos)
 
 
-def test_upload_worker_review_and_confirmed_result(client, celery_worker_process, alice, bob, dana, faces):
+def test_upload_worker_review_and_confirmed_result(client, celery_worker_process, alice, reviewers, dana, faces):
+    bob, rita = reviewers
     # Given a gallery enrolled through the org admin's page, processed by the worker
     client.force_login(dana)
     client.post(reverse("matching:gallery_list"), {"name": "Missing persons register"})
@@ -51,18 +52,18 @@ def test_upload_worker_review_and_confirmed_result(client, celery_worker_process
     assert (candidate.subject.code, candidate.outcome, candidate.rank) == ("OBAMA-REF", Outcome.PENDING, 1)
     assert "OBAMA-REF" not in client.get(case_url).content.decode()
 
-    # When bob confirms it through the admin form
-    client.force_login(bob)
-    response = client.post(
-        reverse("admin:reviews_reviewitem_change", args=[candidate.pk]),
-        {"decision": "confirm", "reason": "Ears, nose and jaw line agree.", "_save": "Save"},
-    )
-    assert response.status_code == 302
+    # When bob and rita each confirm it through the admin form, independently
+    for reviewer, reason in [(bob, "Ears, nose and jaw line agree."), (rita, "Hairline and eyebrows agree.")]:
+        client.force_login(reviewer)
+        response = client.post(
+            reverse("admin:reviews_reviewitem_change", args=[candidate.pk]), review_post(reason=reason)
+        )
+        assert response.status_code == 302
 
     # Then alice's case page shows the confirmed match with its reviewer and reason
     client.force_login(alice)
     page = client.get(case_url).content.decode()
-    assert "OBAMA-REF" in page and "Ears, nose and jaw line agree." in page and "bob" in page
+    assert "OBAMA-REF" in page and "Ears, nose and jaw line agree." in page and "rita" in page
 
 
 def test_a_photo_without_a_readable_file_fails_and_the_others_finish(celery_worker_process, open_case):

@@ -6,7 +6,7 @@ import pytest
 
 from matching.models import Candidate, Outcome, Photo
 from tests.browser.conftest import log_in
-from tests.conftest import BIDEN, OBAMA, OBAMA_2, wait_for
+from tests.conftest import ALL_SIMILAR, BIDEN, OBAMA, OBAMA_2, decide, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -39,22 +39,32 @@ def test_caseworker_creates_a_case_and_watches_it_process(
     assert shot.stat().st_size > 10_000
 
 
-def test_reviewer_confirms_a_candidate_in_the_admin(
-    page, screenshot, live_server, gallery_ready, open_case, bob, password
+def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
+    page, screenshot, live_server, gallery_ready, audit_run, open_case, reviewers, password
 ):
+    # Given a candidate that rita has already confirmed, so bob's is the second, deciding confirmation
     open_case(OBAMA_2, reference="B-2")
     candidate = Candidate.objects.get()
+    decide(candidate, reviewers[1], reason="Ears and hairline agree.")
 
     log_in(page, live_server, "bob", password)
     page.goto(f"{live_server.url}/admin/reviews/reviewitem/")
     page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
     page.wait_for_selector(".comparison img")
+    assert page.is_visible(".bias-panel.severity-elevated")
+    assert "race=Black" in page.inner_text(".bias-panel")
     screenshot("reviewer-review-item")
-    page.check("input[name=decision][value=confirm]")
+    assert "Ears and hairline agree." not in page.content()  # blind review
+    for name, mark in ALL_SIMILAR.items():
+        page.check(f"input[name=feature_{name}][value={mark}]")
+    page.check("input[name=conclusion][value=identification]")
     page.fill("textarea[name=reason]", "Hairline, eyebrows, nose and ears agree; no dissimilar features.")
+    page.check("input[name=bias_acknowledged]")
+    screenshot("reviewer-worksheet-filled")
     page.click("input[name=_save]")
 
     page.wait_for_selector(".messagelist")
     screenshot("reviewer-after-decision")
     candidate.refresh_from_db()
     assert (candidate.outcome, candidate.outcome_by.username) == (Outcome.CONFIRMED, "bob")
+    assert candidate.decisions.get(reviewer__username="bob").bias_snapshot["run_id"] == audit_run.pk

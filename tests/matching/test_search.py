@@ -3,7 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matching.search import GalleryCache, GalleryMatrix, search_gallery
+from matching.search import (
+    GalleryCache,
+    GalleryMatrix,
+    gallery_shard,
+    hits_merge,
+    search_gallery,
+    search_gallery_reduceat,
+    shards_plan,
+)
 
 
 def brute_force(face_ids, subject_ids, encodings, probe, threshold, k):
@@ -78,3 +86,90 @@ def test_cache_rebuilds_when_the_version_changes():
     cache.get(1, "v", 1, loader)
 
     assert len(loads) == 2
+
+
+def _ids(results):
+    return [[(h.subject_id, h.face_id) for h in hits] for hits in results]
+
+
+def test_single_probe_calls_equal_brute_force(gallery_data):
+    # Given single-probe calls, which take the gemv path rather than the chunked one
+    face_ids, subject_ids, encodings = gallery_data
+    gallery = GalleryMatrix.build(face_ids, subject_ids, encodings)
+    probes = encodings[20:30] + np.random.default_rng(2).normal(0, 0.03, size=(10, 128)).astype(np.float32)
+
+    results = [search_gallery(gallery, probe[None], threshold=1.3, k=5)[0] for probe in probes]
+
+    assert _ids(results) == [brute_force(face_ids, subject_ids, encodings, p, 1.3, 5) for p in probes]
+
+
+def test_chunks_smaller_than_a_subject_give_the_same_results(gallery_data):
+    # Given chunks of 7 rows, so that many subjects' faces straddle a chunk boundary
+    face_ids, subject_ids, encodings = gallery_data
+    gallery = GalleryMatrix.build(face_ids, subject_ids, encodings)
+    probes = encodings[:16] + np.random.default_rng(3).normal(0, 0.03, size=(16, 128)).astype(np.float32)
+
+    chunked = search_gallery(gallery, probes, threshold=1.3, k=5, chunk_rows=7)
+
+    assert _ids(chunked) == [brute_force(face_ids, subject_ids, encodings, p, 1.3, 5) for p in probes]
+
+
+def test_threshold_first_search_equals_the_reduceat_version(gallery_data):
+    face_ids, subject_ids, encodings = gallery_data
+    gallery = GalleryMatrix.build(face_ids, subject_ids, encodings)
+    probes = np.random.default_rng(4).normal(0, 0.09, size=(33, 128)).astype(np.float32)
+
+    assert _ids(search_gallery(gallery, probes, threshold=1.25, k=3)) == _ids(
+        search_gallery_reduceat(gallery, probes, threshold=1.25, k=3)
+    )
+
+
+def test_ties_in_distance_go_to_the_lower_subject_id_across_the_cut():
+    # Given six subjects at exactly the same distance and k=2
+    encodings = np.zeros((6, 128), dtype=np.float32)
+    encodings[:, 0] = 0.3
+    gallery = GalleryMatrix.build(np.arange(1, 7), np.array([60, 50, 40, 30, 20, 10]), encodings)
+
+    (hits,) = search_gallery(gallery, np.zeros((1, 128)), threshold=0.6, k=2)
+
+    assert [h.subject_id for h in hits] == [10, 20]
+
+
+def test_shard_plan_never_splits_a_subject_and_covers_every_face():
+    subject_ids = np.array([3, 5, 8, 9, 12, 20])
+    counts = np.array([2, 4, 1, 7, 2, 2])
+
+    shards = shards_plan(subject_ids, counts, max_faces=5)
+
+    assert [(s.subject_from, s.subject_to, s.faces) for s in shards] == [
+        (0, 5, 2),
+        (5, 9, 5),
+        (9, 12, 7),  # one subject over the budget gets a shard of its own
+        (12, None, 4),
+    ]
+
+
+def test_merged_shards_equal_the_whole_gallery(gallery_data):
+    # Given the gallery cut into shards of at most 150 faces, searched one by one and merged
+    face_ids, subject_ids, encodings = gallery_data
+    gallery = GalleryMatrix.build(face_ids, subject_ids, encodings)
+    probes = encodings[:20] + np.random.default_rng(5).normal(0, 0.03, size=(20, 128)).astype(np.float32)
+    shards = shards_plan(gallery.subject_ids, np.diff(np.append(gallery.starts, gallery.size)), max_faces=150)
+    assert len(shards) > 5
+
+    per_shard = [search_gallery(gallery_shard(gallery, shard), probes, threshold=1.3, k=5) for shard in shards]
+    merged = [hits_merge([part[i] for part in per_shard], 5) for i in range(len(probes))]
+
+    assert _ids(merged) == _ids(search_gallery(gallery, probes, threshold=1.3, k=5))
+
+
+def test_shard_cache_stays_within_its_face_budget():
+    cache = GalleryCache()
+
+    def loader(n):
+        return lambda: GalleryMatrix.build(np.arange(n), np.arange(n), np.zeros((n, 128)))
+
+    cache.get(1, "v", 0, loader(60), shard=(0, 100), max_faces=100)
+    cache.get(1, "v", 0, loader(60), shard=(100, None), max_faces=100)
+
+    assert cache.faces() == 60  # the older shard was dropped to make room

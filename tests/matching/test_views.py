@@ -11,7 +11,7 @@ from django.urls import reverse
 from PIL import Image
 
 from matching.models import Case, Outcome, Photo
-from tests.conftest import BIDEN, OBAMA, OBAMA_2
+from tests.conftest import BIDEN, OBAMA, OBAMA_2, decide
 
 
 def _stored_files(root) -> list[str]:
@@ -138,13 +138,14 @@ def test_caseworker_cannot_fetch_a_pending_candidates_reference_photo(client, al
     assert (crop.status_code, photo.status_code) == (404, 404)
 
 
-def test_confirmed_match_is_shown_with_reviewer_reason_and_photo(client, alice, bob, enrol, open_case):
-    from reviews.services import review_decide
+def test_confirmed_match_is_shown_with_reviewer_reason_and_photo(client, alice, reviewers, enrol, open_case):
+    bob, rita = reviewers
 
     enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
     case = open_case(OBAMA_2)
     candidate = case.candidates.get()
-    review_decide(candidate_id=candidate.pk, decision="confirm", reason="Same nose, ears and scar.", acting_user=bob)
+    decide(candidate, bob, reason="Same nose, ears and scar.")
+    decide(candidate, rita, conclusion="probable", reason="Ears and hairline agree.")
     client.force_login(alice)
 
     page = client.get(reverse("matching:case_detail", args=[case.pk])).content.decode()

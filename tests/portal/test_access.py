@@ -5,19 +5,19 @@ from django.urls import reverse
 
 from matching.models import Gallery
 from portal.models import AuditEvent, Membership
-from tests.conftest import OBAMA, OBAMA_2
+from tests.conftest import OBAMA, OBAMA_2, decide
 
 
 @pytest.fixture
-def acme_world(enrol, open_case, bob):
+def acme_world(enrol, open_case, reviewers):
     """One organisation's full set of rows: a gallery, a case, faces and a candidate."""
     from matching.models import EnrolmentBatch
-    from reviews.services import review_decide
 
     subject = enrol("OBAMA-REF", OBAMA)
     case = open_case(OBAMA_2)
     candidate = case.candidates.get()
-    review_decide(candidate_id=candidate.pk, decision="confirm", reason="Same ears and nose.", acting_user=bob)
+    for reviewer in reviewers:
+        decide(candidate, reviewer, reason="Same ears and nose.")
     gallery = Gallery.objects.get()
     batch = EnrolmentBatch.objects.create(gallery=gallery, archive="x.zip", manifest="x.csv")
     probe_face = candidate.search.face
@@ -44,7 +44,7 @@ def acme_urls(world) -> list[str]:
         reverse("matching:batch_detail", args=[world["batch"].pk]),
         reverse("case-detail", args=[case.pk]),
         reverse("admin:reviews_reviewitem_change", args=[candidate.pk]),
-        reverse("admin:reviews_reviewdecision_change", args=[candidate.decisions.get().pk]),
+        reverse("admin:reviews_reviewdecision_change", args=[candidate.decisions.first().pk]),
         reverse("admin:matching_case_change", args=[case.pk]),
         reverse("admin:matching_gallery_change", args=[world["gallery"].pk]),
         reverse("admin:matching_subject_change", args=[world["subject"].pk]),
@@ -137,7 +137,15 @@ def test_only_superusers_create_organisations(client, dana, django_user_model):
     client.force_login(root)
     response = client.post(
         reverse("admin:portal_organisation_add"),
-        {"name": "New Org", "slug": "new-org", "distance_threshold": "0.55", "max_candidates": "3", "_save": "Save"},
+        {
+            "name": "New Org",
+            "slug": "new-org",
+            "distance_threshold": "0.55",
+            "max_candidates": "3",
+            "target_fmr": "0.001",
+            "audit_max_age_days": "180",
+            "_save": "Save",
+        },
     )
     assert response.status_code == 302
     assert AuditEvent.objects.filter(action="organisation.create").exists()

@@ -5,8 +5,9 @@ from django.urls import reverse
 
 from matching.models import Candidate, Outcome
 from portal.models import AuditEvent
-from reviews.models import ReviewDecision
-from tests.conftest import OBAMA, OBAMA_2
+from reviews.models import FeatureComparison, ReviewDecision
+from reviews.services import review_policy_update
+from tests.conftest import OBAMA, OBAMA_2, decide, review_post
 
 
 @pytest.fixture
@@ -19,8 +20,8 @@ def change_url(candidate) -> str:
     return reverse("admin:reviews_reviewitem_change", args=[candidate.pk])
 
 
-def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(client, bob, candidate):
-    client.force_login(bob)
+def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(client, reviewers, candidate):
+    client.force_login(reviewers[0])
 
     page = client.get(change_url(candidate)).content.decode()
 
@@ -29,78 +30,148 @@ def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(client, bo
     assert reverse("matching:photo_image", args=[candidate.search.face.photo_id]) in page
     assert reverse("matching:photo_image", args=[candidate.reference_face.photo_id]) in page
     assert f"{candidate.distance:.3f}" in page and f"rank {candidate.rank}" in page
+    for label in ["Face shape", "Hairline", "Forehead", "Eyebrows", "Eyes", "Nose", "Ears", "Mouth", "Chin and jaw"]:
+        assert label in page
+    assert "Identification: the same person" in page and "I have read the bias warning" in page
 
 
-def test_reviewer_confirms_through_the_admin_form(client, bob, candidate):
+def test_two_reviewers_confirm_through_the_admin_form(client, reviewers, candidate):
+    bob, rita = reviewers
+
     client.force_login(bob)
-
-    response = client.post(
-        change_url(candidate), {"decision": "confirm", "reason": "Ears, nose and hairline agree.", "_save": "Save"}
-    )
-
-    assert response.status_code == 302
+    first = client.post(change_url(candidate), review_post(reason="Ears, nose and hairline agree."))
     candidate.refresh_from_db()
-    assert (candidate.outcome, candidate.outcome_by, candidate.outcome_reason) == (
-        Outcome.CONFIRMED,
-        bob,
-        "Ears, nose and hairline agree.",
-    )
-    decision = ReviewDecision.objects.get()
-    assert (decision.reviewer, decision.decision) == (bob, "confirm")
-    assert AuditEvent.objects.filter(action="review.confirm", actor=bob).exists()
+    outcome_after_one = candidate.outcome
+    client.force_login(rita)
+    second = client.post(change_url(candidate), review_post("probable", reason="Nose and jaw agree; ears hidden."))
+
+    assert (first.status_code, second.status_code) == (302, 302)
+    assert outcome_after_one == Outcome.PENDING
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.CONFIRMED
+    assert "Ears, nose and hairline agree." in candidate.outcome_reason and "rita" in candidate.outcome_reason
+    decisions = list(ReviewDecision.objects.order_by("id"))
+    assert [(d.reviewer, d.conclusion) for d in decisions] == [(bob, "identification"), (rita, "probable")]
+    assert decisions[0].features["nose"] == "similar" and decisions[0].bias_acknowledged
+    assert AuditEvent.objects.filter(action="candidate.confirmed").exists()
 
 
-def test_a_reason_is_required(client, bob, candidate):
-    client.force_login(bob)
+def test_a_reason_every_feature_and_the_acknowledgement_are_required(client, reviewers, candidate):
+    client.force_login(reviewers[0])
+    data = review_post(reason="  ")
+    del data["feature_ears"], data["bias_acknowledged"]
 
-    response = client.post(change_url(candidate), {"decision": "reject", "reason": "  ", "_save": "Save"})
+    response = client.post(change_url(candidate), data)
 
+    page = response.content.decode()
     assert response.status_code == 200
-    assert "This field is required" in response.content.decode()
-    candidate.refresh_from_db()
-    assert candidate.outcome == Outcome.PENDING and not ReviewDecision.objects.exists()
+    assert page.count("This field is required") >= 2 and "Acknowledge the bias warning" in page
+    assert not ReviewDecision.objects.exists()
 
 
-def test_a_decided_item_cannot_be_edited_again(client, bob, candidate):
+def test_blind_review_hides_the_first_reason_from_the_second_reviewer(client, reviewers, candidate):
+    bob, rita = reviewers
+    decide(candidate, bob, reason="The scar above the left eyebrow matches.")
+    client.force_login(rita)
+
+    before = client.get(change_url(candidate)).content.decode()
+    decide(candidate, rita, reason="Jaw line and ears agree.")
+    after = client.get(change_url(candidate)).content.decode()
+
+    assert "scar above the left eyebrow" not in before and "1 other reviewer(s) have decided" in before
+    assert "scar above the left eyebrow" in after
+
+
+def test_policy_can_hide_the_scores_until_the_comparison_is_recorded(client, reviewers, dana, candidate, org):
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
+    bob = reviewers[0]
     client.force_login(bob)
-    client.post(change_url(candidate), {"decision": "reject", "reason": "Different ear shape.", "_save": "Save"})
 
-    page = client.get(change_url(candidate))
-    second = client.post(change_url(candidate), {"decision": "confirm", "reason": "Changed my mind.", "_save": "Save"})
+    before = client.get(change_url(candidate)).content.decode()
+    data = {k: v for k, v in review_post().items() if k.startswith("feature_")}
+    client.post(change_url(candidate), {**data, "_save": "Save"})
+    after = client.get(change_url(candidate)).content.decode()
 
-    assert 'name="decision"' not in page.content.decode()
-    assert second.status_code == 403
-    candidate.refresh_from_db()
-    assert candidate.outcome == Outcome.REJECTED and ReviewDecision.objects.count() == 1
+    assert f"{candidate.distance:.3f}" not in before and 'name="conclusion"' not in before
+    assert FeatureComparison.objects.filter(reviewer=bob).exists()
+    assert f"{candidate.distance:.3f}" in after and 'name="conclusion"' in after
 
 
-def test_nobody_can_delete_a_decision_or_review_item(client, bob, dana, candidate):
-    from reviews.services import review_decide
+def test_without_training_the_controls_are_disabled_and_the_page_says_why(client, bob, candidate):
+    client.force_login(bob)
 
-    decision = review_decide(candidate_id=candidate.pk, decision="reject", reason="Different chin.", acting_user=bob)
+    page = client.get(change_url(candidate)).content.decode()
+    response = client.post(change_url(candidate), review_post(), follow=True)
+
+    assert "The decision controls are disabled" in page and "no recorded facial-comparison training" in page
+    assert 'name="conclusion" value="identification" disabled' in page or "disabled" in page
+    assert not ReviewDecision.objects.exists()
+    assert response.status_code == 200
+
+
+def test_the_case_creator_cannot_review_it(client, trained, dana, enrol, faces):
+    from matching import services
+
+    trained(dana)
+    enrol("OBAMA-REF", OBAMA)
+    case = services.case_create(
+        organisation=dana.membership.organisation,
+        acting_user=dana,
+        reference="OWN",
+        title="t",
+        purpose="p",
+        photos=[services.uploaded_image_read(faces.upload(OBAMA_2))],
+    )
+    services.photo_process(photo_id=case.photos.get().pk)
     client.force_login(dana)
 
+    page = client.get(change_url(case.candidates.get())).content.decode()
+
+    assert "separation of duties" in page
+
+
+def test_nobody_can_edit_or_delete_a_decision(client, reviewers, dana, candidate):
+    decision = decide(candidate, reviewers[0], conclusion="exclusion", reason="Different chin.")
+    client.force_login(dana)
+
+    change = client.post(reverse("admin:reviews_reviewdecision_change", args=[decision.pk]), {"reason": "edited"})
+    delete = client.post(reverse("admin:reviews_reviewdecision_delete", args=[decision.pk]), {"post": "yes"})
     item = client.post(reverse("admin:reviews_reviewitem_delete", args=[candidate.pk]), {"post": "yes"})
-    row = client.post(reverse("admin:reviews_reviewdecision_delete", args=[decision.pk]), {"post": "yes"})
 
-    assert (item.status_code, row.status_code) == (403, 403)
-    assert Candidate.objects.filter(pk=candidate.pk).exists() and ReviewDecision.objects.count() == 1
+    assert (change.status_code, delete.status_code, item.status_code) == (403, 403, 403)
+    assert ReviewDecision.objects.get().reason == "Different chin."
+    assert Candidate.objects.filter(pk=candidate.pk).exists()
 
 
-def test_the_queue_lists_pending_items_oldest_first(client, bob, candidate):
+def test_the_queue_lists_what_this_reviewer_may_still_decide_oldest_first(client, reviewers, enrol, open_case):
+    bob, rita = reviewers
+    enrol("OBAMA-REF", OBAMA)
+    first = open_case(OBAMA_2, reference="Q-1").candidates.get()
+    second = open_case("face_recognition/obama__tests_test_images_obama3.jpg", reference="Q-2").candidates.get()
+    decide(first, bob)
     client.force_login(bob)
 
-    page = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+    bobs = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+    client.force_login(rita)
+    ritas = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
 
-    assert change_url(candidate) in page
+    assert change_url(first) not in bobs and change_url(second) in bobs
+    assert ritas.index(change_url(first)) < ritas.index(change_url(second))
+    assert "waiting-fresh" in ritas
 
 
-def test_rejected_candidate_never_appears_to_the_caseworker(client, alice, bob, candidate):
+def test_queue_filters_by_severity_and_claims(client, reviewers, candidate, audit_run):
+    bob, rita = reviewers
     client.force_login(bob)
-    client.post(change_url(candidate), {"decision": "reject", "reason": "Different ear shape.", "_save": "Save"})
-    client.force_login(alice)
+    client.post(
+        reverse("admin:reviews_reviewitem_changelist"),
+        {"action": "claim", "_selected_action": [candidate.pk], "index": 0},
+    )
+    client.force_login(rita)
 
-    page = client.get(reverse("matching:case_detail", args=[candidate.case_id])).content.decode()
+    elevated = client.get(reverse("admin:reviews_reviewitem_changelist") + "?severity=elevated").content.decode()
+    standard = client.get(reverse("admin:reviews_reviewitem_changelist") + "?severity=standard").content.decode()
+    claimed = client.get(reverse("admin:reviews_reviewitem_changelist") + "?claimed=others").content.decode()
 
-    assert "OBAMA-REF" not in page and "Barack Obama" not in page
-    assert '<strong data-count="rejected">1</strong>' in page
+    assert change_url(candidate) in elevated and change_url(candidate) not in standard
+    assert change_url(candidate) in claimed and ">bob<" in claimed

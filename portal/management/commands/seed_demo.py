@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from portal.models import Membership, Organisation, Role
 
@@ -23,7 +24,15 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, password: str, **options) -> None:
         User = get_user_model()
-        organisation, _ = Organisation.objects.get_or_create(slug="demo", defaults={"name": "Demo organisation"})
+        organisation, _ = Organisation.objects.get_or_create(
+            slug="demo",
+            defaults={
+                "name": "Demo organisation",
+                "permitted_purpose": "Demonstration with public test photos only",
+                "legal_basis": "No personal data of real cases; demonstration",
+                "use_case_approved_at": timezone.now(),
+            },
+        )
         lines = []
         for username, role in DEMO_USERS:
             user, created = User.objects.get_or_create(username=username)

@@ -1,0 +1,129 @@
+"""Two-factor authentication (TOTP, with django-otp) for everyone who can see candidates' identities.
+
+Reviewers, org admins and superusers must confirm a TOTP code once per session. Caseworkers may enrol but
+are not required to. Machine credentials (API keys and tokens) are not sessions and are not affected.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect, render, resolve_url
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+
+from portal import access
+from portal.audit import audit_record
+
+EXEMPT_PREFIXES = ("/accounts/", "/static/", "/healthz")
+
+
+def two_factor_required(user) -> bool:
+    return bool(settings.REQUIRE_TWO_FACTOR) and (
+        access.is_superuser(user) or access.can_review(user) or access.can_manage_organisation(user)
+    )
+
+
+class TwoFactorMiddleware:
+    """Sends a signed-in user who needs a second factor to confirm one before anything else."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = request.user
+        if (
+            user.is_authenticated
+            and not request.path.startswith(EXEMPT_PREFIXES)
+            and not (request.path.startswith("/api/") and request.headers.get("Authorization"))
+            and not user.is_verified()
+            and two_factor_required(user)
+        ):
+            if request.path.startswith("/api/"):
+                message = "Confirm your second factor in the portal first, or use an API key."
+                return JsonResponse(
+                    {"errors": [{"field": None, "code": "two_factor_required", "message": message}]}, status=403
+                )
+            target = "two_factor_verify" if _confirmed_device(user) else "two_factor_setup"
+            return HttpResponseRedirect(f"{reverse(target)}?{urlencode({'next': request.get_full_path()})}")
+        return self.get_response(request)
+
+
+def _confirmed_device(user):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return TOTPDevice.objects.filter(user=user, confirmed=True).first()
+
+
+class TokenForm(forms.Form):
+    token = forms.CharField(
+        label="Code from your authenticator app",
+        max_length=8,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+    )
+
+
+def _next(request) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return resolve_url("home")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def two_factor_setup(request):
+    from django_otp import login as otp_login
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if _confirmed_device(request.user):
+        return redirect(f"{reverse('two_factor_verify')}?{urlencode({'next': _next(request)})}")
+    device, _ = TOTPDevice.objects.get_or_create(user=request.user, confirmed=False, defaults={"name": "Authenticator"})
+    form = TokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if device.verify_token(form.cleaned_data["token"].strip()):
+            with transaction.atomic():
+                device.confirmed = True
+                device.save(update_fields=["confirmed"])
+                audit_record(action="2fa.enrol", actor=request.user, organisation=access.organisation_of(request.user))
+            otp_login(request, device)
+            return redirect(_next(request))
+        form.add_error("token", "That code is not valid. Check the time on your phone and try again.")
+    import segno
+
+    qr = segno.make(device.config_url, error="m").svg_inline(scale=4)
+    return render(
+        request,
+        "portal/two_factor_setup.html",
+        {"form": form, "qr": qr, "secret": device.config_url.split("secret=")[1].split("&")[0], "next": _next(request)},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def two_factor_verify(request):
+    from django_otp import login as otp_login
+
+    device = _confirmed_device(request.user)
+    if device is None:
+        return redirect(f"{reverse('two_factor_setup')}?{urlencode({'next': _next(request)})}")
+    form = TokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if device.verify_token(form.cleaned_data["token"].strip()):
+            otp_login(request, device)
+            audit_record(action="2fa.verify", actor=request.user, organisation=access.organisation_of(request.user))
+            return redirect(_next(request))
+        form.add_error("token", "That code is not valid.")
+    return render(
+        request,
+        "portal/two_factor_verify.html",
+        {"form": form, "next": _next(request)},
+        status=400 if request.method == "POST" else 200,
+    )
