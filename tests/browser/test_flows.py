@@ -43,7 +43,9 @@ def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
     page, screenshot, live_server, gallery_ready, audit_run, open_case, reviewers, password
 ):
     # Given a candidate that rita has already confirmed, so bob's is the second, deciding confirmation
-    open_case(OBAMA_2, reference="B-2")
+    case = open_case(OBAMA_2, reference="B-2")
+    # The worker and this process race for the photo; whichever claims it first processes it.
+    wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="probe photo")
     candidate = Candidate.objects.get()
     decide(candidate, reviewers[1], reason="Ears and hairline agree.")
 
