@@ -143,3 +143,51 @@ def candidate_with(
         rank=1,
         distance=distance,
     )
+
+
+def audit_run_rows(organisation):
+    """A completed audit run with one group and one rate, made of rows alone."""
+    import numpy as np
+
+    from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun
+
+    dataset = AuditDataset.objects.create(organisation=organisation, name="Acme set", status="done")
+    run = AuditRun.objects.create(
+        dataset=dataset,
+        organisation=organisation,
+        engine_version="test",
+        thresholds=[0.6],
+        threshold_in_use=0.6,
+        target_fmr=0.001,
+        min_identities=20,
+        min_impostor_pairs=200,
+        photos=4,
+        completed_at=timezone.now(),
+    )
+    group = AuditGroup.objects.create(
+        run=run,
+        key="all",
+        photos=4,
+        identities=2,
+        impostor_pairs=4,
+        genuine_pairs=2,
+        insufficient=True,
+        insufficient_reasons=["few identities"],
+        impostor_distances=np.array([0.7, 0.8], dtype=np.float32).tobytes(),
+        genuine_distances=np.array([0.3], dtype=np.float32).tobytes(),
+    )
+    AuditRate.objects.create(
+        group=group,
+        threshold=0.6,
+        false_matches=0,
+        impostor_pairs=4,
+        fmr=0.0,
+        fmr_low=0.0,
+        fmr_high=0.5,
+        false_non_matches=0,
+        genuine_pairs=2,
+        fnmr=0.0,
+        fnmr_low=0.0,
+        fnmr_high=0.6,
+    )
+    return run

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime
 
-import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -10,10 +9,10 @@ from django.utils import timezone
 from rest_framework.pagination import PageNumberPagination
 
 from matching import services
-from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, Candidate, Case, Photo
+from matching.models import Candidate, Case, Photo
 from portal.models import AuditEvent
 from tests.conftest import OBAMA, OBAMA_2
-from tests.factories import CaseFactory, candidate_with
+from tests.factories import CaseFactory, audit_run_rows, candidate_with
 from tests.matching.test_bulk import csv_bytes, make_zip
 
 
@@ -70,50 +69,6 @@ def test_reviewer_and_anonymous_users_cannot_use_the_case_api(client, bob):
 
 
 # Helpers for the tests below
-
-
-def audit_run_rows(organisation):
-    """A completed audit run with one group and one rate, made of rows alone."""
-    dataset = AuditDataset.objects.create(organisation=organisation, name="Acme set", status="done")
-    run = AuditRun.objects.create(
-        dataset=dataset,
-        organisation=organisation,
-        engine_version="test",
-        thresholds=[0.6],
-        threshold_in_use=0.6,
-        target_fmr=0.001,
-        min_identities=20,
-        min_impostor_pairs=200,
-        photos=4,
-        completed_at=timezone.now(),
-    )
-    group = AuditGroup.objects.create(
-        run=run,
-        key="all",
-        photos=4,
-        identities=2,
-        impostor_pairs=4,
-        genuine_pairs=2,
-        insufficient=True,
-        insufficient_reasons=["few identities"],
-        impostor_distances=np.array([0.7, 0.8], dtype=np.float32).tobytes(),
-        genuine_distances=np.array([0.3], dtype=np.float32).tobytes(),
-    )
-    AuditRate.objects.create(
-        group=group,
-        threshold=0.6,
-        false_matches=0,
-        impostor_pairs=4,
-        fmr=0.0,
-        fmr_low=0.0,
-        fmr_high=0.5,
-        false_non_matches=0,
-        genuine_pairs=2,
-        fnmr=0.0,
-        fnmr_low=0.0,
-        fnmr_high=0.6,
-    )
-    return run
 
 
 def _decided(candidate, outcome: str):

@@ -24,9 +24,9 @@ from rest_framework.throttling import SimpleRateThrottle
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-from matching.models import AuditDataset, AuditRun, EnrolmentBatch, Outcome
+from matching.models import EnrolmentBatch, Outcome
 from portal.keys import api_key_create
-from tests.factories import candidate_with
+from tests.factories import audit_run_rows, candidate_with
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 DERANDOMIZE = os.environ.get("FUZZ_RANDOM") != "1"
@@ -50,19 +50,7 @@ def real_ids(org, dana, alice):
     candidate.save()
     gallery = candidate.subject.gallery
     batch = EnrolmentBatch.objects.create(gallery=gallery, archive="x.zip", manifest="x.csv")
-    dataset = AuditDataset.objects.create(organisation=org, name="Acme set", status="done")
-    run = AuditRun.objects.create(
-        dataset=dataset,
-        organisation=org,
-        engine_version="test",
-        thresholds=[0.6],
-        threshold_in_use=0.6,
-        target_fmr=0.001,
-        min_identities=20,
-        min_impostor_pairs=200,
-        photos=0,
-        completed_at=timezone.now(),
-    )
+    run = audit_run_rows(org)
     return {
         "/api/cases/": {"id": candidate.case_id, "photo_id": candidate.search.face.photo_id},
         "/api/galleries/": {"id": gallery.pk},

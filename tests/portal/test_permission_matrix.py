@@ -9,20 +9,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.base import ContentFile
 from django.http import HttpResponse
 from django.urls import URLPattern, URLResolver, get_resolver, path, resolve, reverse
-from django.utils import timezone
 
-from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, Case, EnrolmentBatch, Gallery
+from matching.models import Case, EnrolmentBatch, Gallery
 from portal import access
 from portal.keys import api_key_create
 from portal.models import Membership
 from portal.services import invitation_create
 from tests.conftest import OBAMA, OBAMA_2, decide
+from tests.factories import audit_run_rows
 
 PERSONAS = ["alice", "bob", "dana", "charlie", "erin", "anonymous"]
 LOGIN = "login"  # a redirect to the login page
@@ -152,45 +151,8 @@ def acme(enrol, open_case, reviewers, dana, org, alice):
         decide(candidate, reviewer, reason="Same ears and nose.")
     gallery = Gallery.objects.get()
     batch = EnrolmentBatch.objects.create(gallery=gallery, archive="x.zip", manifest="x.csv")
-    dataset = AuditDataset.objects.create(organisation=org, name="Acme set", status="done")
-    run = AuditRun.objects.create(
-        dataset=dataset,
-        organisation=org,
-        engine_version="test",
-        thresholds=[0.6],
-        threshold_in_use=0.6,
-        target_fmr=0.001,
-        min_identities=20,
-        min_impostor_pairs=200,
-        photos=4,
-        completed_at=timezone.now(),
-    )
-    group = AuditGroup.objects.create(
-        run=run,
-        key="all",
-        photos=4,
-        identities=2,
-        impostor_pairs=4,
-        genuine_pairs=2,
-        insufficient=True,
-        insufficient_reasons=["few identities"],
-        impostor_distances=np.array([0.7, 0.8], dtype=np.float32).tobytes(),
-        genuine_distances=np.array([0.3], dtype=np.float32).tobytes(),
-    )
-    AuditRate.objects.create(
-        group=group,
-        threshold=0.6,
-        false_matches=0,
-        impostor_pairs=4,
-        fmr=0.0,
-        fmr_low=0.0,
-        fmr_high=0.5,
-        false_non_matches=0,
-        genuine_pairs=2,
-        fnmr=0.0,
-        fnmr_low=0.0,
-        fnmr_high=0.6,
-    )
+    run = audit_run_rows(org)
+    dataset = run.dataset
     report = DisclosureReport(case=case, status="done", requested_by=dana)
     report.html.save("r.html", ContentFile(b"<p>report</p>"), save=False)
     report.pdf.save("r.pdf", ContentFile(b"%PDF-1.4 report"), save=False)
