@@ -29,6 +29,7 @@ from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, Audit
 from matching.sealing import encoding_seal, encodings_open
 from portal.audit import audit_record
 from portal.models import Organisation
+from portal.outbox import outbox_enqueue
 
 # Bookkeeping columns that are never demographic attributes.
 NON_ATTRIBUTE_COLUMNS = {
@@ -192,10 +193,8 @@ def audit_dataset_create(
         detail={"rows": len(rows), "attributes": names},
     )
     if archive is not None:
-        from matching.tasks import import_audit_dataset
-
-        dataset_id = dataset.id
-        transaction.on_commit(lambda: import_audit_dataset.delay(dataset_id))
+        # Through the outbox: a broker outage delays the import rather than failing the committed upload.
+        outbox_enqueue("matching.tasks.import_audit_dataset", dataset.id)
     return dataset
 
 

@@ -17,6 +17,7 @@ from matching.evaluation import audit_validity
 from matching.models import Case, Photo, Search
 from portal import access
 from portal.audit import audit_record
+from portal.outbox import outbox_enqueue
 from reviews.bias import percent
 from reviews.models import FEATURES, DisclosureReport, DisclosureStatus, ReviewDecision
 from reviews.services import ServiceError, review_policy_for
@@ -230,10 +231,8 @@ def disclosure_request(*, case: Case, acting_user: Any) -> DisclosureReport:
         raise ServiceError("Only the organisation's reviewers and admins may generate disclosure reports.")
     report = DisclosureReport.objects.create(case=case, requested_by=acting_user)
     audit_record(action="disclosure.request", actor=acting_user, organisation=case.organisation, target=report)
-    from reviews.tasks import generate_disclosure
-
-    report_id = report.pk
-    transaction.on_commit(lambda: generate_disclosure.delay(report_id))
+    # Through the outbox: a broker outage delays the report rather than failing the committed request.
+    outbox_enqueue("reviews.tasks.generate_disclosure", report.pk)
     return report
 
 

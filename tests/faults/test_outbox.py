@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+import zipfile
 
 import pytest
 from django.db import connections, transaction
 
-from matching.models import Candidate, Case, Face, Photo, PhotoStatus, Search
+from matching.evaluation import audit_dataset_create
+from matching.models import AuditDataset, Candidate, Case, Face, Photo, PhotoStatus, Search
 from portal import outbox
 from portal.models import TaskOutbox
+from reviews.disclosure import disclosure_request
+from reviews.models import DisclosureReport
 from tests.conftest import OBAMA, OBAMA_2
 
 
@@ -110,3 +115,36 @@ def test_a_failed_publish_keeps_the_row_with_its_error_for_the_sweeper(open_case
     assert (result.sent, result.failed, result.unsent) == (0, 1, 1)
     assert row.sent_at is None and row.claimed_until is None and row.attempts == 1
     assert row.last_error == "ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disclosure_requests_and_evaluation_uploads_are_kept_while_the_broker_is_down(
+    redis_server, reviewers, dana, open_case, faces
+):
+    # Given a case to disclose, an evaluation set to upload, and a broker that has gone away
+    case = open_case(OBAMA_2, process=False)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("a.jpg", faces.read(OBAMA))
+    redis_server.stop()
+
+    # When a reviewer asks for a disclosure report and an org admin uploads an evaluation set
+    report = disclosure_request(case=case, acting_user=reviewers[0])
+    dataset = audit_dataset_create(
+        name="Outage set",
+        organisation=dana.membership.organisation,
+        manifest=b"file,identity,sex\na.jpg,p1,M\n",
+        archive=archive.getvalue(),
+        acting_user=dana,
+    )
+
+    # Then both are committed, and their tasks wait in the outbox instead of being lost
+    assert DisclosureReport.objects.filter(pk=report.pk).exists()
+    assert AuditDataset.objects.filter(pk=dataset.pk).exists()
+    unsent = [(row.task_name, row.args) for row in TaskOutbox.objects.filter(sent_at__isnull=True)]
+    assert ("reviews.tasks.generate_disclosure", [report.pk]) in unsent
+    assert ("matching.tasks.import_audit_dataset", [dataset.pk]) in unsent
+
+    # And once the broker is back, the sweeper sends them
+    redis_server.start()
+    assert outbox.outbox_flush().unsent == 0
