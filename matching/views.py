@@ -7,6 +7,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
@@ -27,6 +29,8 @@ from matching.models import AuditDataset, AuditRun, EnrolmentBatch, Face, Galler
 from portal import access
 from portal.audit import audit_record
 from portal.services import organisation_update
+
+CASES_PER_PAGE = 50
 
 
 def role_required(check):
@@ -51,8 +55,17 @@ def _case_or_404(request, case_id: int):
 @role_required(access.can_work_cases)
 @require_GET
 def case_list(request):
-    cases = selectors.cases_for(request.user).select_related("created_by").order_by("-created_at")[:200]
-    return render(request, "matching/case_list.html", {"cases": cases})
+    query = request.GET.get("q", "").strip()[:100]
+    cases = selectors.cases_for(request.user).select_related("created_by").order_by("-created_at", "-id")
+    if query:
+        cases = cases.filter(Q(reference__icontains=query) | Q(title__icontains=query))
+    # get_page turns a page number that is not a number, or is past the end, into the nearest page.
+    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "matching/case_list.html",
+        {"page": page, "rows": selectors.case_list_rows(list(page.object_list)), "query": query},
+    )
 
 
 @role_required(access.can_work_cases)

@@ -7,6 +7,7 @@ import pytest
 from matching.models import Candidate, Outcome, Photo
 from tests.browser.conftest import log_in
 from tests.conftest import ALL_SIMILAR, BIDEN, OBAMA, OBAMA_2, decide, wait_for
+from tests.factories import CaseFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -37,6 +38,18 @@ def test_caseworker_creates_a_case_and_watches_it_process(
     assert "OBAMA-REF" not in page.content()
     shot = screenshot("caseworker-case-page")
     assert shot.stat().st_size > 10_000
+
+    # Among many older cases, the list pages them and finds this one by its title.
+    for number in range(60):
+        CaseFactory(organisation=alice.membership.organisation, created_by=alice, reference=f"OLD-{number:02}")
+    page.click("header.top >> text=Cases")
+    assert "Page 1 of 2 · 61 cases" in page.inner_text("nav.pager")
+    screenshot("caseworker-case-list")
+    page.fill("input[name=q]", "station")
+    page.click("form.search button")
+    row = page.locator("table.cases tbody tr")
+    assert row.count() == 1 and "B-1" in row.inner_text() and "1 done" in row.inner_text()
+    screenshot("caseworker-case-list-search")
 
 
 def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(

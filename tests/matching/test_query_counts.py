@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from matching.models import Candidate, Photo
+from matching.models import Candidate, Case, Photo
 from tests.factories import CaseFactory, candidate_with
 
 
@@ -44,6 +44,30 @@ def test_case_page_costs_the_same_queries_for_30_matches_as_for_3(
     # Then the page costs no more queries
     with django_assert_max_num_queries(with_three):
         assert client.get(url).status_code == 200
+
+
+def test_case_list_page_costs_the_same_queries_for_30_cases_as_for_3(
+    client, alice, bob, org, django_assert_max_num_queries
+):
+    def cases_add(count: int) -> None:
+        for _ in range(count):
+            confirmed_matches_add(CaseFactory(organisation=org, created_by=alice), 2, org, bob)
+        Case.objects.filter(photos__isnull=True).delete()  # the cases candidate_with made and emptied
+
+    # Given 3 cases with photos and candidates
+    cases_add(3)
+    client.force_login(alice)
+    url = reverse("matching:case_list")
+    with_three = queries_for(client, url)
+
+    # When there are 30
+    cases_add(27)
+
+    # Then the page costs no more queries, and shows every case's counts
+    with django_assert_max_num_queries(with_three):
+        response = client.get(url)
+    assert len(response.context["rows"]) == 30
+    assert {row["confirmed"] for row in response.context["rows"]} == {2}
 
 
 def test_api_case_list_costs_the_same_queries_for_30_cases_as_for_3(client, alice, org, django_assert_max_num_queries):

@@ -8,10 +8,13 @@ import zlib
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
-from matching.models import Case, Outcome, Photo
+from matching import views
+from matching.models import Candidate, Case, Outcome, Photo
 from tests.conftest import BIDEN, OBAMA, OBAMA_2, decide
+from tests.factories import CaseFactory, candidate_with
 
 
 def _stored_files(root) -> list[str]:
@@ -168,3 +171,77 @@ def test_media_is_private_and_uncached(client, alice, open_case):
     assert response["Cache-Control"] == "private, no-store"
     client.logout()
     assert client.get(reverse("matching:photo_image", args=[photo.pk])).status_code == 302
+
+
+# The case list
+
+
+def _references(response) -> list[str]:
+    return [row["case"].reference for row in response.context["rows"]]
+
+
+def test_every_case_is_reachable_through_the_case_list_pages(client, alice, org, monkeypatch):
+    # Given more cases than one page holds
+    monkeypatch.setattr(views, "CASES_PER_PAGE", 2)
+    for number in range(5):
+        CaseFactory(organisation=org, created_by=alice, reference=f"P-{number}")
+    client.force_login(alice)
+
+    # When the caseworker walks through the pages, newest first
+    pages = [_references(client.get(reverse("matching:case_list"), {"page": n})) for n in (1, 2, 3)]
+
+    # Then every case appears once, the oldest on the last page
+    assert pages == [["P-4", "P-3"], ["P-2", "P-1"], ["P-0"]]
+    assert "Page 3 of 3 · 5 cases" in client.get(reverse("matching:case_list"), {"page": 3}).content.decode()
+
+
+@pytest.mark.parametrize("page", ["abc", "-1", "999", "1.5", "\x00", "9" * 400])
+def test_a_page_number_that_is_not_one_shows_the_nearest_page(client, alice, org, monkeypatch, page):
+    monkeypatch.setattr(views, "CASES_PER_PAGE", 2)
+    for number in range(3):
+        CaseFactory(organisation=org, created_by=alice, reference=f"P-{number}")
+    client.force_login(alice)
+
+    response = client.get(reverse("matching:case_list"), {"page": page})
+
+    assert response.status_code == 200
+    assert len(_references(response)) in (1, 2)
+
+
+def test_the_case_list_finds_cases_by_reference_or_title_in_one_organisation(client, alice, org, other_org):
+    CaseFactory(organisation=org, created_by=alice, reference="TR-2026-17", title="Girl, 14, last seen at Dover")
+    CaseFactory(organisation=org, created_by=alice, reference="MP-2026-03", title="Boy, 9")
+    CaseFactory(organisation=other_org, reference="TR-2026-99", title="Other organisation's case")
+    client.force_login(alice)
+
+    def found(query: str) -> list[str]:
+        return sorted(_references(client.get(reverse("matching:case_list"), {"q": query})))
+
+    assert found("tr-2026") == ["TR-2026-17"]
+    assert found("dover") == ["TR-2026-17"]
+    assert found("2026") == ["MP-2026-03", "TR-2026-17"]
+    assert found("%") == [] and found("' OR 1=1 --") == []
+    response = client.get(reverse("matching:case_list"), {"q": "<script>x</script>" + "y" * 500})
+    assert response.status_code == 200 and b"<script>x" not in response.content
+    assert "contains “&lt;script&gt;x&lt;/script&gt;yyy" in response.content.decode()
+
+
+def test_the_case_list_shows_photo_progress_and_review_counts_but_no_subject(client, alice, bob, org):
+    # Given one case with a pending and a confirmed candidate, and a failed photo
+    pending = candidate_with(organisation=org, created_by=alice, subject={"code": "SECRET-SUBJECT"})
+    confirmed = candidate_with(organisation=org)
+    Candidate.objects.filter(pk=confirmed.pk).update(
+        case=pending.case, outcome=Outcome.CONFIRMED, outcome_by=bob, outcome_at=timezone.now(), outcome_reason="Agree."
+    )
+    Photo.objects.filter(pk=confirmed.search.face.photo_id).update(
+        case=pending.case, status="failed", failure_reason="No face could be read."
+    )
+    confirmed.case.delete()
+    client.force_login(alice)
+
+    response = client.get(reverse("matching:case_list"))
+
+    (row,) = response.context["rows"]
+    assert (row["photos_done"], row["photos_failed"], row["photos_working"]) == (1, 1, 0)
+    assert (row["pending"], row["confirmed"]) == (1, 1)
+    assert b"SECRET-SUBJECT" not in response.content
