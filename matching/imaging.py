@@ -20,6 +20,9 @@ ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 # The stored copy is a JPEG, which cannot be wider or taller than this.
 MAX_SIDE = 65_500
 ACCEPTED_LABEL = "JPEG, PNG or WebP"
+# The HOG detector's window is 80 pixels, halved by the one upsampling the portal
+# asks for: no face can be found in a photo narrower or shorter than this.
+MIN_SIDE = 40
 
 
 class ImageRejected(ValueError):
@@ -81,6 +84,11 @@ def image_normalise(data: bytes, *, max_bytes: int, max_pixels: int) -> Normalis
                 )
             if max(width, height) > MAX_SIDE:
                 raise ImageRejected(f"The image is {width}×{height} pixels; a side may be at most {MAX_SIDE} pixels.")
+            if min(width, height) < MIN_SIDE:
+                raise ImageRejected(
+                    f"The image is {width}×{height} pixels, too small to hold a face the detector can find; "
+                    f"a photo must be at least {MIN_SIDE} pixels on each side."
+                )
             # face_recognition sets this flag on import, which would let a
             # truncated photo through as a grey smear.
             ImageFile.LOAD_TRUNCATED_IMAGES = False

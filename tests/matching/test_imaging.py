@@ -64,8 +64,8 @@ def test_file_over_the_size_limit_is_refused():
 
 
 def test_exif_orientation_is_applied_and_metadata_dropped():
-    # Given a 40x20 JPEG tagged "rotate 90°"
-    image = Image.new("RGB", (40, 20), (200, 10, 10))
+    # Given an 80x40 JPEG tagged "rotate 90°"
+    image = Image.new("RGB", (80, 40), (200, 10, 10))
     exif = Image.Exif()
     exif[0x0112] = 6
     exif[0x010F] = "Camera maker"
@@ -74,18 +74,18 @@ def test_exif_orientation_is_applied_and_metadata_dropped():
     normalised = image_normalise(data, **LIMITS)
 
     # Then it is stored upright, with no EXIF left
-    assert (normalised.width, normalised.height) == (20, 40)
+    assert (normalised.width, normalised.height) == (40, 80)
     assert not Image.open(io.BytesIO(normalised.content)).getexif()
 
 
 @pytest.mark.parametrize(
     "image, fmt",
     [
-        (Image.new("CMYK", (30, 30), (0, 100, 100, 0)), "JPEG"),
-        (Image.new("I;16", (30, 30), 40_000), "PNG"),
-        (Image.new("L", (30, 30), 128), "PNG"),
-        (Image.new("P", (30, 30), 3), "PNG"),
-        (Image.new("RGBA", (30, 30), (0, 0, 0, 0)), "WEBP"),
+        (Image.new("CMYK", (48, 48), (0, 100, 100, 0)), "JPEG"),
+        (Image.new("I;16", (48, 48), 40_000), "PNG"),
+        (Image.new("L", (48, 48), 128), "PNG"),
+        (Image.new("P", (48, 48), 3), "PNG"),
+        (Image.new("RGBA", (48, 48), (0, 0, 0, 0)), "WEBP"),
     ],
     ids=["cmyk-jpeg", "16-bit-png", "grey", "palette", "webp-alpha"],
 )
@@ -96,4 +96,14 @@ def test_odd_but_valid_modes_become_rgb_jpeg(image, fmt):
     normalised = image_normalise(encode(image, fmt), **LIMITS)
 
     stored = Image.open(io.BytesIO(normalised.content))
-    assert (stored.format, stored.mode, stored.size) == ("JPEG", "RGB", (30, 30))
+    assert (stored.format, stored.mode, stored.size) == ("JPEG", "RGB", (48, 48))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (39, 400), (400, 39)])
+def test_a_photo_too_small_to_hold_a_face_is_refused(size):
+    with pytest.raises(ImageRejected, match=f"{size[0]}×{size[1]} pixels, too small"):
+        image_normalise(encode(Image.new("RGB", size), "PNG"), **LIMITS)
+
+
+def test_the_smallest_photo_that_can_hold_a_face_is_accepted():
+    assert image_normalise(encode(Image.new("RGB", (40, 40)), "PNG"), **LIMITS).width == 40
