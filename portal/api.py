@@ -159,7 +159,7 @@ class PortalAutoSchema(AutoSchema):
         responses = super()._get_response_bodies(direction)
         codes = ["400", "401", "403", "404", "429"]
         if self.method in ("POST", "PUT", "PATCH"):
-            codes.append("415")
+            codes += ["413", "415"]
         for code in codes:
             if code not in responses:
                 responses[code] = self._get_response_for_code(ErrorsSerializer, code, direction=direction)

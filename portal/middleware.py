@@ -1,4 +1,4 @@
-"""Enforces the permission matrix (portal.access.ROUTE_ROLES) on every routed request."""
+"""Request guards: the size of a request body, and the permission matrix (portal.access.ROUTE_ROLES)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework.exceptions import AuthenticationFailed
@@ -22,6 +23,46 @@ def _api_error(status: int, message: str, code: str) -> JsonResponse:
     if status == 401:
         response["WWW-Authenticate"] = ApiKeyAuthentication().authenticate_header(None)
     return response
+
+
+TOO_LARGE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Upload too large</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Upload too large</h1><p>{message}</p><p><a href="javascript:history.back()">Go back</a></p></body></html>"""
+
+
+class RequestSizeMiddleware:
+    """Refuses a request whose declared body is over REQUEST_MAX_BYTES, before any of it is read.
+
+    Django caps form fields (DATA_UPLOAD_MAX_MEMORY_SIZE) but streams uploaded files to disk whatever
+    their size, and the per-photo limit is checked only after the whole body has been received. This
+    bounds the whole request: 413, as JSON under /api/. Goes first, before anything reads the body.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0  # Django reads such a body as empty
+        limit = settings.REQUEST_MAX_BYTES
+        if declared > limit:
+            from matching.imaging import human_size
+
+            message = (
+                f"The request is {human_size(declared)}; the limit is {human_size(limit)} per request. "
+                "Send fewer or smaller files at a time."
+            )
+            logger.warning("refused a %s-byte request to %s", declared, request.path)
+            if is_api_request(request):
+                response = JsonResponse(error_body(message, "request_too_large"), status=413)
+            else:
+                response = HttpResponse(TOO_LARGE_PAGE.format(message=message), status=413)
+            # The unread body would otherwise be taken for the next request on this connection.
+            response["Connection"] = "close"
+            return response
+        return self.get_response(request)
 
 
 class RouteAccessMiddleware:

@@ -57,6 +57,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: refuses an over-large body before anything reads it.
+    "portal.middleware.RequestSizeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -171,6 +173,10 @@ UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", str(50_000_000))
 UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", "20")
 BULK_MAX_BYTES = envint("BULK_MAX_BYTES", str(200 * 1024 * 1024))
 BULK_MAX_MEMBERS = envint("BULK_MAX_MEMBERS", "5000")
+# The whole request body: room for the largest bulk zip or a case's full set of photos, plus its fields.
+REQUEST_MAX_BYTES = envint(
+    "REQUEST_MAX_BYTES", str(max(BULK_MAX_BYTES, UPLOAD_MAX_FILES * UPLOAD_MAX_BYTES) + 5 * 1024 * 1024)
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
