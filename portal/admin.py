@@ -10,7 +10,16 @@ from django.contrib.auth.password_validation import validate_password
 from portal import access
 from portal.admin_mixins import ScopedAdmin, ServiceErrorsAsMessages
 from portal.keys import api_key_create, api_key_revoke
-from portal.models import ApiKey, AuditEvent, Invitation, Membership, Organisation, TaskOutbox, WorkerHeartbeat
+from portal.models import (
+    ApiKey,
+    ApiKeyKind,
+    AuditEvent,
+    Invitation,
+    Membership,
+    Organisation,
+    TaskOutbox,
+    WorkerHeartbeat,
+)
 from portal.services import (
     AccessError,
     invitation_create,
@@ -115,6 +124,11 @@ class MembershipAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     list_select_related = ["user", "organisation"]
     actions = ["deactivate", "reactivate"]
     view_check = change_check = add_check = staticmethod(access.can_manage_organisation)
+
+    def get_queryset(self, request):
+        # An organisation API key acts through a service user with a membership; it is managed, and
+        # revoked, as a key (ApiKeyAdmin), not listed among the people.
+        return super().get_queryset(request).exclude(user__api_keys__kind=ApiKeyKind.ORGANISATION)
 
     @admin.display(description="name")
     def full_name(self, obj: Membership) -> str:

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from matching.models import Gallery
+from portal.keys import api_key_create
 from portal.models import AuditEvent, Membership
 from tests.conftest import OBAMA, OBAMA_2, decide
 
@@ -120,6 +121,23 @@ def test_org_admin_changes_a_role_and_it_is_recorded(client, dana, alice):
     assert membership.role == "reviewer"
     event = AuditEvent.objects.get(action="member.role")
     assert event.detail == {"username": "alice", "from": "caseworker", "to": "reviewer"}
+
+
+def test_the_member_list_shows_people_but_not_api_key_service_users(client, dana, alice):
+    # Given an organisation API key, which acts through a service user with a membership
+    key, _ = api_key_create(
+        organisation=dana.membership.organisation, name="Intake", role="caseworker", acting_user=dana
+    )
+    client.force_login(dana)
+
+    # When the org admin opens the member list, and the service user's change page
+    listed = client.get(reverse("admin:portal_membership_changelist")).context["cl"].result_list
+    service_page = client.get(reverse("admin:portal_membership_change", args=[key.user.membership.pk]))
+
+    # Then only people are listed, and the key is managed as a key
+    assert {m.user.username for m in listed} == {"dana", "alice"}
+    assert service_page.status_code == 404
+    assert client.get(reverse("admin:portal_apikey_changelist")).context["cl"].result_list[0] == key
 
 
 def test_reviewer_cannot_manage_members(client, bob):
