@@ -1,8 +1,8 @@
 """The API's plumbing: the one error shape, the schema's conventions, and a member's own token.
 
 Every API error body is `{"errors": [{"field": ..., "code": ..., "message": ...}]}`, whichever layer refused
-the request: a serializer or form, DRF (401, 403, 404, 405, 415, 429), the route matrix in
-portal.middleware, or Django itself (a 404 or 500 under /api/).
+the request: a serializer or form, DRF (401, 403, 404, 405, 415, 429), the request guards in
+portal.middleware (401, 403, 413), or Django itself (a 404 or 500 under /api/).
 """
 
 from __future__ import annotations

@@ -192,6 +192,21 @@ FACES_DIR = envpath("FACES_DIR", (BASE_DIR.parent / "shared" / "faces").resolve(
 
 # Celery
 REDIS_URL = os.getenv("REDIS_URL", "")
+# The cache holds the API throttle counters. On Redis they are shared by every web process and machine;
+# without it each process counts alone, which is right only for the single-process default set-up.
+CACHE_URL = os.getenv("CACHE_URL", REDIS_URL)
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "portal",
+            # Short: a throttle check must not hold a request up while Redis is away.
+            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _queue_dir = VAR_DIR / "broker"
@@ -297,8 +312,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "portal.api.PortalAutoSchema",
     "EXCEPTION_HANDLER": "portal.api.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "portal.throttles.AnonRateThrottle",
+        "portal.throttles.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.getenv("API_THROTTLE_ANON", "60/min"),

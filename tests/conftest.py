@@ -50,6 +50,9 @@ def _test_settings(settings, media_root):
     # Most tests are about what a signed-in reviewer may do, not about signing in; tests/portal/test_security.py
     # turns the second factor back on.
     settings.REQUIRE_TWO_FACTOR = False
+    # Throttle counters stay in this process, whatever REDIS_URL says; tests/faults/test_throttle.py
+    # points the cache at a private Redis.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 
 @pytest.fixture(autouse=True)
