@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from matching import services
 from matching.models import Photo, PhotoStatus
+from matching.services import processing
 from matching.tasks import process_photo
 from portal.models import TaskOutbox
 from tests.conftest import OBAMA_2, wait_for
@@ -123,7 +124,7 @@ def test_a_photo_whose_database_writes_keep_failing_ends_failed_after_bounded_re
     def refuse(*args, **kwargs):
         raise OperationalError("could not extend file: No space left on device")
 
-    monkeypatch.setattr(services, "_faces_store", refuse)
+    monkeypatch.setattr(processing, "_faces_store", refuse)
 
     # When the task runs in this process, its retries run at once instead of after their countdown
     process_photo.apply(args=[photo.id])

@@ -1,0 +1,79 @@
+"""The matching app's writes, by domain. Callers import them from here: `from matching import services`.
+
+- `uploads`: reading uploaded photos and storing them with no orphan files;
+- `galleries`: galleries and subjects, one at a time or in bulk;
+- `cases`: cases, their probe photos, and a candidate's outcome;
+- `processing`: one photo through detection and encoding, safe to run twice, and the sweeper;
+- `searching`: a photo's faces against the gallery, in one worker or in shards;
+- `retention`: erasure, closing cases and purging them after their retention.
+"""
+
+from __future__ import annotations
+
+from matching.services.cases import OPEN_OUTCOMES, candidate_set_outcome, case_add_photos, case_create
+from matching.services.exceptions import CandidateAlreadyDecided, ServiceError
+from matching.services.galleries import (
+    enrolment_batch_create,
+    enrolment_batch_process,
+    gallery_create,
+    subject_enrol,
+)
+from matching.services.processing import (
+    USE_CASE_REFUSAL,
+    SweepResult,
+    photo_claim,
+    photo_detect,
+    photo_fail,
+    photo_process,
+    photo_requeue,
+    photos_give_up,
+    photos_requeue_stale,
+    reference_faces_store,
+)
+from matching.services.retention import case_close, cases_purge_expired, subject_erase
+from matching.services.searching import (
+    gallery_matrix_load,
+    gallery_shard_search,
+    gallery_shards,
+    organisation_gallery,
+    probe_photo_search,
+    search_results_store,
+    shard_results_store,
+)
+from matching.services.uploads import StoredFiles, UploadedImage, uploaded_image_read
+
+__all__ = [
+    "OPEN_OUTCOMES",
+    "USE_CASE_REFUSAL",
+    "CandidateAlreadyDecided",
+    "ServiceError",
+    "StoredFiles",
+    "SweepResult",
+    "UploadedImage",
+    "candidate_set_outcome",
+    "case_add_photos",
+    "case_close",
+    "case_create",
+    "cases_purge_expired",
+    "enrolment_batch_create",
+    "enrolment_batch_process",
+    "gallery_create",
+    "gallery_matrix_load",
+    "gallery_shard_search",
+    "gallery_shards",
+    "organisation_gallery",
+    "photo_claim",
+    "photo_detect",
+    "photo_fail",
+    "photo_process",
+    "photo_requeue",
+    "photos_give_up",
+    "photos_requeue_stale",
+    "probe_photo_search",
+    "reference_faces_store",
+    "search_results_store",
+    "shard_results_store",
+    "subject_enrol",
+    "subject_erase",
+    "uploaded_image_read",
+]

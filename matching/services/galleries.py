@@ -1,0 +1,181 @@
+"""Galleries and their subjects: one at a time, or in bulk from a zip and a CSV manifest."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from matching import bulk
+from matching.engine import detect_faces
+from matching.imaging import ImageRejected, image_normalise, rgb_array
+from matching.models import (
+    BatchStatus,
+    EnrolmentBatch,
+    Gallery,
+    PhotoKind,
+    Subject,
+)
+from matching.services.exceptions import ServiceError
+from matching.services.processing import reference_faces_store
+from matching.services.uploads import StoredFiles, UploadedImage, photo_queue, photo_store
+from portal.audit import audit_record
+from portal.models import Organisation
+from portal.outbox import outbox_enqueue
+
+
+@transaction.atomic
+def gallery_create(*, organisation: Organisation, name: str, description: str = "", acting_user: Any) -> Gallery:
+    name = name.strip()
+    try:
+        # A savepoint, so that two simultaneous requests with one name end in a message, not a server error.
+        with transaction.atomic():
+            gallery = Gallery.objects.create(
+                organisation=organisation, name=name, description=description, created_by=acting_user
+            )
+    except IntegrityError:
+        raise ServiceError(f"A gallery named “{name}” already exists.") from None
+    audit_record(action="gallery.create", actor=acting_user, organisation=organisation, target=gallery)
+    return gallery
+
+
+@transaction.atomic
+def subject_enrol(
+    *,
+    gallery: Gallery,
+    code: str,
+    display_name: str = "",
+    sex: str = "",
+    age_band: str = "",
+    ethnicity: str = "",
+    photos: list[UploadedImage],
+    acting_user: Any,
+) -> Subject:
+    """Create a subject, or add photos to the subject with this code. Photos are processed in the background."""
+    code = code.strip()
+    if not code:
+        raise ServiceError("A subject needs a reference code.")
+    if not photos:
+        raise ServiceError("Enrol at least one reference photo.")
+    subject, created = Subject.objects.get_or_create(
+        gallery=gallery,
+        code=code,
+        defaults={"display_name": display_name, "sex": sex, "age_band": age_band, "ethnicity": ethnicity},
+    )
+    with StoredFiles() as files:
+        for upload in photos:
+            photo = photo_store(
+                files=files, organisation=gallery.organisation, kind=PhotoKind.REFERENCE, upload=upload, subject=subject
+            )
+            photo_queue(photo)
+    audit_record(
+        action="subject.enrol",
+        actor=acting_user,
+        organisation=gallery.organisation,
+        target=subject,
+        detail={"created": created, "photos": len(photos)},
+    )
+    return subject
+
+
+@transaction.atomic
+def enrolment_batch_create(*, gallery: Gallery, archive: Any, manifest: Any, acting_user: Any) -> EnrolmentBatch:
+    """Check the zip and CSV enough to refuse them at once, store them and queue the work."""
+    archive_bytes = bulk.upload_read(archive, limit=settings.BULK_MAX_BYTES, label="The zip file")
+    manifest_bytes = bulk.upload_read(manifest, limit=5 * 1024 * 1024, label="The CSV file")
+    rows = bulk.manifest_parse(manifest_bytes)
+    bulk.archive_check(archive_bytes, max_members=settings.BULK_MAX_MEMBERS)
+    batch = EnrolmentBatch(gallery=gallery, created_by=acting_user, rows_total=len(rows))
+    batch.archive.save(f"{uuid.uuid4().hex}.zip", ContentFile(archive_bytes), save=False)
+    batch.manifest.save(f"{uuid.uuid4().hex}.csv", ContentFile(manifest_bytes), save=False)
+    batch.save()
+    audit_record(
+        action="gallery.bulk_upload",
+        actor=acting_user,
+        organisation=gallery.organisation,
+        target=batch,
+        detail={"rows": len(rows)},
+    )
+    outbox_enqueue("matching.tasks.process_enrolment_batch", batch.id)
+    return batch
+
+
+def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk.SafeArchive) -> dict[str, Any]:
+    entry: dict[str, Any] = {"line": row.line, "code": row.code, "file": row.file}
+    try:
+        data = archive.read(row.file)
+        image = image_normalise(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
+        detected = detect_faces(
+            rgb_array(image.content),
+            model=settings.FACE_DETECTION_MODEL,
+            upsample=settings.FACE_UPSAMPLE,
+            max_side=settings.FACE_MAX_SIDE,
+            crop_margin=settings.FACE_CROP_MARGIN,
+        )
+        if len(detected) != 1:
+            raise ServiceError(
+                "no face was found" if not detected else f"{len(detected)} faces were found; one is required"
+            )
+        with StoredFiles() as files, transaction.atomic():
+            subject, created = Subject.objects.get_or_create(
+                gallery=batch.gallery,
+                code=row.code,
+                defaults={
+                    "display_name": row.display_name,
+                    "sex": row.sex,
+                    "age_band": row.age_band,
+                    "ethnicity": row.ethnicity,
+                },
+            )
+            photo = photo_store(
+                files=files,
+                organisation=batch.gallery.organisation,
+                kind=PhotoKind.REFERENCE,
+                upload=UploadedImage(name=row.file, image=image),
+                subject=subject,
+            )
+            reference_faces_store(photo=photo, detected=detected, files=files)
+        entry.update(status="enrolled", detail="new subject" if created else "photo added to existing subject")
+    except (ImageRejected, ServiceError, bulk.BulkRejected, IntegrityError) as error:
+        entry.update(status="refused", detail=str(error))
+    return entry
+
+
+def enrolment_batch_process(*, batch_id: int) -> None:
+    """Enrol each row in its own transaction, saving the report as it goes; a rerun resumes."""
+    claimed = EnrolmentBatch.objects.filter(id=batch_id, status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).update(
+        status=BatchStatus.RUNNING
+    )
+    if not claimed:
+        return
+    batch = EnrolmentBatch.objects.select_related("gallery__organisation").get(id=batch_id)
+    try:
+        with batch.manifest.open("rb") as handle:
+            rows = bulk.manifest_parse(handle.read())
+        with batch.archive.open("rb") as handle, bulk.SafeArchive(handle.read()) as archive:
+            done = {entry["line"] for entry in batch.report}
+            for row in rows:
+                if row.line in done:
+                    continue
+                entry = _batch_row_enrol(batch, row, archive)
+                batch.report = [*batch.report, entry]
+                batch.rows_done = len(batch.report)
+                batch.save(update_fields=["report", "rows_done"])
+    except bulk.BulkRejected as error:
+        batch.status = BatchStatus.FAILED
+        batch.failure_reason = str(error)[:500]
+    else:
+        batch.status = BatchStatus.DONE
+    batch.finished_at = timezone.now()
+    batch.save(update_fields=["status", "failure_reason", "finished_at"])
+    audit_record(
+        action="gallery.bulk_enrol",
+        actor=batch.created_by,
+        organisation=batch.gallery.organisation,
+        target=batch,
+        detail={"enrolled": batch.enrolled_count, "refused": batch.refused_count},
+    )

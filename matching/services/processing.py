@@ -1,0 +1,227 @@
+"""Processing one photo: claimed by one worker at a time, detected, encoded, then searched.
+
+Every step is safe to run twice; lost and stuck photos are found by the sweeper here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from matching.engine import ENGINE_NAME, DetectedFace, detect_faces, engine_version
+from matching.imaging import ImageRejected, rgb_array
+from matching.models import (
+    Face,
+    Photo,
+    PhotoKind,
+    PhotoStatus,
+)
+from matching.sealing import encoding_seal
+from matching.services.searching import probe_photo_search
+from matching.services.uploads import StoredFiles
+from portal.models import Organisation
+from portal.outbox import outbox_enqueue, queue_depth
+
+logger = logging.getLogger(__name__)
+
+
+WORKING = (PhotoStatus.DETECTING, PhotoStatus.MATCHING)
+
+
+def _stale_before(now):
+    """A photo left in a working state since before this is taken to belong to a lost worker."""
+    return now - timedelta(seconds=settings.PHOTO_STALE_AFTER_SECONDS)
+
+
+USE_CASE_REFUSAL = (
+    "Matching is not enabled for this organisation yet: a superuser must first record its permitted purpose "
+    "and legal basis. The photo is stored and can be searched once that is done."
+)
+
+
+def photo_claim(*, photo_id: int) -> bool:
+    """Take a photo for processing. False when another worker has it, it is finished, or it has used its attempts.
+
+    A photo left working by a lost worker is taken again once stale. Each claim
+    counts an attempt, so a photo that kills its worker every time ends failed.
+    """
+    now = timezone.now()
+    claimable = Photo.objects.filter(
+        Q(status=PhotoStatus.QUEUED) | Q(status__in=WORKING, status_changed_at__lt=_stale_before(now)),
+        id=photo_id,
+        attempts__lt=settings.PHOTO_MAX_ATTEMPTS,
+    )
+    if claimable.update(status=PhotoStatus.DETECTING, attempts=F("attempts") + 1, status_changed_at=now):
+        return True
+    photos_give_up(photo_ids=[photo_id], now=now)
+    return False
+
+
+def photos_give_up(*, photo_ids: list[int] | None = None, now: Any = None) -> int:
+    """Fail the photos that were claimed PHOTO_MAX_ATTEMPTS times and never finished."""
+    now = now or timezone.now()
+    limit = settings.PHOTO_MAX_ATTEMPTS
+    exhausted = Photo.objects.filter(
+        Q(status=PhotoStatus.QUEUED) | Q(status__in=WORKING, status_changed_at__lt=_stale_before(now)),
+        attempts__gte=limit,
+    )
+    if photo_ids is not None:
+        exhausted = exhausted.filter(id__in=photo_ids)
+    # Read first: usually there is nothing to fail, and an UPDATE would take SQLite's one write lock anyway.
+    if not exhausted.exists():
+        return 0
+    return exhausted.update(
+        status=PhotoStatus.FAILED,
+        failure_reason=f"Processing was interrupted {limit} times; giving up.",
+        status_changed_at=now,
+    )
+
+
+def photo_requeue(*, photo_id: int) -> bool:
+    """Hand a photo back for a retry after a transient error. False when it has no attempt left."""
+    Photo.objects.filter(id=photo_id, status__in=WORKING).update(
+        status=PhotoStatus.QUEUED, status_changed_at=timezone.now()
+    )
+    return Photo.objects.filter(
+        id=photo_id, status=PhotoStatus.QUEUED, attempts__lt=settings.PHOTO_MAX_ATTEMPTS
+    ).exists()
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    requeued: int
+    resent: int
+    given_up: int
+
+
+def photos_requeue_stale(*, limit: int = 500) -> SweepResult:
+    """Send again the photos whose task was lost; fail those that used every attempt.
+
+    A photo still working after PHOTO_STALE_AFTER_SECONDS lost its worker: it is
+    queued again. A photo queued for PHOTO_QUEUED_RESEND_SECONDS lost its
+    message (a prefetched task dies with its worker and comes back only after
+    the broker's visibility timeout); with Redis it is resent only once the
+    photo queue is empty, so that a long backlog is not sent twice. Duplicates
+    are harmless: only one claim succeeds.
+    """
+    now = timezone.now()
+    given_up = photos_give_up(now=now)
+    stale_photos = Photo.objects.filter(status__in=WORKING, status_changed_at__lt=_stale_before(now))
+    lost_photos = Photo.objects.filter(
+        status=PhotoStatus.QUEUED,
+        status_changed_at__lt=now - timedelta(seconds=settings.PHOTO_QUEUED_RESEND_SECONDS),
+    )
+    resend_lost = lost_photos.exists() and not queue_depth()
+    # Most sweeps find nothing to do, and then they only read.
+    if not resend_lost and not stale_photos.exists():
+        return SweepResult(requeued=0, resent=0, given_up=given_up)
+    with transaction.atomic():
+        stale = list(stale_photos.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+        Photo.objects.filter(id__in=stale, status__in=WORKING).update(status=PhotoStatus.QUEUED, status_changed_at=now)
+        lost: list[int] = []
+        if resend_lost:
+            lost = list(lost_photos.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+            Photo.objects.filter(id__in=lost).update(status_changed_at=now)
+        for photo_id in [*stale, *lost]:
+            outbox_enqueue("matching.tasks.process_photo", photo_id)
+    if stale or lost or given_up:
+        logger.warning("photo sweep: %s stale requeued, %s lost resent, %s given up", len(stale), len(lost), given_up)
+    return SweepResult(requeued=len(stale), resent=len(lost), given_up=given_up)
+
+
+def photo_fail(*, photo_id: int, reason: str) -> None:
+    Photo.objects.filter(id=photo_id).exclude(status=PhotoStatus.DONE).update(
+        status=PhotoStatus.FAILED, failure_reason=reason[:500], status_changed_at=timezone.now()
+    )
+
+
+def photo_detect(photo: Photo) -> list[DetectedFace]:
+    try:
+        with photo.image.open("rb") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        # Not transient: retrying cannot bring the file back.
+        raise ImageRejected("The stored photo file is missing; upload the photo again.") from None
+    return detect_faces(
+        rgb_array(content),
+        model=settings.FACE_DETECTION_MODEL,
+        upsample=settings.FACE_UPSAMPLE,
+        max_side=settings.FACE_MAX_SIDE,
+        crop_margin=settings.FACE_CROP_MARGIN,
+    )
+
+
+def _faces_store(photo: Photo, detected: list[DetectedFace], files: StoredFiles) -> list[Face]:
+    faces = []
+    for index, found in enumerate(detected):
+        face = Face(
+            photo=photo,
+            organisation_id=photo.organisation_id,
+            subject_id=photo.subject_id,
+            index=index,
+            top=found.top,
+            right=found.right,
+            bottom=found.bottom,
+            left=found.left,
+            encoding=encoding_seal(found.encoding),
+            engine=ENGINE_NAME,
+            engine_version=engine_version(),
+            detector=settings.FACE_DETECTION_MODEL,
+            face_width=found.width,
+            face_height=found.height,
+            blur=found.blur,
+        )
+        files.save(face.crop, f"{uuid.uuid4().hex}.jpg", found.crop_jpeg)
+        faces.append(face)
+    return Face.objects.bulk_create(faces)
+
+
+def photo_process(*, photo_id: int) -> None:
+    """Detect, encode and (for probes) search one photo. Safe to run twice."""
+    if not photo_claim(photo_id=photo_id):
+        return
+    photo = Photo.objects.select_related("organisation").get(id=photo_id)
+    if photo.kind == PhotoKind.PROBE and photo.organisation.use_case_approved_at is None:
+        photo_fail(photo_id=photo_id, reason=USE_CASE_REFUSAL)
+        return
+    if not photo.faces.exists():
+        detected = photo_detect(photo)
+        with StoredFiles() as files, transaction.atomic():
+            locked = Photo.objects.select_for_update().get(id=photo_id)
+            if locked.faces.exists() or locked.is_finished:
+                return
+            if photo.kind == PhotoKind.REFERENCE:
+                reference_faces_store(photo=locked, detected=detected, files=files)
+                return
+            _faces_store(locked, detected, files)
+            locked.status = PhotoStatus.MATCHING
+            locked.status_changed_at = timezone.now()
+            locked.save(update_fields=["status", "status_changed_at"])
+    elif photo.kind == PhotoKind.REFERENCE:
+        Photo.objects.filter(id=photo_id).update(status=PhotoStatus.DONE, status_changed_at=timezone.now())
+        return
+    probe_photo_search(photo_id=photo_id)
+
+
+def reference_faces_store(*, photo: Photo, detected: list[DetectedFace], files: StoredFiles) -> None:
+    """A reference photo must show exactly one face; anything else fails with a reason."""
+    if len(detected) != 1:
+        photo.status = PhotoStatus.FAILED
+        photo.failure_reason = (
+            "No face was found in this photo."
+            if not detected
+            else f"{len(detected)} faces were found; a reference photo must show one person only."
+        )
+    else:
+        _faces_store(photo, detected, files)
+        Organisation.objects.filter(id=photo.organisation_id).update(gallery_version=F("gallery_version") + 1)
+        photo.status = PhotoStatus.DONE
+    photo.status_changed_at = timezone.now()
+    photo.save(update_fields=["status", "failure_reason", "status_changed_at"])
