@@ -32,6 +32,7 @@ from reviews.models import (
     Severity,
     TrainingAttestation,
 )
+from reviews.selectors import Worksheet, worksheet_for
 
 
 def _image(url: str, alt: str, height: int) -> str:
@@ -261,7 +262,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         if organisation is None:
             return queryset.none()
         policy = services.review_policy_for(organisation)
-        if not services._may_decide_escalations(user, policy):
+        if not services.may_decide_escalations(user, policy):
             queryset = queryset.exclude(outcome=Outcome.ESCALATED)
         return queryset
 
@@ -300,35 +301,23 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
 
     # What this user may see and do on one item
 
-    def _state(self, request, obj) -> dict:
-        cache = getattr(request, "_review_state", {})
-        if obj.pk not in cache:
-            policy = services.review_policy_for(obj.case.organisation)
-            decided = obj.decisions.filter(reviewer=request.user).exists()
-            correcting = request.GET.get("correct") is not None or request.POST.get("corrects")
-            blockers = services.decision_blockers(request.user, obj, correcting=bool(correcting))
-            compared = services.has_compared(request.user, obj)
-            senior = obj.outcome == Outcome.ESCALATED and services._may_decide_escalations(request.user, policy)
-            cache[obj.pk] = {
-                "policy": policy,
-                "decided": decided,
-                "blockers": blockers,
-                "hide_scores": policy.hide_scores_until_compared and not (compared or decided),
-                "may_see_others": decided or senior or obj.outcome not in OPEN_OUTCOMES,
-                "compare_only": policy.hide_scores_until_compared and not (compared or decided) and not blockers,
-            }
-            request._review_state = cache
-        return cache[obj.pk]
+    def _worksheet(self, request, obj) -> Worksheet:
+        """Worked out once per request and item: the admin asks for it from several hooks."""
+        worksheets = request.__dict__.setdefault("review_worksheets", {})
+        if obj.pk not in worksheets:
+            correcting = request.GET.get("correct") is not None or bool(request.POST.get("corrects"))
+            worksheets[obj.pk] = worksheet_for(request.user, obj, correcting=correcting)
+        return worksheets[obj.pk]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         if obj is None:
             return form
-        state = self._state(request, obj)
+        worksheet = self._worksheet(request, obj)
         comparison = FeatureComparison.objects.filter(candidate=obj, reviewer=request.user).first()
         attributes = {
-            "compare_only": state["compare_only"],
-            "blocked": bool(state["blockers"]),
+            "compare_only": worksheet.compare_only,
+            "blocked": bool(worksheet.blockers),
             "initial_features": comparison.features if comparison else {},
             "corrects_initial": request.GET.get("correct"),
         }
@@ -337,10 +326,10 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return super().get_fieldsets(request, obj)
-        state = self._state(request, obj)
+        worksheet = self._worksheet(request, obj)
         search_fields = (
             ["threshold", "probe_quality"]
-            if state["hide_scores"]
+            if worksheet.hide_scores
             else [
                 "rank_display",
                 "distance_display",
@@ -360,7 +349,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
             features = [f"feature_{name}" for name, _ in FEATURES]
             fieldsets.append(("Your status", {"fields": ["your_status"]}))
             fieldsets.append(("Feature comparison (FISWG morphological analysis)", {"fields": features}))
-            if not state["compare_only"]:
+            if not worksheet.compare_only:
                 fieldsets.append(
                     ("Your decision", {"fields": ["conclusion", "reason", "bias_acknowledged", "corrects"]})
                 )
@@ -526,22 +515,53 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
 
     @admin.display(description="your status")
     def your_status(self, obj: ReviewItem) -> str:
-        return format_html('<div class="your-status">{}</div>', getattr(obj, "_status_html", ""))
+        worksheet = obj.worksheet
+        lines = [f"Required confirmations: {worksheet.policy.required_confirmations}. {worksheet.training.message}"]
+        if worksheet.blockers:
+            lines.append("The decision controls are disabled: " + " ".join(worksheet.blockers))
+        if worksheet.own_latest is not None and obj.outcome in OPEN_OUTCOMES and not worksheet.correcting:
+            url = reverse("admin:reviews_reviewitem_change", args=[obj.pk]) + f"?correct={worksheet.own_latest.pk}"
+            lines.append(
+                format_html(
+                    'Made a mistake? <a href="{}">Record a correction</a> (your first decision stays on record).', url
+                )
+            )
+        return format_html(
+            '<div class="your-status">{}</div>', format_html_join("", "<p>{}</p>", ((line,) for line in lines))
+        )
 
     @admin.display(description="decisions so far")
     def history(self, obj: ReviewItem) -> str:
-        return getattr(obj, "_history_html", "")
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if obj is not None:
-            state = self._state(request, obj)
-            self._annotate(request, obj, state)
-        return super().render_change_form(request, context, add, change, form_url, obj)
+        worksheet = obj.worksheet
+        if worksheet.hidden_decisions:
+            return (
+                f"{worksheet.hidden_decisions} other reviewer(s) have decided. "
+                "Blind review: you see their decisions once you record yours."
+            )
+        return (
+            format_html_join(
+                "",
+                "<p><strong>{}</strong> by <strong>{}</strong> on {}{}: {}</p>",
+                (
+                    (
+                        d.get_conclusion_display(),
+                        d.reviewer,
+                        timezone.localtime(d.created_at).strftime("%Y-%m-%d %H:%M"),
+                        " (escalation)" if d.escalation else (f" (corrects #{d.corrects_id})" if d.corrects_id else ""),
+                        d.reason,
+                    )
+                    for d in worksheet.decisions
+                ),
+            )
+            or "None yet."
+        )
 
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)
         if obj is not None:
-            obj.hide_scores = self._state(request, obj)["hide_scores"]
+            # The read-only fields above render from it; they are not given the request.
+            obj.worksheet = self._worksheet(request, obj)
+            obj.hide_scores = obj.worksheet.hide_scores
         return obj
 
     def get_changelist_instance(self, request):
@@ -551,49 +571,6 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         for item in changelist.result_list:
             item.hide_scores = hidden
         return changelist
-
-    def _annotate(self, request, obj, state) -> None:
-        training = services.training_status(request.user, obj.case.organisation)
-        lines = [f"Required confirmations: {state['policy'].required_confirmations}. {training.message}"]
-        if state["blockers"]:
-            lines.append("The decision controls are disabled: " + " ".join(state["blockers"]))
-        mine = obj.decisions.filter(reviewer=request.user).order_by("-created_at").first()
-        if mine is not None and obj.outcome in OPEN_OUTCOMES and not request.GET.get("correct"):
-            url = reverse("admin:reviews_reviewitem_change", args=[obj.pk]) + f"?correct={mine.pk}"
-            lines.append(
-                format_html(
-                    'Made a mistake? <a href="{}">Record a correction</a> (your first decision stays on record).', url
-                )
-            )
-        obj._status_html = format_html_join("", "<p>{}</p>", ((line,) for line in lines))
-        if state["may_see_others"]:
-            decisions = obj.decisions.select_related("reviewer")
-            obj._history_html = (
-                format_html_join(
-                    "",
-                    "<p><strong>{}</strong> by <strong>{}</strong> on {}{}: {}</p>",
-                    (
-                        (
-                            d.get_conclusion_display(),
-                            d.reviewer,
-                            timezone.localtime(d.created_at).strftime("%Y-%m-%d %H:%M"),
-                            " (escalation)"
-                            if d.escalation
-                            else (f" (corrects #{d.corrects_id})" if d.corrects_id else ""),
-                            d.reason,
-                        )
-                        for d in decisions
-                    ),
-                )
-                or "None yet."
-            )
-        else:
-            count = obj.decisions.count()
-            obj._history_html = (
-                f"{count} other reviewer(s) have decided. Blind review: you see their decisions once you record yours."
-                if count
-                else "None yet."
-            )
 
 
 @admin.register(ReviewDecision)

@@ -108,7 +108,7 @@ def training_status(user: Any, organisation: Organisation) -> TrainingStatus:
     return TrainingStatus(True, until, f"Training current until {until:%Y-%m-%d}.")
 
 
-def _may_decide_escalations(user: Any, policy: ReviewPolicy) -> bool:
+def may_decide_escalations(user: Any, policy: ReviewPolicy) -> bool:
     return access.role_of(user) == Role.ORG_ADMIN or (
         policy.senior_reviewer_id is not None and policy.senior_reviewer_id == user.pk
     )
@@ -134,7 +134,7 @@ def decision_blockers(user: Any, candidate: Candidate, *, correcting: bool = Fal
     policy = review_policy_for(candidate.case.organisation)
     mine = candidate.decisions.filter(reviewer=user).exists()
     if candidate.outcome == Outcome.ESCALATED:
-        if not _may_decide_escalations(user, policy):
+        if not may_decide_escalations(user, policy):
             blockers.append("Reviewers disagreed; an org admin or the senior reviewer decides this candidate.")
         elif mine and not correcting:
             blockers.append("You took part in the disagreement; another senior decider must close it.")

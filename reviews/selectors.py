@@ -1,0 +1,55 @@
+"""Reads about one reviewer and one candidate, shared by the review workbench and the services' checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from matching.models import Candidate, Outcome
+from matching.services import OPEN_OUTCOMES
+from reviews import services
+from reviews.models import ReviewDecision, ReviewPolicy
+from reviews.services import TrainingStatus
+
+
+@dataclass(frozen=True)
+class Worksheet:
+    """What one reviewer may see and do on one candidate now."""
+
+    policy: ReviewPolicy
+    training: TrainingStatus
+    # Why this reviewer may not decide now; empty when they may.
+    blockers: list[str]
+    # Distance and rank stay hidden until the reviewer has compared the features (or decided).
+    hide_scores: bool
+    # The form records only the feature comparison; the decision comes after.
+    compare_only: bool
+    # This reviewer's latest decision on the candidate, if any, and whether they are correcting it now.
+    own_latest: ReviewDecision | None
+    correcting: bool
+    # Blind review: the other reviewers' decisions, shown once one's own is recorded (or to the senior decider,
+    # or when the candidate is closed); otherwise only how many there are.
+    decisions: list[ReviewDecision] = field(default_factory=list)
+    hidden_decisions: int = 0
+
+
+def worksheet_for(user: Any, candidate: Candidate, *, correcting: bool = False) -> Worksheet:
+    policy = services.review_policy_for(candidate.case.organisation)
+    own_latest = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
+    decided = own_latest is not None
+    blockers = services.decision_blockers(user, candidate, correcting=correcting)
+    compared = services.has_compared(user, candidate)
+    hide_scores = policy.hide_scores_until_compared and not (compared or decided)
+    senior = candidate.outcome == Outcome.ESCALATED and services.may_decide_escalations(user, policy)
+    may_see_others = decided or senior or candidate.outcome not in OPEN_OUTCOMES
+    return Worksheet(
+        policy=policy,
+        training=services.training_status(user, candidate.case.organisation),
+        blockers=blockers,
+        hide_scores=hide_scores,
+        compare_only=hide_scores and not blockers,
+        own_latest=own_latest,
+        correcting=correcting,
+        decisions=list(candidate.decisions.select_related("reviewer")) if may_see_others else [],
+        hidden_decisions=0 if may_see_others else candidate.decisions.count(),
+    )
