@@ -395,7 +395,16 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
                 request, "Comparison recorded. The distance and rank are now shown; record your decision."
             )
             return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
+        # Say what happened to the candidate, not the admin's "was changed successfully".
+        obj.refresh_from_db(fields=["outcome"])
+        outcome = {
+            Outcome.PENDING: "it needs more confirmations before the caseworker sees it",
+            Outcome.ESCALATED: "reviewers disagree, so an org admin or the senior reviewer decides it",
+            Outcome.CONFIRMED: "it is now confirmed, and the caseworker sees it",
+            Outcome.REJECTED: "it is now rejected",
+        }[obj.outcome]
+        self.message_user(request, f"Your decision on candidate {obj.pk} is recorded; {outcome}.", messages.SUCCESS)
+        return self.response_post_save_change(request, obj)
 
     def log_change(self, request, obj, message):
         # The decision row and the audit log are the record; the admin's own log would say less.

@@ -79,6 +79,9 @@ def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
     page.click("input[name=_save]")
 
     page.wait_for_selector(".messagelist")
+    assert f"Your decision on candidate {candidate.pk} is recorded; it is now confirmed" in page.inner_text(
+        ".messagelist"
+    )
     screenshot("reviewer-after-decision")
     candidate.refresh_from_db()
     assert (candidate.outcome, candidate.outcome_by.username) == (Outcome.CONFIRMED, "bob")

@@ -39,14 +39,20 @@ def test_two_reviewers_confirm_through_the_admin_form(client, reviewers, candida
     bob, rita = reviewers
 
     client.force_login(bob)
-    first = client.post(change_url(candidate), review_post(reason="Ears, nose and hairline agree."))
+    first = client.post(change_url(candidate), review_post(reason="Ears, nose and hairline agree."), follow=True)
     candidate.refresh_from_db()
     outcome_after_one = candidate.outcome
     client.force_login(rita)
-    second = client.post(change_url(candidate), review_post("probable", reason="Nose and jaw agree; ears hidden."))
+    second = client.post(
+        change_url(candidate), review_post("probable", reason="Nose and jaw agree; ears hidden."), follow=True
+    )
 
-    assert (first.status_code, second.status_code) == (302, 302)
+    assert (first.status_code, second.status_code) == (200, 200)
     assert outcome_after_one == Outcome.PENDING
+    # Each reviewer is told what became of the candidate, on the queue they return to
+    assert first.redirect_chain[-1][0].startswith(reverse("admin:reviews_reviewitem_changelist"))
+    assert "needs more confirmations before the caseworker sees it" in first.content.decode()
+    assert "it is now confirmed, and the caseworker sees it" in second.content.decode()
     candidate.refresh_from_db()
     assert candidate.outcome == Outcome.CONFIRMED
     assert "Ears, nose and hairline agree." in candidate.outcome_reason and "rita" in candidate.outcome_reason
