@@ -257,12 +257,13 @@ class BatchStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class EnrolmentBatch(models.Model):
-    """A zip of photos and a CSV, enrolled in the background with a report per row."""
+class RowImport(models.Model):
+    """An upload worked through row by row in a background task, with a report entry per row.
 
-    gallery = models.ForeignKey(Gallery, on_delete=models.CASCADE, related_name="batches")
-    archive = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
-    manifest = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
+    The task claims it (queued or running: a rerun resumes), appends to `report` as it goes, and ends it done
+    or failed. Pages poll `progress()` until it is finished.
+    """
+
     status = models.CharField(max_length=10, choices=BatchStatus.choices, default=BatchStatus.QUEUED)
     failure_reason = models.CharField(max_length=500, blank=True)
     rows_total = models.PositiveIntegerField(default=0)
@@ -272,8 +273,48 @@ class EnrolmentBatch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    # The report status of a row that went in, as the summary names it.
+    accepted_status = "accepted"
+
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (BatchStatus.DONE, BatchStatus.FAILED)
+
+    def rows_with(self, status: str) -> int:
+        return sum(1 for row in self.report if row.get("status") == status)
+
+    @property
+    def refused_count(self) -> int:
+        return self.rows_with("refused")
+
+    @property
+    def summary(self) -> str:
+        return f"{self.rows_with(self.accepted_status)} {self.accepted_status}, {self.refused_count} refused"
+
+    def progress(self) -> dict[str, object]:
+        """What the page's poller reads."""
+        return {
+            "status": self.status,
+            "rows_total": self.rows_total,
+            "rows_done": self.rows_done,
+            "finished": self.is_finished,
+        }
+
+
+class EnrolmentBatch(RowImport):
+    """A zip of photos and a CSV, enrolled in the background with a report per row."""
+
+    gallery = models.ForeignKey(Gallery, on_delete=models.CASCADE, related_name="batches")
+    archive = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
+    manifest = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
+
+    accepted_status = "enrolled"
+
+    class Meta(RowImport.Meta):
         verbose_name_plural = "enrolment batches"
 
     def __str__(self) -> str:
@@ -281,17 +322,13 @@ class EnrolmentBatch(models.Model):
 
     @property
     def enrolled_count(self) -> int:
-        return sum(1 for row in self.report if row.get("status") == "enrolled")
-
-    @property
-    def refused_count(self) -> int:
-        return sum(1 for row in self.report if row.get("status") == "refused")
+        return self.rows_with(self.accepted_status)
 
 
 # Bias audits: labelled evaluation sets, and the error rates measured on them
 
 
-class AuditDataset(models.Model):
+class AuditDataset(RowImport):
     """A labelled evaluation set: photos with identities and free-text demographic columns."""
 
     organisation = models.ForeignKey(
@@ -307,28 +344,13 @@ class AuditDataset(models.Model):
     engine_version = models.CharField(max_length=60, blank=True)
     archive = models.FileField(upload_to="audits/%Y/%m/", max_length=300, blank=True)
     manifest = models.FileField(upload_to="audits/%Y/%m/", max_length=300, blank=True)
-    status = models.CharField(max_length=10, choices=BatchStatus.choices, default=BatchStatus.QUEUED)
-    failure_reason = models.CharField(max_length=500, blank=True)
-    rows_total = models.PositiveIntegerField(default=0)
-    rows_done = models.PositiveIntegerField(default=0)
-    report = models.JSONField(default=list, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return self.name
 
     @property
     def accepted_count(self) -> int:
-        return sum(1 for row in self.report if row.get("status") == "accepted")
-
-    @property
-    def refused_count(self) -> int:
-        return sum(1 for row in self.report if row.get("status") == "refused")
+        return self.rows_with(self.accepted_status)
 
 
 class AuditSample(models.Model):

@@ -246,14 +246,7 @@ def batch_detail(request, batch_id: int):
     batch = get_object_or_404(EnrolmentBatch.objects.select_related("gallery"), pk=batch_id)
     access.require_same_organisation(request.user, batch.gallery.organisation_id)
     if request.GET.get("format") == "json":
-        return JsonResponse(
-            {
-                "status": batch.status,
-                "rows_total": batch.rows_total,
-                "rows_done": batch.rows_done,
-                "finished": batch.status in ("done", "failed"),
-            }
-        )
+        return JsonResponse(batch.progress())
     return render(request, "matching/batch_detail.html", {"batch": batch})
 
 
@@ -310,14 +303,7 @@ def audit_dataset(request, dataset_id: int):
     if dataset.organisation_id is not None:
         access.require_same_organisation(request.user, dataset.organisation_id)
     if request.GET.get("format") == "json":
-        return JsonResponse(
-            {
-                "status": dataset.status,
-                "rows_total": dataset.rows_total,
-                "rows_done": dataset.rows_done,
-                "finished": dataset.status in ("done", "failed"),
-            }
-        )
+        return JsonResponse(dataset.progress())
     runs = dataset.runs.filter(organisation=access.organisation_of(request.user))
     return render(request, "matching/audit_dataset.html", {"dataset": dataset, "runs": runs})
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from matching.models import Candidate, Outcome, Photo
+from matching.models import Candidate, EnrolmentBatch, Outcome, Photo
 from tests.browser.conftest import log_in
 from tests.conftest import ALL_SIMILAR, BIDEN, OBAMA, OBAMA_2, decide, wait_for
-from tests.factories import CaseFactory
+from tests.factories import CaseFactory, GalleryFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -86,3 +86,26 @@ def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
     candidate.refresh_from_db()
     assert (candidate.outcome, candidate.outcome_by.username) == (Outcome.CONFIRMED, "bob")
     assert candidate.decisions.get(reviewer__username="bob").bias_snapshot["run_id"] == audit_run.pk
+
+
+def test_org_admin_reads_a_finished_bulk_enrolment_report(page, screenshot, live_server, dana, password):
+    # Given a batch the worker has finished: two rows enrolled, one refused
+    gallery = GalleryFactory(organisation=dana.membership.organisation, name="Reference photos 2026")
+    report = [
+        {"line": 2, "code": "S-1", "file": "a.jpg", "status": "enrolled", "detail": "new subject"},
+        {"line": 3, "code": "S-2", "file": "b.jpg", "status": "refused", "detail": "no face was found"},
+        {"line": 4, "code": "S-1", "file": "c.jpg", "status": "enrolled", "detail": "photo added to existing subject"},
+    ]
+    batch = EnrolmentBatch.objects.create(
+        gallery=gallery, archive="x.zip", manifest="x.csv", status="done", rows_total=3, rows_done=3, report=report
+    )
+
+    # When the org admin opens it
+    log_in(page, live_server, "dana", password)
+    page.goto(f"{live_server.url}/galleries/batches/{batch.pk}/")
+
+    # Then the page says what happened to each row, and stops polling
+    assert "3 of 3 rows processed: 2 enrolled, 1 refused." in page.inner_text("#batch")
+    assert page.get_attribute("#batch", "data-finished") == "1"
+    assert "no face was found" in page.inner_text("tr.row-refused")
+    screenshot("org-admin-bulk-enrolment-report")
