@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +253,41 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_url, media_r
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _other_sessions_ended(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, wait until no other session is connected to it.
+
+    PostgreSQL ends a backend a moment after its client (a worker process, a live-server thread) has gone;
+    dropping the database in that moment fails with "being accessed by other users". Set up right after the
+    database, this is torn down right before it is dropped, after every other session fixture.
+    """
+    yield
+    with django_db_blocker.unblock():
+        _other_sessions_wait_out()
+
+
+def _other_sessions_wait_out(timeout: float = 15.0) -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+
+    def others() -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, application_name, client_port, state, left(query, 80) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchall()
+
+    deadline = time.monotonic() + timeout
+    while (remaining := others()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if remaining:
+        # Not a test failure: the database drop will say so too. Named here so that the holder can be found.
+        warnings.warn(f"Sessions still on the test database at teardown: {remaining}", stacklevel=1)
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, message: str = "condition"):
