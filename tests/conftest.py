@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,7 +269,7 @@ def _other_sessions_ended(django_db_setup, django_db_blocker):
         _other_sessions_wait_out()
 
 
-def _other_sessions_wait_out(timeout: float = 15.0) -> None:
+def _other_sessions_wait_out(timeout: float = 5.0) -> None:
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -286,8 +287,18 @@ def _other_sessions_wait_out(timeout: float = 15.0) -> None:
     while (remaining := others()) and time.monotonic() < deadline:
         time.sleep(0.1)
     if remaining:
-        # Not a test failure: the database drop will say so too. Named here so that the holder can be found.
-        warnings.warn(f"Sessions still on the test database at teardown: {remaining}", stacklevel=1)
+        # Not a test failure: the database drop will say so too. Named here, with the local process that holds
+        # each one (ss), so that the holder can be found.
+        ss = shutil.which("ss")
+        owners = (
+            subprocess.run([ss, "-tnpH"], capture_output=True, text=True, check=False).stdout.splitlines() if ss else []
+        )
+        held = [[line for line in owners if f":{port} " in line] for _, _, port, _, _ in remaining]
+        warnings.warn(
+            f"Sessions still on the test database at teardown: {remaining}; held by {held}; "
+            f"this process is {os.getpid()}",
+            stacklevel=1,
+        )
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, message: str = "condition"):
