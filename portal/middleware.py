@@ -59,8 +59,8 @@ class RequestSizeMiddleware:
                 response = JsonResponse(error_body(message, "request_too_large"), status=413)
             else:
                 response = HttpResponse(TOO_LARGE_PAGE.format(message=message), status=413)
-            # The unread body would otherwise be taken for the next request on this connection.
-            response["Connection"] = "close"
+            # No "Connection: close" here: WSGI forbids hop-by-hop headers from the application (wsgiref
+            # answers 500 to one). The server discards or closes on the unread body itself.
             return response
         return self.get_response(request)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from matching.models import Candidate, EnrolmentBatch, Outcome, Photo
+from matching.models import Candidate, Case, EnrolmentBatch, Outcome, Photo
 from tests.browser.conftest import log_in
 from tests.conftest import ALL_SIMILAR, BIDEN, OBAMA, OBAMA_2, decide, wait_for
 from tests.factories import CaseFactory, GalleryFactory
@@ -109,3 +109,22 @@ def test_org_admin_reads_a_finished_bulk_enrolment_report(page, screenshot, live
     assert page.get_attribute("#batch", "data-finished") == "1"
     assert "no face was found" in page.inner_text("tr.row-refused")
     screenshot("org-admin-bulk-enrolment-report")
+
+
+def test_an_upload_over_the_request_limit_gets_a_readable_page(page, live_server, alice, password, faces, settings):
+    # Given a request limit smaller than one photo, behind a real WSGI server
+    settings.REQUEST_MAX_BYTES = 16 * 1024
+    log_in(page, live_server, "alice", password)
+
+    # When a caseworker submits a case with that photo
+    page.goto(f"{live_server.url}/cases/new/")
+    page.fill("input[name=reference]", "BIG-1")
+    page.fill("input[name=title]", "Missing child")
+    page.fill("input[name=purpose]", "Locate a missing child")
+    page.set_input_files("input[name=photos]", str(faces.path(OBAMA_2)))
+    page.click("button[type=submit]")
+
+    # Then the browser shows why, not a server error, and no case was made
+    page.wait_for_selector("h1:has-text('Upload too large')")
+    assert "the limit is 16 KB per request" in page.inner_text("body")
+    assert not Case.objects.filter(reference="BIG-1").exists()
