@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from bench_database import database_create  # bench/bench_database.py; the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG_SLUG = "bench-e2e"
@@ -51,18 +52,6 @@ def environment_set(args: argparse.Namespace) -> None:
     )
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-
-
-def database_create(args: argparse.Namespace) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.database]).fetchone()
-        if exists and args.fresh:
-            connection.execute(f'DROP DATABASE "{args.database}" WITH (FORCE)')
-            exists = None
-        if not exists:
-            connection.execute(f'CREATE DATABASE "{args.database}"')
 
 
 def gallery_seed(n: int, seed: int) -> tuple[object, str]:

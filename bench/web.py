@@ -32,6 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench_database import database_create  # bench/bench_database.py; the script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 ORG_SLUG = "bench-web"
 CASES, PHOTOS_PER_CASE = 1000, 4
@@ -67,18 +69,6 @@ def environment_set(args: argparse.Namespace) -> dict[str, str]:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return env
-
-
-def database_create(args: argparse.Namespace) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.database]).fetchone()
-        if exists and args.fresh:
-            connection.execute(f'DROP DATABASE "{args.database}" WITH (FORCE)')
-            exists = None
-        if not exists:
-            connection.execute(f'CREATE DATABASE "{args.database}"')
 
 
 def _constant(field, value):

@@ -351,7 +351,7 @@ ImportRequest = form_request_serializer(BulkEnrolForm, "ImportCreateSerializer")
 
 
 class ImportSerializer(serializers.ModelSerializer):
-    enrolled = serializers.IntegerField(source="enrolled_count", read_only=True)
+    enrolled = serializers.IntegerField(source="accepted_count", read_only=True)
     refused = serializers.IntegerField(source="refused_count", read_only=True)
     url = serializers.SerializerMethodField()
 

@@ -288,12 +288,16 @@ class RowImport(models.Model):
         return sum(1 for row in self.report if row.get("status") == status)
 
     @property
+    def accepted_count(self) -> int:
+        return self.rows_with(self.accepted_status)
+
+    @property
     def refused_count(self) -> int:
         return self.rows_with("refused")
 
     @property
     def summary(self) -> str:
-        return f"{self.rows_with(self.accepted_status)} {self.accepted_status}, {self.refused_count} refused"
+        return f"{self.accepted_count} {self.accepted_status}, {self.refused_count} refused"
 
     def progress(self) -> dict[str, object]:
         """What the page's poller reads."""
@@ -320,10 +324,6 @@ class EnrolmentBatch(RowImport):
     def __str__(self) -> str:
         return f"Enrolment batch {self.pk} into {self.gallery}"
 
-    @property
-    def enrolled_count(self) -> int:
-        return self.rows_with(self.accepted_status)
-
 
 # Bias audits: labelled evaluation sets, and the error rates measured on them
 
@@ -347,10 +347,6 @@ class AuditDataset(RowImport):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def accepted_count(self) -> int:
-        return self.rows_with(self.accepted_status)
 
 
 class AuditSample(models.Model):

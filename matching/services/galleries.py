@@ -177,5 +177,5 @@ def enrolment_batch_process(*, batch_id: int) -> None:
         actor=batch.created_by,
         organisation=batch.gallery.organisation,
         target=batch,
-        detail={"enrolled": batch.enrolled_count, "refused": batch.refused_count},
+        detail={"enrolled": batch.accepted_count, "refused": batch.refused_count},
     )
