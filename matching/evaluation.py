@@ -244,7 +244,13 @@ def audit_dataset_import(*, dataset_id: int, images_dir: Path | None = None, pro
     _report_append(dataset, pending)
     dataset.status = BatchStatus.DONE
     dataset.finished_at = timezone.now()
-    dataset.save(update_fields=["status", "finished_at"])
+    # The photos are encoded now; their archive (and the manifest with its identities) goes, the report stays.
+    for field_file in (dataset.archive, dataset.manifest):
+        if field_file and field_file.name:
+            field_file.storage.delete(field_file.name)
+    dataset.archive = ""
+    dataset.manifest = ""
+    dataset.save(update_fields=["status", "finished_at", "archive", "manifest"])
     return dataset
 
 

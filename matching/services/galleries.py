@@ -145,6 +145,14 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
     return entry
 
 
+def _batch_bytes_drop(batch: EnrolmentBatch) -> None:
+    for field_file in (batch.archive, batch.manifest):
+        if field_file and field_file.name:
+            field_file.storage.delete(field_file.name)
+    batch.archive = ""
+    batch.manifest = ""
+
+
 def enrolment_batch_process(*, batch_id: int) -> None:
     """Enrol each row in its own transaction, saving the report as it goes; a rerun resumes."""
     claimed = EnrolmentBatch.objects.filter(id=batch_id, status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).update(
@@ -153,6 +161,15 @@ def enrolment_batch_process(*, batch_id: int) -> None:
     if not claimed:
         return
     batch = EnrolmentBatch.objects.select_related("gallery__organisation").get(id=batch_id)
+    if not (batch.archive and batch.manifest):
+        # A finished import's bytes were dropped; a late rerun has nothing to read and nothing left to do.
+        complete = batch.rows_done >= batch.rows_total
+        EnrolmentBatch.objects.filter(id=batch_id).update(
+            status=BatchStatus.DONE if complete else BatchStatus.FAILED,
+            failure_reason="" if complete else "The uploaded files are no longer stored.",
+            finished_at=batch.finished_at or timezone.now(),
+        )
+        return
     try:
         with batch.manifest.open("rb") as handle:
             rows = bulk.manifest_parse(handle.read())
@@ -171,7 +188,10 @@ def enrolment_batch_process(*, batch_id: int) -> None:
     else:
         batch.status = BatchStatus.DONE
     batch.finished_at = timezone.now()
-    batch.save(update_fields=["status", "failure_reason", "finished_at"])
+    # The archive and manifest do not outlive their import: the photos that went in are stored (cleaned) as
+    # reference photos, and the per-row report says what became of each row.
+    _batch_bytes_drop(batch)
+    batch.save(update_fields=["status", "failure_reason", "finished_at", "archive", "manifest"])
     audit_record(
         action="gallery.bulk_enrol",
         actor=batch.created_by,
