@@ -337,3 +337,14 @@ def test_after_erasing_every_subject_and_purging_every_case_no_file_is_left(
     )
     assert actions[-2:] == ["disclosure.regenerate", "disclosure.withdraw"]
     assert DisclosureReport.objects.get(pk=report.pk).status == "withdrawn"
+
+
+def test_a_closed_case_takes_no_more_photos(alice, case, faces):
+    services.case_close(case=case, acting_user=alice, reason="Found.")
+
+    with pytest.raises(services.ServiceError, match="This case is closed"):
+        services.case_add_photos(
+            case=case, photos=[services.uploaded_image_read(faces.upload(OBAMA))], acting_user=alice
+        )
+
+    assert not case.photos.exists()
