@@ -175,9 +175,19 @@ class CaseDetailSerializer(CaseSerializer):
     photos = serializers.SerializerMethodField()
     candidates = serializers.SerializerMethodField()
     confirmed_matches = serializers.SerializerMethodField()
+    purge_due_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta(CaseSerializer.Meta):
-        fields = [*CaseSerializer.Meta.fields, "photos", "candidates", "confirmed_matches"]
+        fields = [
+            *CaseSerializer.Meta.fields,
+            "closed_at",
+            "close_reason",
+            "purge_due_at",
+            "purged_at",
+            "photos",
+            "candidates",
+            "confirmed_matches",
+        ]
 
     @extend_schema_field(PhotoSerializer(many=True))
     def get_photos(self, case: Case) -> list[dict]:

@@ -81,6 +81,8 @@ def test_the_api_closes_a_case_and_says_when_it_will_be_purged(client, alice, ca
     assert body["closed_by"] == "alice" and body["close_reason"] == "The child was found safe."
     assert body["purge_due_at"] == (case.closed_at + timedelta(days=30)).isoformat().replace("+00:00", "Z")
     assert again.status_code == 409 and "already closed" in again.content.decode()
+    detail = client.get(reverse("case-detail", args=[case.pk])).json()
+    assert detail["purge_due_at"] == body["purge_due_at"] and detail["close_reason"] == "The child was found safe."
 
 
 def test_an_org_admin_reopens_a_closed_case_and_nothing_is_purged_while_it_is_open(client, alice, dana, case, org):
