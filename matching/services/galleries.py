@@ -43,6 +43,13 @@ def gallery_create(*, organisation: Organisation, name: str, description: str = 
     return gallery
 
 
+def _refuse_erased(subject: Subject) -> None:
+    # An erased subject stays as a tombstone under its code; photos added to it would bring a person the
+    # organisation erased back into every search, under a name nobody sees.
+    if subject.erased_at is not None:
+        raise ServiceError(f"The subject “{subject.code}” was erased; enrol the person under a new code.")
+
+
 @transaction.atomic
 def subject_enrol(
     *,
@@ -66,6 +73,7 @@ def subject_enrol(
         code=code,
         defaults={"display_name": display_name, "sex": sex, "age_band": age_band, "ethnicity": ethnicity},
     )
+    _refuse_erased(subject)
     with StoredFiles() as files:
         for upload in photos:
             photo = photo_store(
@@ -131,6 +139,7 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
                     "ethnicity": row.ethnicity,
                 },
             )
+            _refuse_erased(subject)
             photo = photo_store(
                 files=files,
                 organisation=batch.gallery.organisation,

@@ -350,3 +350,24 @@ def test_a_closed_case_takes_no_more_photos(alice, case, faces):
         )
 
     assert not case.photos.exists()
+
+
+def test_an_erased_code_cannot_be_filled_again_one_by_one_or_in_bulk(
+    dana, org, faces, enrol, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Photos added to the tombstone would bring the erased person back into every search, under no name.
+    subject = enrol("OBAMA-REF", OBAMA)
+    services.subject_erase(subject=subject, acting_user=dana)
+
+    with pytest.raises(services.ServiceError, match="was erased; enrol the person under a new code"):
+        services.subject_enrol(
+            gallery=subject.gallery,
+            code="OBAMA-REF",
+            photos=[services.uploaded_image_read(faces.upload(OBAMA_2))],
+            acting_user=dana,
+        )
+    batch = _bulk_import(dana, subject.gallery, faces, django_capture_on_commit_callbacks, ("OBAMA-REF", OBAMA_2))
+
+    batch.refresh_from_db()
+    assert [(r["status"], "was erased" in r["detail"]) for r in batch.report] == [("refused", True)]
+    assert not Photo.objects.filter(subject=subject).exclude(image="").exists()
