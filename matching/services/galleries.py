@@ -154,6 +154,20 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
     return entry
 
 
+@transaction.atomic
+def _batch_report_append(batch: EnrolmentBatch, entry: dict[str, Any]) -> None:
+    """Append from the stored report, not this task's copy, so an erasure's redaction during the import holds."""
+    current = EnrolmentBatch.objects.select_for_update().only("report").get(pk=batch.pk)
+    if (
+        entry.get("code")
+        and Subject.objects.filter(gallery_id=batch.gallery_id, code=entry["code"], erased_at__isnull=False).exists()
+    ):
+        entry = {**entry, "code": "", "file": "", "detail": "The subject was erased."}
+    batch.report = [*current.report, entry]
+    batch.rows_done = len(batch.report)
+    batch.save(update_fields=["report", "rows_done"])
+
+
 def _batch_bytes_drop(batch: EnrolmentBatch) -> None:
     for field_file in (batch.archive, batch.manifest):
         if field_file and field_file.name:
@@ -188,9 +202,7 @@ def enrolment_batch_process(*, batch_id: int) -> None:
                 if row.line in done:
                     continue
                 entry = _batch_row_enrol(batch, row, archive)
-                batch.report = [*batch.report, entry]
-                batch.rows_done = len(batch.report)
-                batch.save(update_fields=["report", "rows_done"])
+                _batch_report_append(batch, entry)
     except bulk.BulkRejected as error:
         batch.status = BatchStatus.FAILED
         batch.failure_reason = str(error)[:500]

@@ -371,3 +371,27 @@ def test_an_erased_code_cannot_be_filled_again_one_by_one_or_in_bulk(
     batch.refresh_from_db()
     assert [(r["status"], "was erased" in r["detail"]) for r in batch.report] == [("refused", True)]
     assert not Photo.objects.filter(subject=subject).exclude(image="").exists()
+
+
+def test_an_erasure_during_an_import_stays_redacted_in_its_report(
+    dana, org, faces, eager_tasks, django_capture_on_commit_callbacks, monkeypatch
+):
+    from matching.services import galleries
+
+    # Given an import whose first subject is erased while the second row is being enrolled
+    gallery = services.gallery_create(organisation=org, name="Register", acting_user=dana)
+    real_row_enrol = galleries._batch_row_enrol
+
+    def erase_then_enrol(batch, row, archive):
+        if row.code == "O-1":
+            services.subject_erase(subject=gallery.subjects.get(code="B-1"), acting_user=dana)
+        return real_row_enrol(batch, row, archive)
+
+    monkeypatch.setattr(galleries, "_batch_row_enrol", erase_then_enrol)
+
+    # When the import finishes
+    batch = _bulk_import(dana, gallery, faces, django_capture_on_commit_callbacks, ("B-1", BIDEN), ("O-1", OBAMA))
+
+    # Then the erased code is not in the report the import wrote after the erasure
+    batch.refresh_from_db()
+    assert [r["code"] for r in batch.report] == ["", "O-1"]
