@@ -134,6 +134,35 @@ class CaseSerializer(serializers.ModelSerializer):
         fields = ["id", "reference", "title", "description", "purpose", "created_at"]
 
 
+class CaseStateSerializer(serializers.ModelSerializer):
+    """Whether a case is open, when it was closed and why, and when its biometrics are (or were) purged."""
+
+    closed_by = serializers.CharField(source="closed_by.get_username", default=None, read_only=True)
+    purge_due_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Case
+        fields = ["id", "reference", "closed_at", "closed_by", "close_reason", "purge_due_at", "purged_at"]
+
+
+class CaseCloseRequest(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the case is closed; recorded in the activity log.")
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and "reason" in data and not isinstance(data["reason"], str):
+            raise ValidationError({"reason": [ErrorDetail("Expected text.", code="invalid")]})
+        return super().to_internal_value(data)
+
+
+class CaseReopenRequest(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and "reason" in data and not isinstance(data["reason"], str):
+            raise ValidationError({"reason": [ErrorDetail("Expected text.", code="invalid")]})
+        return super().to_internal_value(data)
+
+
 class CandidateCountsSerializer(serializers.Serializer):
     """How many candidates wait for review, were confirmed or were rejected; never who they are."""
 
@@ -146,9 +175,19 @@ class CaseDetailSerializer(CaseSerializer):
     photos = serializers.SerializerMethodField()
     candidates = serializers.SerializerMethodField()
     confirmed_matches = serializers.SerializerMethodField()
+    purge_due_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta(CaseSerializer.Meta):
-        fields = [*CaseSerializer.Meta.fields, "photos", "candidates", "confirmed_matches"]
+        fields = [
+            *CaseSerializer.Meta.fields,
+            "closed_at",
+            "close_reason",
+            "purge_due_at",
+            "purged_at",
+            "photos",
+            "candidates",
+            "confirmed_matches",
+        ]
 
     @extend_schema_field(PhotoSerializer(many=True))
     def get_photos(self, case: Case) -> list[dict]:
@@ -179,7 +218,11 @@ class CaseViewSet(OrganisationScoped, viewsets.GenericViewSet):
     parser_classes = [MultiPartParser]
 
     def get_queryset(self):
-        return selectors.cases_for(self.request.user).order_by("-created_at", "-id")
+        return (
+            selectors.cases_for(self.request.user)
+            .select_related("organisation", "closed_by")
+            .order_by("-created_at", "-id")
+        )
 
     def _case(self, pk) -> Case:
         return get_object_or_404(self.get_queryset(), pk=pk)
@@ -211,6 +254,36 @@ class CaseViewSet(OrganisationScoped, viewsets.GenericViewSet):
         except IntegrityError:
             raise Conflict("A case with this reference was created at the same moment.") from None
         return Response(CaseDetailSerializer(case).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CaseCloseRequest, responses={200: CaseStateSerializer, 409: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="close", url_name="close", parser_classes=[BoundedJSONParser])
+    def close(self, request, pk=None):
+        """Close the case with a reason. Its retention period starts: `purge_due_at` says when it ends."""
+        case = self._case(pk)
+        body = CaseCloseRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            case = services.case_close(case=case, acting_user=request.user, reason=body.validated_data["reason"])
+        except services.ServiceError as error:
+            if case.closed_at is not None or Case.objects.filter(pk=case.pk, closed_at__isnull=False).exists():
+                raise Conflict(str(error)) from None
+            raise _refusal(str(error), field="reason") from None
+        return Response(CaseStateSerializer(case).data)
+
+    @extend_schema(request=CaseReopenRequest, responses={200: CaseStateSerializer, 409: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="reopen", url_name="reopen", parser_classes=[BoundedJSONParser])
+    def reopen(self, request, pk=None):
+        """Reopen a closed case before it is purged (org admins). Nothing is purged while a case is open."""
+        case = self._case(pk)
+        body = CaseReopenRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            case = services.case_reopen(
+                case=case, acting_user=request.user, reason=body.validated_data.get("reason", "")
+            )
+        except services.ServiceError as error:
+            raise Conflict(str(error)) from None
+        return Response(CaseStateSerializer(case).data)
 
     @extend_schema(parameters=[PageQuery], responses=PhotoSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="photos", url_name="photos")

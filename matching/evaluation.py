@@ -244,8 +244,39 @@ def audit_dataset_import(*, dataset_id: int, images_dir: Path | None = None, pro
     _report_append(dataset, pending)
     dataset.status = BatchStatus.DONE
     dataset.finished_at = timezone.now()
-    dataset.save(update_fields=["status", "finished_at"])
+    # The photos are encoded now; their archive (and the manifest with its identities) goes, the report stays.
+    for field_file in (dataset.archive, dataset.manifest):
+        if field_file and field_file.name:
+            field_file.storage.delete(field_file.name)
+    dataset.archive = ""
+    dataset.manifest = ""
+    dataset.save(update_fields=["status", "finished_at", "archive", "manifest"])
     return dataset
+
+
+@transaction.atomic
+def audit_dataset_erase(*, dataset: AuditDataset, acting_user: Any) -> int:
+    """Delete an evaluation set's encodings and any stored upload, for good; returns how many encodings went.
+
+    The runs measured on it stay (their error rates and distance lists hold no face), so the dataset row stays
+    as their tombstone; with no samples left it cannot be run again.
+    """
+    dataset = AuditDataset.objects.select_for_update().get(pk=dataset.pk)
+    for field_file in (dataset.archive, dataset.manifest):
+        if field_file and field_file.name:
+            field_file.storage.delete(field_file.name)
+    dataset.archive = ""
+    dataset.manifest = ""
+    dataset.save(update_fields=["archive", "manifest"])
+    erased, _ = dataset.samples.all().delete()
+    audit_record(
+        action="audit.dataset_erase",
+        actor=acting_user,
+        organisation=dataset.organisation,
+        target=dataset,
+        detail={"samples": erased},
+    )
+    return erased
 
 
 def _report_append(dataset: AuditDataset, entries: list[dict[str, Any]]) -> None:

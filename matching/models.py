@@ -81,6 +81,10 @@ class Case(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    close_reason = models.TextField(blank=True)
     purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -89,6 +93,20 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.title}"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_at is not None
+
+    @property
+    def purge_due_at(self):
+        """When the retention sweep purges this closed case's biometrics; None while open or kept indefinitely."""
+        from datetime import timedelta
+
+        retention_days = self.organisation.retention_days
+        if self.closed_at is None or self.purged_at is not None or retention_days is None:
+            return None
+        return self.closed_at + timedelta(days=retention_days)
 
 
 class PhotoKind(models.TextChoices):
@@ -313,8 +331,9 @@ class EnrolmentBatch(RowImport):
     """A zip of photos and a CSV, enrolled in the background with a report per row."""
 
     gallery = models.ForeignKey(Gallery, on_delete=models.CASCADE, related_name="batches")
-    archive = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
-    manifest = models.FileField(upload_to="batches/%Y/%m/", max_length=300)
+    # The uploaded bytes live only until the import finishes; the per-row report stays.
+    archive = models.FileField(upload_to="batches/%Y/%m/", max_length=300, blank=True)
+    manifest = models.FileField(upload_to="batches/%Y/%m/", max_length=300, blank=True)
 
     accepted_status = "enrolled"
 

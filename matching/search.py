@@ -351,6 +351,14 @@ class GalleryCache:
         with self._lock:
             return sum(matrix.size for _, matrix in self._entries.values())
 
+    def forget(self, organisation_id: int) -> None:
+        """Drop an organisation's matrices and plans now, rather than at its next search (after an erasure)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == organisation_id]:
+                del self._entries[key]
+            for key in [k for k in self._plans if k[0] == organisation_id]:
+                del self._plans[key]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -49,7 +49,9 @@ def role_required(check):
 
 
 def _case_or_404(request, case_id: int):
-    return get_object_or_404(selectors.cases_for(request.user).select_related("created_by"), pk=case_id)
+    return get_object_or_404(
+        selectors.cases_for(request.user).select_related("created_by", "closed_by", "organisation"), pk=case_id
+    )
 
 
 @role_required(access.can_work_cases)
@@ -108,8 +110,44 @@ def case_detail(request, case_id: int):
             "photos": selectors.case_photos(case),
             "matches": selectors.case_confirmed_matches(case),
             "counts": selectors.case_candidate_counts(case),
+            "may_close": access.can_close_case(request.user),
+            "may_reopen": access.can_reopen_case(request.user),
         },
     )
+
+
+@role_required(access.can_close_case)
+@require_http_methods(["POST"])
+def case_close(request, case_id: int):
+    case = _case_or_404(request, case_id)
+    try:
+        case = services.case_close(case=case, acting_user=request.user, reason=request.POST.get("reason", ""))
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        due = case.purge_due_at
+        messages.success(
+            request,
+            f"Case closed. Its photos, crops and encodings will be purged on {due:%Y-%m-%d %H:%M %Z}."
+            if due
+            else "Case closed. The organisation keeps no retention period, so its photos stay until erased.",
+        )
+    return redirect("matching:case_detail", case_id=case.pk)
+
+
+@role_required(access.can_work_cases)
+@require_http_methods(["POST"])
+def case_reopen(request, case_id: int):
+    case = _case_or_404(request, case_id)
+    if not access.can_reopen_case(request.user):
+        raise Http404
+    try:
+        services.case_reopen(case=case, acting_user=request.user, reason=request.POST.get("reason", ""))
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Case reopened. Nothing will be purged while it is open.")
+    return redirect("matching:case_detail", case_id=case.pk)
 
 
 @role_required(access.can_work_cases)
@@ -136,10 +174,21 @@ def case_status(request, case_id: int):
     )
 
 
+def _gone() -> HttpResponse:
+    """An image that was erased or purged: 410, said only to someone who may see the row, so nothing leaks."""
+    response = HttpResponse("This image was erased or purged.", status=410, content_type="text/plain")
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
 def _private_image(field_file) -> FileResponse:
+    # An erased or purged photo keeps its row with an empty file name, which Django's FieldFile refuses
+    # to open with a ValueError; both that and a file gone from storage are simply not there any more.
+    if not field_file:
+        raise Http404
     try:
         handle = field_file.open("rb")
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):
         raise Http404 from None
     response = FileResponse(handle, content_type="image/jpeg")
     response["Cache-Control"] = "private, no-store"
@@ -153,6 +202,8 @@ def photo_image(request, photo_id: int):
     photo = get_object_or_404(Photo, pk=photo_id)
     if not selectors.may_view_photo(request.user, photo):
         raise Http404
+    if photo.purged_at is not None or not photo.image:
+        return _gone()
     audit_record(action="media.photo", actor=request.user, organisation=photo.organisation, target=photo)
     return _private_image(photo.image)
 
@@ -163,6 +214,8 @@ def face_crop(request, face_id: int):
     face = get_object_or_404(Face.objects.defer("encoding"), pk=face_id)
     if not selectors.may_view_face(request.user, face):
         raise Http404
+    if face.purged_at is not None or not face.crop:
+        return _gone()
     audit_record(action="media.face", actor=request.user, organisation_id=face.organisation_id, target=face)
     return _private_image(face.crop)
 

@@ -46,6 +46,16 @@ def can_work_cases(user: AnyUser) -> bool:
     return role_of(user) in (Role.CASEWORKER, Role.ORG_ADMIN)
 
 
+def can_close_case(user: AnyUser) -> bool:
+    """Caseworkers and org admins close a case, which starts its retention period."""
+    return can_work_cases(user)
+
+
+def can_reopen_case(user: AnyUser) -> bool:
+    """Only org admins reopen a closed case, which stops its retention clock."""
+    return role_of(user) == Role.ORG_ADMIN
+
+
 def can_review(user: AnyUser) -> bool:
     return role_of(user) in (Role.REVIEWER, Role.ORG_ADMIN)
 
@@ -105,6 +115,9 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "matching:case_create": _CASES,
     "matching:case_detail": _CASES,
     "matching:case_status": _CASES,
+    # Closing a case starts its retention; reopening (org admins only, the view checks) stops it
+    "matching:case_close": _CASES,
+    "matching:case_reopen": _CASES,
     # Photos and crops: the view decides per photo (a caseworker sees a gallery photo only once confirmed)
     "matching:photo_image": frozenset({MEMBER}),
     "matching:face_crop": frozenset({MEMBER}),
@@ -132,6 +145,8 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "case-photos": _CASES,
     "case-photo": _CASES,
     "case-matches": _CASES,
+    "case-close": _CASES,
+    "case-reopen": _ORG_ADMIN,
     "match-list": _CASES,
     "gallery-list": _ORG_ADMIN,
     "gallery-detail": _ORG_ADMIN,

@@ -23,6 +23,7 @@ from portal.models import (
 from portal.services import (
     AccessError,
     invitation_create,
+    invitation_link,
     member_create,
     member_set_active,
     member_set_role,
@@ -360,24 +361,16 @@ class InvitationAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     change_check = staticmethod(lambda user: False)
 
     def save_model(self, request, obj, form, change) -> None:
-        from django.conf import settings
-        from django.core.mail import send_mail
-        from django.urls import reverse
-
-        organisation = access.organisation_of(request.user)
+        # The service queues the mail through the outbox; SMTP being down delays it, the invitation stands.
         invitation, token = invitation_create(
-            organisation=organisation,
+            organisation=access.organisation_of(request.user),
             email=form.cleaned_data["email"],
             role=form.cleaned_data["role"],
             acting_user=request.user,
         )
-        link = f"{settings.PORTAL_BASE_URL}{reverse('invitation_accept', args=[token])}"
-        send_mail(
-            subject=f"[Face search portal] Invitation to {organisation.name}",
-            message=f"You are invited to join {organisation.name} as {invitation.get_role_display()}.\n\n"
-            f"{link}\n\nThe link works once and expires on {invitation.expires_at:%Y-%m-%d %H:%M %Z}.",
-            from_email=None,
-            recipient_list=[invitation.email],
+        self.message_user(
+            request,
+            f"Invitation created; the mail to {invitation.email} is on its way. "
+            f"The link works once: {invitation_link(token)}",
         )
-        self.message_user(request, f"Invitation sent to {invitation.email}. The link works once: {link}")
         obj.pk, obj.organisation = invitation.pk, invitation.organisation

@@ -164,7 +164,46 @@ def invitation_create(*, organisation: Organisation, email: str, role: str, acti
         target=invitation,
         detail={"email": invitation.email, "role": role},
     )
+    # The mail goes through the outbox: an SMTP outage delays it and never undoes the invitation. The token
+    # travels encrypted, so that neither the outbox row nor the broker message holds a usable link.
+    from portal.mail import secret_seal
+    from portal.outbox import outbox_enqueue
+
+    outbox_enqueue("portal.tasks.send_invitation_mail", invitation.pk, secret_seal(token))
     return invitation, token
+
+
+def invitation_link(token: str) -> str:
+    from django.conf import settings
+    from django.urls import reverse
+
+    return f"{settings.PORTAL_BASE_URL}{reverse('invitation_accept', args=[token])}"
+
+
+def invitation_mail_send(*, invitation_id: int, sealed_token: str) -> bool:
+    """Send the invitation's mail, unless it was accepted or expired meanwhile. Returns whether it was sent.
+
+    Sending twice (a task that ran twice) only sends a second copy of the same link.
+    """
+    from django.core.mail import send_mail
+    from django.utils import timezone
+
+    from portal.mail import secret_open
+    from portal.models import Invitation
+
+    invitation = Invitation.objects.select_related("organisation").filter(pk=invitation_id).first()
+    if invitation is None or not invitation.usable:
+        return False
+    organisation = invitation.organisation
+    send_mail(
+        subject=f"[Face search portal] Invitation to {organisation.name}",
+        message=f"You are invited to join {organisation.name} as {invitation.get_role_display()}.\n\n"
+        f"{invitation_link(secret_open(sealed_token))}\n\n"
+        f"The link works once and expires on {timezone.localtime(invitation.expires_at):%Y-%m-%d %H:%M %Z}.",
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+    return True
 
 
 def invitation_find(token: str):

@@ -166,6 +166,17 @@ LOGIN_REDIRECT_URL = "matching:case_list"
 LOGOUT_REDIRECT_URL = "login"
 
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", "25")
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "false")
+# A mail task waits at most this long on SMTP, then retries later (portal.mail).
+EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", "10")
+MAIL_RETRY_BASE_SECONDS = envfloat("MAIL_RETRY_BASE_SECONDS", "30")
+MAIL_RETRY_MAX_SECONDS = envfloat("MAIL_RETRY_MAX_SECONDS", "1800")
+# With the defaults, about 24 hours of retries before a mail is given up (and logged).
+MAIL_MAX_RETRIES = envint("MAIL_MAX_RETRIES", "60")
 
 # Uploads
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(20 * 1024 * 1024))

@@ -1,4 +1,4 @@
-"""Housekeeping tasks and worker hooks: the outbox sweeper and the worker heartbeat."""
+"""Housekeeping tasks and worker hooks: the outbox sweeper, invitation mail and the worker heartbeat."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def outbox_flush() -> dict[str, int]:
     result = outbox.outbox_flush()
     pruned = outbox.outbox_prune()
     return {"sent": result.sent, "failed": result.failed, "unsent": result.unsent, "pruned": pruned}
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=60, time_limit=90)
+def send_invitation_mail(self, invitation_id: int, sealed_token: str) -> bool:
+    """Mail an invitation's link. Queued through the outbox by invitation_create; retried while SMTP is down."""
+    from portal.mail import MAIL_TRANSIENT, mail_task_retry
+    from portal.services import invitation_mail_send
+
+    try:
+        return invitation_mail_send(invitation_id=invitation_id, sealed_token=sealed_token)
+    except MAIL_TRANSIENT as error:
+        mail_task_retry(self, error)
+        raise
 
 
 def worker_heartbeat_record(*, hostname: str, pid: int, started_at: datetime) -> None:

@@ -3,6 +3,18 @@ from __future__ import annotations
 from django.apps import AppConfig
 
 
+def _disclosures_listener(event) -> None:
+    # Imported when an erasure or purge happens, so that loading the app stays light.
+    from reviews.disclosure import disclosures_after_biometrics_removed
+
+    disclosures_after_biometrics_removed(event)
+
+
 class ReviewsConfig(AppConfig):
     name = "reviews"
     verbose_name = "Review"
+
+    def ready(self) -> None:
+        from matching.services import biometrics_listener_register
+
+        biometrics_listener_register(_disclosures_listener)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from matching.evaluation import audit_validity
 from matching.models import Case, Photo, Search
+from matching.services import BiometricsRemoved
 from portal import access
 from portal.audit import audit_record
 from portal.outbox import outbox_enqueue
@@ -60,6 +61,31 @@ class PhotoRow:
     data_uri: str
     jpeg: bytes
     faces: list[FaceRow] = field(default_factory=list)
+    # Set when the photo's image is gone (retention purge or erasure): the report says so instead.
+    purged_note: str = ""
+
+
+def _photo_jpeg(photo: Photo) -> bytes | None:
+    """The stored photo's bytes, or None when it was purged or its file is gone."""
+    if photo.purged_at is not None or not photo.image:
+        return None
+    try:
+        with photo.image.open("rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _purged_note(photo: Photo) -> str:
+    if photo.purged_at is not None:
+        return f"The photo was purged on {photo.purged_at:%Y-%m-%d} under the organisation's retention policy."
+    return "The photo's file is no longer stored."
+
+
+def _subject_label(subject) -> str:
+    if subject.erased_at is not None:
+        return f"{subject.code} (erased from the gallery)"
+    return f"{subject.code} {subject.display_name}".strip()
 
 
 def _bias_summary(snapshot: dict[str, Any]) -> str:
@@ -82,9 +108,11 @@ def _bias_summary(snapshot: dict[str, Any]) -> str:
 def disclosure_context(case: Case) -> dict[str, Any]:
     photos = []
     for photo in case.photos.prefetch_related("faces__search__candidates__subject").order_by("id"):
-        with photo.image.open("rb") as handle:
-            jpeg = handle.read()
-        row = PhotoRow(photo=photo, data_uri="data:image/jpeg;base64," + base64.b64encode(jpeg).decode(), jpeg=jpeg)
+        jpeg = _photo_jpeg(photo)
+        if jpeg is None:
+            row = PhotoRow(photo=photo, data_uri="", jpeg=b"", purged_note=_purged_note(photo))
+        else:
+            row = PhotoRow(photo=photo, data_uri="data:image/jpeg;base64," + base64.b64encode(jpeg).decode(), jpeg=jpeg)
         for face in photo.faces.all():
             search = getattr(face, "search", None)
             face_row = FaceRow(
@@ -107,7 +135,7 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                         CandidateRow(
                             rank=candidate.rank,
                             distance=candidate.distance,
-                            subject=f"{candidate.subject.code} {candidate.subject.display_name}".strip(),
+                            subject=_subject_label(candidate.subject),
                             outcome=candidate.get_outcome_display(),
                             decisions=decisions,
                         )
@@ -173,8 +201,11 @@ def _pdf(context: dict[str, Any]) -> bytes:
             Spacer(1, 5 * mm),
             Paragraph(escape(f"Probe photo {row.photo.pk}: {row.photo.original_name}"), styles["Heading2"]),
         ]
-        scale = min(70 * mm / row.photo.width, 70 * mm / row.photo.height)
-        story.append(Image(io.BytesIO(row.jpeg), width=row.photo.width * scale, height=row.photo.height * scale))
+        if row.jpeg:
+            scale = min(70 * mm / row.photo.width, 70 * mm / row.photo.height)
+            story.append(Image(io.BytesIO(row.jpeg), width=row.photo.width * scale, height=row.photo.height * scale))
+        else:
+            story.append(p(row.purged_note))
         story.append(p(f"Status: {row.photo.get_status_display()} {row.photo.failure_reason}"))
         if not row.faces:
             story.append(p("No face was found in this photo, so no search was made."))
@@ -243,12 +274,63 @@ def disclosure_generate(*, report_id: int) -> None:
     if not claimed:
         return
     report = DisclosureReport.objects.select_related("case__organisation", "case__created_by").get(pk=report_id)
+    started_from = report.regenerated_at
     context = disclosure_context(report.case)
     html = render_to_string("reviews/disclosure.html", context)
     pdf = _pdf(context)
     with transaction.atomic():
+        current = DisclosureReport.objects.select_for_update().get(pk=report_id)
+        if current.regenerated_at != started_from or current.status != DisclosureStatus.RUNNING:
+            # An erasure or purge happened while this ran, so what was read may hold images now gone: the
+            # newer generation (or the withdrawal) wins and nothing of this one is stored.
+            return
+        old_files = [current.html, current.pdf]
         report.html.save(f"{uuid.uuid4().hex}.html", ContentFile(html.encode()), save=False)
         report.pdf.save(f"{uuid.uuid4().hex}.pdf", ContentFile(pdf), save=False)
         report.status = DisclosureStatus.DONE
         report.finished_at = timezone.now()
         report.save(update_fields=["html", "pdf", "status", "finished_at"])
+        for old in old_files:
+            if old and old.name and old.name not in (report.html.name, report.pdf.name):
+                old.storage.delete(old.name)
+
+
+def _report_files_delete(report: DisclosureReport) -> None:
+    for field_file in (report.html, report.pdf):
+        if field_file and field_file.name:
+            field_file.storage.delete(field_file.name)
+    report.html = ""
+    report.pdf = ""
+
+
+def disclosures_after_biometrics_removed(event: BiometricsRemoved) -> None:
+    """Listener for matching's erasures and purges, inside their transaction.
+
+    A subject erasure regenerates every report of the cases where the subject was a candidate, without the
+    subject's name; a case purge withdraws the case's reports, which embed its probe photos (a report asked
+    for afterwards says the photos were purged). Either way the old files are deleted now, and the log says
+    which it was.
+    """
+    now = timezone.now()
+    reports = DisclosureReport.objects.select_for_update().filter(case_id__in=event.case_ids)
+    for report in reports.exclude(status__in=[DisclosureStatus.FAILED, DisclosureStatus.WITHDRAWN]):
+        _report_files_delete(report)
+        report.regenerated_at = now
+        if event.kind == "case.purge":
+            report.status = DisclosureStatus.WITHDRAWN
+            action = "disclosure.withdraw"
+            detail = {"because": event.kind, "case": report.case_id}
+        else:
+            report.status = DisclosureStatus.QUEUED
+            action = "disclosure.regenerate"
+            detail = {"because": event.kind, "case": report.case_id, "subject_code": event.subject_code}
+        report.save(update_fields=["html", "pdf", "status", "regenerated_at"])
+        audit_record(
+            action=action,
+            actor=event.acting_user,
+            organisation_id=event.organisation_id,
+            target=report,
+            detail=detail,
+        )
+        if report.status == DisclosureStatus.QUEUED:
+            outbox_enqueue("reviews.tasks.generate_disclosure", report.pk)

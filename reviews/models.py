@@ -165,6 +165,7 @@ class DisclosureStatus(models.TextChoices):
     RUNNING = "running", "Generating"
     DONE = "done", "Ready"
     FAILED = "failed", "Failed"
+    WITHDRAWN = "withdrawn", "Withdrawn"
 
 
 class DisclosureReport(models.Model):
@@ -178,6 +179,8 @@ class DisclosureReport(models.Model):
     pdf = models.FileField(upload_to="disclosures/%Y/%m/", max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when an erasure or a purge took images out of an earlier version of this report.
+    regenerated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -15,6 +15,7 @@ from matching.services import OPEN_OUTCOMES, ServiceError, candidate_set_outcome
 from portal import access
 from portal.audit import audit_record
 from portal.models import Organisation, Role
+from portal.outbox import outbox_enqueue
 from reviews.bias import bias_panel
 from reviews.models import (
     CONFIRMING,
@@ -283,8 +284,8 @@ def _candidate_advance(candidate: Candidate, decision: ReviewDecision, policy: R
         target=candidate,
         detail={"case": candidate.case.reference},
     )
-    case_id = candidate.case_id
-    transaction.on_commit(lambda: notify_caseworker(case_id=case_id, confirmed=outcome == Outcome.CONFIRMED))
+    # Through the outbox, in this transaction: SMTP being down delays the mail and never fails the decision.
+    outbox_enqueue("reviews.tasks.notify_caseworker", candidate.case_id, outcome == Outcome.CONFIRMED)
 
 
 def notify_caseworker(*, case_id: int, confirmed: bool) -> None:

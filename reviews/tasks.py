@@ -27,3 +27,16 @@ def generate_disclosure(report_id: int) -> None:
             status=DisclosureStatus.FAILED, failure_reason=f"The report could not be generated: {error}"[:500]
         )
         raise
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=60, time_limit=90)
+def notify_caseworker(self, case_id: int, confirmed: bool) -> None:
+    """Mail the caseworker about a decision. Queued through the outbox; retried while SMTP is down."""
+    from portal.mail import MAIL_TRANSIENT, mail_task_retry
+    from reviews.services import notify_caseworker as caseworker_notify
+
+    try:
+        caseworker_notify(case_id=case_id, confirmed=confirmed)
+    except MAIL_TRANSIENT as error:
+        mail_task_retry(self, error)
+        raise

@@ -30,7 +30,15 @@ from matching.services.processing import (
     photos_requeue_stale,
     reference_faces_store,
 )
-from matching.services.retention import case_close, cases_purge_expired, subject_erase
+from matching.services.retention import (
+    BiometricsRemoved,
+    biometrics_listener_register,
+    case_close,
+    case_reopen,
+    cases_purge_expired,
+    field_file_delete,
+    subject_erase,
+)
 from matching.services.searching import (
     gallery_matrix_load,
     gallery_shard_search,
@@ -45,18 +53,22 @@ from matching.services.uploads import StoredFiles, UploadedImage, uploaded_image
 __all__ = [
     "OPEN_OUTCOMES",
     "USE_CASE_REFUSAL",
+    "BiometricsRemoved",
     "CandidateAlreadyDecided",
     "ServiceError",
     "StoredFiles",
     "SweepResult",
     "UploadedImage",
+    "biometrics_listener_register",
     "candidate_set_outcome",
     "case_add_photos",
     "case_close",
     "case_create",
+    "case_reopen",
     "cases_purge_expired",
     "enrolment_batch_create",
     "enrolment_batch_process",
+    "field_file_delete",
     "gallery_create",
     "gallery_matrix_load",
     "gallery_shard_search",

@@ -71,6 +71,9 @@ def case_add_photos(*, case: Case, photos: list[UploadedImage], acting_user: Any
     # Concurrent uploads to one case run one after another, so that each audit
     # row's running total is exact.
     case = Case.objects.select_for_update().select_related("organisation").get(pk=case.pk)
+    if case.closed_at is not None:
+        # A closed case's photos are waiting to be purged; new ones must not slip in beside them (or after).
+        raise ServiceError("This case is closed; an org admin can reopen it to add photos.")
     added = []
     with StoredFiles() as files:
         for upload in photos:

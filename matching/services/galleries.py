@@ -43,6 +43,13 @@ def gallery_create(*, organisation: Organisation, name: str, description: str = 
     return gallery
 
 
+def _refuse_erased(subject: Subject) -> None:
+    # An erased subject stays as a tombstone under its code; photos added to it would bring a person the
+    # organisation erased back into every search, under a name nobody sees.
+    if subject.erased_at is not None:
+        raise ServiceError(f"The subject “{subject.code}” was erased; enrol the person under a new code.")
+
+
 @transaction.atomic
 def subject_enrol(
     *,
@@ -66,6 +73,7 @@ def subject_enrol(
         code=code,
         defaults={"display_name": display_name, "sex": sex, "age_band": age_band, "ethnicity": ethnicity},
     )
+    _refuse_erased(subject)
     with StoredFiles() as files:
         for upload in photos:
             photo = photo_store(
@@ -131,6 +139,7 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
                     "ethnicity": row.ethnicity,
                 },
             )
+            _refuse_erased(subject)
             photo = photo_store(
                 files=files,
                 organisation=batch.gallery.organisation,
@@ -145,6 +154,28 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
     return entry
 
 
+@transaction.atomic
+def _batch_report_append(batch: EnrolmentBatch, entry: dict[str, Any]) -> None:
+    """Append from the stored report, not this task's copy, so an erasure's redaction during the import holds."""
+    current = EnrolmentBatch.objects.select_for_update().only("report").get(pk=batch.pk)
+    if (
+        entry.get("code")
+        and Subject.objects.filter(gallery_id=batch.gallery_id, code=entry["code"], erased_at__isnull=False).exists()
+    ):
+        entry = {**entry, "code": "", "file": "", "detail": "The subject was erased."}
+    batch.report = [*current.report, entry]
+    batch.rows_done = len(batch.report)
+    batch.save(update_fields=["report", "rows_done"])
+
+
+def _batch_bytes_drop(batch: EnrolmentBatch) -> None:
+    for field_file in (batch.archive, batch.manifest):
+        if field_file and field_file.name:
+            field_file.storage.delete(field_file.name)
+    batch.archive = ""
+    batch.manifest = ""
+
+
 def enrolment_batch_process(*, batch_id: int) -> None:
     """Enrol each row in its own transaction, saving the report as it goes; a rerun resumes."""
     claimed = EnrolmentBatch.objects.filter(id=batch_id, status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).update(
@@ -153,6 +184,15 @@ def enrolment_batch_process(*, batch_id: int) -> None:
     if not claimed:
         return
     batch = EnrolmentBatch.objects.select_related("gallery__organisation").get(id=batch_id)
+    if not (batch.archive and batch.manifest):
+        # A finished import's bytes were dropped; a late rerun has nothing to read and nothing left to do.
+        complete = batch.rows_done >= batch.rows_total
+        EnrolmentBatch.objects.filter(id=batch_id).update(
+            status=BatchStatus.DONE if complete else BatchStatus.FAILED,
+            failure_reason="" if complete else "The uploaded files are no longer stored.",
+            finished_at=batch.finished_at or timezone.now(),
+        )
+        return
     try:
         with batch.manifest.open("rb") as handle:
             rows = bulk.manifest_parse(handle.read())
@@ -162,16 +202,17 @@ def enrolment_batch_process(*, batch_id: int) -> None:
                 if row.line in done:
                     continue
                 entry = _batch_row_enrol(batch, row, archive)
-                batch.report = [*batch.report, entry]
-                batch.rows_done = len(batch.report)
-                batch.save(update_fields=["report", "rows_done"])
+                _batch_report_append(batch, entry)
     except bulk.BulkRejected as error:
         batch.status = BatchStatus.FAILED
         batch.failure_reason = str(error)[:500]
     else:
         batch.status = BatchStatus.DONE
     batch.finished_at = timezone.now()
-    batch.save(update_fields=["status", "failure_reason", "finished_at"])
+    # The archive and manifest do not outlive their import: the photos that went in are stored (cleaned) as
+    # reference photos, and the per-row report says what became of each row.
+    _batch_bytes_drop(batch)
+    batch.save(update_fields=["status", "failure_reason", "finished_at", "archive", "manifest"])
     audit_record(
         action="gallery.bulk_enrol",
         actor=batch.created_by,

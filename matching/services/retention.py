@@ -1,7 +1,15 @@
-"""Biometric data: erasing a subject, closing cases, and purging closed cases after their retention."""
+"""Biometric data: erasing a subject, closing cases, and purging closed cases after their retention.
+
+Every copy or derivative of a face the portal keeps is listed in the README ("Protecting biometric data");
+each is deleted here, through the storage API so that S3 behaves like the local disk. Apps to the right of
+matching (reviews keeps disclosure reports) register a listener with `biometrics_listener_register`, and are
+told in the same transaction which cases an erasure or a purge touched.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -12,26 +20,82 @@ from django.utils import timezone
 from matching.models import (
     Candidate,
     Case,
+    EnrolmentBatch,
     Face,
     Outcome,
     Photo,
     Subject,
 )
 from matching.services.cases import OPEN_OUTCOMES, candidate_set_outcome
+from matching.services.exceptions import ServiceError
+from portal import access
 from portal.audit import audit_record
 from portal.models import Organisation
 
 
+@dataclass(frozen=True)
+class BiometricsRemoved:
+    """What an erasure or a purge took away, for the apps that keep copies elsewhere."""
+
+    kind: str  # "subject.erase" or "case.purge"
+    organisation_id: int
+    case_ids: list[int]
+    acting_user: Any = None
+    subject_code: str = ""
+
+
+_listeners: list[Callable[[BiometricsRemoved], None]] = []
+
+
+def biometrics_listener_register(listener: Callable[[BiometricsRemoved], None]) -> None:
+    """Called from an app's ready(): the listener runs inside the erasure's or purge's transaction."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def _listeners_tell(event: BiometricsRemoved) -> None:
+    for listener in _listeners:
+        listener(event)
+
+
+def field_file_delete(field_file) -> None:
+    """Delete a stored file through its storage (local disk or S3); a file already gone is no error."""
+    if field_file and field_file.name:
+        field_file.storage.delete(field_file.name)
+
+
+def _gallery_cache_forget(organisation_id: int) -> None:
+    from matching.search import gallery_cache
+
+    gallery_cache.forget(organisation_id)
+
+
+def _batch_reports_redact(subject: Subject) -> int:
+    """Take an erased subject's code and file names out of the gallery's import reports; the counts stay."""
+    redacted = 0
+    for batch in EnrolmentBatch.objects.select_for_update().filter(gallery_id=subject.gallery_id):
+        report = []
+        changed = False
+        for entry in batch.report:
+            if entry.get("code") == subject.code:
+                entry = {**entry, "code": "", "file": "", "detail": "The subject was erased."}
+                changed = True
+            report.append(entry)
+        if changed:
+            batch.report = report
+            batch.save(update_fields=["report"])
+            redacted += 1
+    return redacted
+
+
 def _face_purge(face: Face, now) -> None:
-    if face.crop:
-        face.crop.storage.delete(face.crop.name)
+    field_file_delete(face.crop)
     Face.objects.filter(pk=face.pk).update(encoding=b"", crop="", purged_at=now)
 
 
 def _photo_purge(photo: Photo, now) -> None:
     for field_file in (photo.image, photo.original):
-        if field_file:
-            field_file.storage.delete(field_file.name)
+        field_file_delete(field_file)
     for face in photo.faces.all():
         _face_purge(face, now)
     Photo.objects.filter(pk=photo.pk).update(image="", original="", purged_at=now)
@@ -63,24 +127,81 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     subject.erased_at = now
     subject.display_name = ""
     subject.save(update_fields=["erased_at", "display_name"])
-    # Every worker's cached gallery matrix is keyed by this counter, so the next search reloads without them.
+    redacted = _batch_reports_redact(subject)
+    # Every worker's cached gallery matrix is keyed by this counter, so the next search reloads without them;
+    # this process drops its copy as soon as the erasure commits.
     Organisation.objects.filter(pk=organisation.pk).update(gallery_version=F("gallery_version") + 1)
+    organisation_id = organisation.pk
+    transaction.on_commit(lambda: _gallery_cache_forget(organisation_id))
     audit_record(
         action="subject.erase",
         actor=acting_user,
         organisation=organisation,
         target=subject,
-        detail={"code": subject.code, "photos": len(photos)},
+        detail={"code": subject.code, "photos": len(photos), "import_reports_redacted": redacted},
+    )
+    case_ids = sorted(set(Candidate.objects.filter(subject=subject).values_list("case_id", flat=True)))
+    _listeners_tell(
+        BiometricsRemoved(
+            kind="subject.erase",
+            organisation_id=organisation.pk,
+            case_ids=case_ids,
+            acting_user=acting_user,
+            subject_code=subject.code,
+        )
     )
 
 
 @transaction.atomic
-def case_close(*, case: Case, acting_user: Any) -> Case:
-    case = Case.objects.select_for_update().get(pk=case.pk)
+def case_close(*, case: Case, acting_user: Any, reason: str) -> Case:
+    """Close a case: its retention period starts now, and the beat sweep purges its biometrics when it ends."""
+    case = Case.objects.select_for_update().select_related("organisation").get(pk=case.pk)
+    if not (access.can_close_case(acting_user) and access.same_organisation(acting_user, case.organisation_id)):
+        raise ServiceError("Only the organisation's caseworkers and admins may close its cases.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("Give a reason for closing the case.")
+    if len(reason) > 2000:
+        raise ServiceError("The reason is too long (2000 characters at most).")
+    if case.closed_at is not None:
+        raise ServiceError("This case is already closed.")
+    case.closed_at = timezone.now()
+    case.closed_by = acting_user
+    case.close_reason = reason
+    case.save(update_fields=["closed_at", "closed_by", "close_reason"])
+    due = case.purge_due_at
+    audit_record(
+        action="case.close",
+        actor=acting_user,
+        organisation_id=case.organisation_id,
+        target=case,
+        detail={"reason": reason, "purge_due_at": due.isoformat() if due else None},
+    )
+    return case
+
+
+@transaction.atomic
+def case_reopen(*, case: Case, acting_user: Any, reason: str = "") -> Case:
+    """Reopen a closed case before it is purged; its retention clock stops. Org admins only."""
+    case = Case.objects.select_for_update().select_related("organisation").get(pk=case.pk)
+    if not (access.can_reopen_case(acting_user) and access.same_organisation(acting_user, case.organisation_id)):
+        raise ServiceError("Only the organisation's admins may reopen a case.")
+    if case.purged_at is not None:
+        raise ServiceError("This case's photos were purged; it cannot be reopened.")
     if case.closed_at is None:
-        case.closed_at = timezone.now()
-        case.save(update_fields=["closed_at"])
-        audit_record(action="case.close", actor=acting_user, organisation_id=case.organisation_id, target=case)
+        raise ServiceError("This case is open.")
+    closed = {"closed_at": case.closed_at.isoformat(), "close_reason": case.close_reason}
+    case.closed_at = None
+    case.closed_by = None
+    case.close_reason = ""
+    case.save(update_fields=["closed_at", "closed_by", "close_reason"])
+    audit_record(
+        action="case.reopen",
+        actor=acting_user,
+        organisation_id=case.organisation_id,
+        target=case,
+        detail={**closed, "reason": (reason or "").strip()[:2000]},
+    )
     return case
 
 
@@ -112,6 +233,9 @@ def cases_purge_expired(*, now=None) -> int:
                 organisation=case.organisation,
                 target=locked,
                 detail={"photos": len(photos), "retention_days": case.organisation.retention_days},
+            )
+            _listeners_tell(
+                BiometricsRemoved(kind="case.purge", organisation_id=case.organisation_id, case_ids=[case.pk])
             )
         purged += 1
     return purged

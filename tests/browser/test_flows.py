@@ -128,3 +128,26 @@ def test_an_upload_over_the_request_limit_gets_a_readable_page(page, live_server
     page.wait_for_selector("h1:has-text('Upload too large')")
     assert "the limit is 16 KB per request" in page.inner_text("body")
     assert not Case.objects.filter(reference="BIG-1").exists()
+
+
+def test_caseworker_closes_a_case_and_sees_when_it_will_be_purged(
+    page, screenshot, live_server, open_case, alice, password
+):
+    organisation = alice.membership.organisation
+    organisation.retention_days = 30
+    organisation.save(update_fields=["retention_days"])
+    case = open_case(OBAMA_2, reference="B-9")
+    log_in(page, live_server, "alice", password)
+    page.goto(f"{live_server.url}/cases/{case.pk}/")
+    assert "30 days after the case is closed" in page.inner_text("[data-role=purge-date]")
+    screenshot("caseworker-case-close-control")
+
+    page.fill("textarea[name=reason]", "The child was found safe and is back with the family.")
+    page.click("form.close-case button[type=submit]")
+
+    page.wait_for_selector("[data-role=purge-date] strong")
+    case.refresh_from_db()
+    assert case.closed_at is not None and case.close_reason.startswith("The child was found safe")
+    assert "will be purged on" in page.inner_text("[data-role=purge-date]")
+    assert page.locator("form.close-case").count() == 0
+    screenshot("caseworker-case-closed-purge-date")

@@ -95,8 +95,8 @@ def test_retention_purges_biometrics_of_cases_closed_past_the_policy(enrol, open
     enrol("OBAMA-REF", OBAMA)
     org.retention_days = 30
     org.save()
-    old = services.case_close(case=open_case(OBAMA_2, reference="OLD"), acting_user=alice)
-    recent = services.case_close(case=open_case(OBAMA_2, reference="RECENT"), acting_user=alice)
+    old = services.case_close(case=open_case(OBAMA_2, reference="OLD"), acting_user=alice, reason="Found.")
+    recent = services.case_close(case=open_case(OBAMA_2, reference="RECENT"), acting_user=alice, reason="Found.")
     type(old).objects.filter(pk=old.pk).update(closed_at=timezone.now() - timedelta(days=31))
     type(recent).objects.filter(pk=recent.pk).update(closed_at=timezone.now() - timedelta(days=10))
     old_photo = old.photos.get()

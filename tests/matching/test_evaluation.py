@@ -151,3 +151,18 @@ def test_audit_validity_names_why_an_audit_does_not_count(audit_run, org):
     org.audit_max_age_days = 0
     org.save()
     assert "days old" in evaluation.audit_validity(org).reason
+
+
+def test_erasing_an_evaluation_set_deletes_its_encodings_and_keeps_its_runs(audit_run, dana):
+    from matching.evaluation import AuditError, audit_dataset_erase, audit_run_create
+    from portal.models import AuditEvent
+
+    dataset = audit_run.dataset
+
+    erased = audit_dataset_erase(dataset=dataset, acting_user=dana)
+
+    assert erased > 0 and not dataset.samples.exists()
+    assert AuditRun.objects.filter(pk=audit_run.pk).exists()  # the measured rates hold no face
+    assert AuditEvent.objects.filter(action="audit.dataset_erase", detail__samples=erased).exists()
+    with pytest.raises(AuditError, match="fewer than two"):
+        audit_run_create(dataset=dataset, organisation=audit_run.organisation, acting_user=dana)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
@@ -14,16 +15,23 @@ from tests.conftest import OBAMA_2
 from tests.factories import OrganisationFactory
 
 
-def _invite(client, dana, email="nina@example.org", role="reviewer") -> str:
-    client.force_login(dana)
-    client.post(reverse("admin:portal_invitation_add"), {"email": email, "role": role, "_save": "Save"})
-    client.logout()
-    (message,) = mail.outbox
-    return re.search(r"/accounts/invitations/[^/\s]+/", message.body).group(0)
+@pytest.fixture
+def invite(eager_tasks, django_capture_on_commit_callbacks):
+    """Invite through the admin; the mail task runs inline once the admin's transaction commits."""
+
+    def invite(client, dana, email="nina@example.org", role="reviewer") -> str:
+        client.force_login(dana)
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(reverse("admin:portal_invitation_add"), {"email": email, "role": role, "_save": "Save"})
+        client.logout()
+        (message,) = mail.outbox
+        return re.search(r"/accounts/invitations/[^/\s]+/", message.body).group(0)
+
+    return invite
 
 
-def test_an_org_admin_invites_by_email_and_the_link_works_once(client, dana, org):
-    link = _invite(client, dana)
+def test_an_org_admin_invites_by_email_and_the_link_works_once(client, dana, org, invite):
+    link = invite(client, dana)
 
     joined = client.post(link, {"username": "nina", "password": "a long enough passphrase"})
     client.logout()
@@ -37,8 +45,8 @@ def test_an_org_admin_invites_by_email_and_the_link_works_once(client, dana, org
     assert Invitation.objects.get().token_hash not in link  # only the hash is stored
 
 
-def test_an_expired_invitation_is_refused(client, dana):
-    link = _invite(client, dana)
+def test_an_expired_invitation_is_refused(client, dana, invite):
+    link = invite(client, dana)
     Invitation.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
 
     response = client.post(link, {"username": "nina", "password": "a long enough passphrase"})

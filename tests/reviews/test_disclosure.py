@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import io
+import os
+from datetime import timedelta
 
 from django.urls import reverse
+from django.utils import timezone
 from pypdf import PdfReader
 
-from reviews.disclosure import LEAD_ONLY
+from matching import services
+from matching.models import Case
+from portal.models import AuditEvent
+from reviews import disclosure
+from reviews.disclosure import LEAD_ONLY, disclosure_request
 from reviews.models import DisclosureReport
 from tests.conftest import OBAMA, OBAMA_2, decide
 
@@ -53,3 +60,92 @@ def test_caseworkers_and_other_organisations_cannot_get_disclosures(
     for user in (alice, charlie):
         client.force_login(user)
         assert client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"])).status_code == 404
+
+
+def _documents(client, report) -> list[str]:
+    pdf = client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"]))
+    html = b"".join(client.get(reverse("reviews:disclosure_download", args=[report.pk, "html"])).streaming_content)
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(b"".join(pdf.streaming_content))).pages)
+    return [" ".join(text.split()), " ".join(html.decode().split())]
+
+
+def test_a_disclosure_of_a_purged_case_says_the_photos_were_purged(
+    client, alice, reviewers, org, open_case, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Given a case closed and purged under the retention policy
+    org.retention_days = 1
+    org.save(update_fields=["retention_days"])
+    case = open_case(OBAMA_2, reference="D-3")
+    services.case_close(case=case, acting_user=alice, reason="Found.")
+    Case.objects.filter(pk=case.pk).update(closed_at=timezone.now() - timedelta(days=2))
+    assert services.cases_purge_expired() == 1
+
+    # When a reviewer asks for its disclosure report
+    with django_capture_on_commit_callbacks(execute=True):
+        report = disclosure_request(case=case, acting_user=reviewers[0])
+    report.refresh_from_db()
+
+    # Then it is generated, without the photo, saying why
+    assert report.status == "done", report.failure_reason
+    client.force_login(reviewers[0])
+    for document in _documents(client, report):
+        assert "The photo was purged on" in document and "retention policy" in document
+    assert b"data:image/jpeg" not in report.html.open("rb").read()
+
+
+def test_a_disclosure_made_before_an_erasure_is_regenerated_without_the_subject(
+    client, reviewers, dana, enrol, open_case, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Given a disclosure that names a gallery subject
+    subject = enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+    case = open_case(OBAMA_2, reference="D-4")
+    with django_capture_on_commit_callbacks(execute=True):
+        report = disclosure_request(case=case, acting_user=reviewers[0])
+    report.refresh_from_db()
+    old_files = [report.html.path, report.pdf.path]
+    client.force_login(reviewers[0])
+    assert all("Barack Obama" in document for document in _documents(client, report))
+
+    # When the subject is erased
+    with django_capture_on_commit_callbacks(execute=True):
+        services.subject_erase(subject=subject, acting_user=dana)
+
+    # Then the old files are gone, the new ones do not name the subject, and the log says it was regenerated
+    report.refresh_from_db()
+    assert report.status == "done" and report.regenerated_at is not None
+    assert not any(os.path.exists(path) for path in old_files)
+    for document in _documents(client, report):
+        assert "Barack Obama" not in document and "erased from the gallery" in document
+    event = AuditEvent.objects.get(action="disclosure.regenerate", target_id=str(report.pk))
+    assert event.actor == dana and event.detail == {
+        "because": "subject.erase",
+        "case": case.pk,
+        "subject_code": "OBAMA-REF",
+    }
+
+
+def test_a_generation_running_across_an_erasure_keeps_nothing_it_read(reviewers, dana, enrol, open_case, monkeypatch):
+    from reviews.disclosure import disclosure_generate, disclosures_after_biometrics_removed
+
+    # Given a report being generated (claimed as running) when an erasure regenerates it
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+    case = open_case(OBAMA_2, reference="D-5")
+    report = DisclosureReport.objects.create(case=case, requested_by=reviewers[0], status="running")
+    real_context = disclosure.disclosure_context
+
+    def context_then_erasure(case):
+        context = real_context(case)
+        disclosures_after_biometrics_removed(
+            services.BiometricsRemoved(
+                kind="subject.erase", organisation_id=case.organisation_id, case_ids=[case.pk], acting_user=dana
+            )
+        )
+        return context
+
+    # When the generation that started before the erasure finishes
+    monkeypatch.setattr(disclosure, "disclosure_context", context_then_erasure)
+    disclosure_generate(report_id=report.pk)
+
+    # Then nothing of it was stored: the report waits for its new generation
+    report.refresh_from_db()
+    assert report.status == "queued" and not report.html and not report.pdf

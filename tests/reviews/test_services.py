@@ -137,7 +137,7 @@ def test_every_feature_must_be_marked(reviewers, candidate):
 
 
 def test_the_caseworker_is_mailed_when_a_match_is_confirmed_and_review_completes(
-    reviewers, candidate, alice, django_capture_on_commit_callbacks
+    reviewers, candidate, alice, eager_tasks, django_capture_on_commit_callbacks
 ):
     alice.email = "alice@example.org"
     alice.save()
