@@ -23,7 +23,10 @@ page (a browser's --image-connections parallel requests, 6), waits --think secon
 --duration seconds, while a probe requests /healthz every 20 ms. It reports the page alone, the page with its
 images, each image, and the queue per organisation, each with its ratio to /healthz during the same load.
 Every synthetic photo and crop names one small real JPEG, so that the images are real file responses and
-each one records its view in the activity log, as in production. A reduced size for a busy machine:
+each one records its view in the activity log, as in production; views are sealed every --seal-seconds meanwhile,
+as the beat would. --writer-hold-ms adds a long writer in the last organisation, which holds an activity-log
+write's transaction open (as a bulk enrolment does): no other organisation's request may wait for it. A
+reduced size for a busy machine:
 
     .venv/bin/python bench/web.py --scenario reviewers --faces 30000 --candidates 10000 --duration 40 --workers 4
 """
@@ -278,7 +281,12 @@ def seed(
             )
     first_case = Case.objects.filter(organisation=organisation).order_by("id").first()
     first_candidate = Candidate.objects.filter(organisation=organisation, outcome="pending").order_by("id").first()
-    return {"users": users, "case_id": first_case.pk, "candidate_id": first_candidate.pk}
+    return {
+        "users": users,
+        "case_id": first_case.pk,
+        "candidate_id": first_candidate.pk,
+        "organisation_id": organisation.pk,
+    }
 
 
 def thumbnail_write(media_root: Path) -> None:
@@ -402,8 +410,42 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
             add("/healthz (during the load)", (time.perf_counter() - start) * 1e3)
             time.sleep(0.02)
 
+    def sealer() -> None:
+        # As the beat does, more often: the sealing's own cost (each chain's lock, briefly) is in the figures.
+        from django.db import connection
+
+        from portal import audit
+
+        while time.monotonic() < deadline:
+            time.sleep(min(args.seal_seconds, max(0.0, deadline - time.monotonic())))
+            start = time.perf_counter()
+            sealed = audit.audit_views_seal()
+            add("seal (views per run)", sealed)
+            add("seal ms", (time.perf_counter() - start) * 1e3)
+        connection.close()
+
+    def long_writer(organisation_id: int) -> None:
+        # A long service transaction in the last organisation (a bulk enrolment, say): it writes its activity-log
+        # row first and holds the transaction open for --writer-hold-ms, half of the time.
+        from django.db import connection, transaction
+
+        from portal.audit import audit_record
+
+        hold = args.writer_hold_ms / 1e3
+        while time.monotonic() < deadline:
+            with transaction.atomic():
+                audit_record(action="bench.long_write", organisation_id=organisation_id)
+                time.sleep(hold)
+            add("long writes", 1)
+            time.sleep(hold)
+        connection.close()
+
     threads = [threading.Thread(target=reviewer, args=(person,)) for person in reviewers]
     threads.append(threading.Thread(target=probe))
+    if args.writer_hold_ms:
+        threads.append(threading.Thread(target=long_writer, args=(reviewers[-1]["organisation_id"],)))
+    if hasattr(__import__("portal.audit").audit, "audit_views_seal"):
+        threads.append(threading.Thread(target=sealer))
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -437,6 +479,16 @@ def reviewers_report(args: argparse.Namespace, samples: dict[str, list[float]], 
         )
     per_page = samples.get("queue images per page", [0])
     print(f"images per queue page: {per_page[0]:.0f}")
+    if samples.get("long writes"):
+        print(
+            f"meanwhile {len(samples['long writes'])} long writes in {organisations[-1]}, each holding its "
+            f"transaction open {args.writer_hold_ms:.0f} ms"
+        )
+    if samples.get("seal ms"):
+        print(
+            f"views sealed every {args.seal_seconds:.0f} s meanwhile: {sum(samples['seal (views per run)']):.0f} "
+            f"views, {len(samples['seal ms'])} runs, longest {max(samples['seal ms']):.0f} ms"
+        )
 
 
 def main() -> None:
@@ -461,6 +513,14 @@ def main() -> None:
     parser.add_argument("--organisations", type=int, default=2, help="organisations the reviewers belong to")
     parser.add_argument("--image-connections", type=int, default=6, help="parallel image requests per reviewer")
     parser.add_argument("--think", type=float, default=1.0, help="seconds a reviewer looks at a page before the next")
+    parser.add_argument(
+        "--writer-hold-ms",
+        type=float,
+        default=0,
+        help="a writer in the last organisation holds an activity-log write's transaction open this long, half of "
+        "the time (0: none)",
+    )
+    parser.add_argument("--seal-seconds", type=float, default=10, help="how often views are sealed during the load")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (above 1: gthread)")
     args = parser.parse_args()
@@ -499,6 +559,7 @@ def main() -> None:
                         "organisation": f"organisation {index + 1}",
                         "cookie": session_cookie(user),
                         "candidate_path": f"/admin/reviews/reviewitem/{organisation_seed['candidate_id']}/change/",
+                        "organisation_id": organisation_seed["organisation_id"],
                     }
                 )
     users = seeded["users"]
