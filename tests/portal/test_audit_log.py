@@ -54,12 +54,12 @@ def events(org, alice):
     return [audit_record(action=f"test.{n}", actor=alice, organisation=org, detail={"n": n}) for n in range(5)]
 
 
-def verify(checkpoints=None) -> str:
-    """Run verify_audit_log as an operator would; return its output, or raise CommandError."""
+def verify(checkpoints=None, *args: str) -> str:
+    """Run verify_audit_log as an operator would; return its output, or raise CommandError with its report."""
     from io import StringIO
 
     out, err = StringIO(), StringIO()
-    args = ["--checkpoints", str(checkpoints)] if checkpoints else []
+    args = [*(["--checkpoints", str(checkpoints)] if checkpoints else []), *args]
     try:
         call_command("verify_audit_log", *args, stdout=out, stderr=err)
     except CommandError as error:
@@ -424,3 +424,30 @@ def test_the_migration_rechains_an_existing_log_per_organisation(tamper):
     assert note.chain == 0 and note.detail["legacy_events"] == 6
     assert note.detail["legacy_verified"] is (not tamper)
     assert ("event 2" in note.detail["legacy_problem"]) is tamper
+
+
+def test_verify_reads_the_checkpoints_from_the_configured_storage(events, checkpoints):
+    audit_checkpoint_export()
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [events[4].pk])
+    sql(f"UPDATE {HEADS} SET last_seq = 4, last_hash = %s WHERE chain = %s", [events[3].hash, events[3].chain])
+
+    with pytest.raises(CommandError, match="recorded 5 events, the chain now holds 4"):
+        verify(None, "--stored-checkpoints")
+
+
+def test_checkpoints_go_to_the_s3_bucket_when_one_is_configured():
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    # Given a media bucket is configured (boto3 is not imported: only the storage's settings are read)
+    env = {**os.environ, "AWS_STORAGE_BUCKET_NAME": "portal-media", "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    code = "from django.conf import settings as s; c = s.STORAGES['audit_checkpoints']; "
+    code += "print(c['BACKEND'], c['OPTIONS']['bucket_name'], c['OPTIONS']['location'])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.stdout.split() == ["storages.backends.s3.S3Storage", "portal-media", "audit-checkpoints"]
