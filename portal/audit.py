@@ -398,7 +398,9 @@ def audit_chain_verify(checkpoints: Iterable[tuple[str, dict[str, Any]]] = ()) -
             continue
         length = lengths.get(chain_id, 0)
         head = heads.get(chain_id)
-        if head is not None and head.last_seq != length:
+        if head is None and length:
+            fail(chain_id, None, None, f"its head row is missing ({length} events)")
+        elif head is not None and head.last_seq != length:
             fail(chain_id, None, None, f"its head records {head.last_seq} events but the chain holds {length}")
         elif head is not None and length and head.last_hash != last_hashes[chain_id]:
             fail(chain_id, None, None, "its head's hash is not the hash of its last event")
