@@ -16,6 +16,19 @@ same middleware stack).
 
     .venv/bin/python bench/web.py
     .venv/bin/python bench/web.py --duration 5 --faces 100000 --candidates 10000 --database portal_bench_small
+
+The reviewers scenario (--scenario reviewers, or all) has --reviewers reviewers (8) across --organisations
+organisations (2) work at once: each loads the review queue, then a candidate's page, and every image on each
+page (a browser's --image-connections parallel requests, 6), waits --think seconds, and starts again, for
+--duration seconds, while a probe requests /healthz every 20 ms. It reports the page alone, the page with its
+images, each image, and the queue per organisation, each with its ratio to /healthz during the same load.
+Every synthetic photo and crop names one small real JPEG, so that the images are real file responses and
+each one records its view in the activity log, as in production; views are sealed every --seal-seconds meanwhile,
+as the beat would. --writer-hold-ms adds a long writer in the last organisation, which holds an activity-log
+write's transaction open (as a bulk enrolment does): no other organisation's request may wait for it. A
+reduced size for a busy machine:
+
+    .venv/bin/python bench/web.py --scenario reviewers --faces 30000 --candidates 10000 --duration 40 --workers 4
 """
 
 from __future__ import annotations
@@ -127,8 +140,14 @@ def insert_series(model, count: int, expressions: dict[str, str], constants: dic
     return base + 1
 
 
-def seed(args: argparse.Namespace) -> dict:
-    """The organisation, its members and the synthetic rows; reused when they are already there."""
+def seed(
+    args: argparse.Namespace, *, slug: str = ORG_SLUG, name: str = "Web benchmark", suffix: str = "", reviewers: int = 1
+) -> dict:
+    """One organisation, its members and the synthetic rows; reused when they are already there.
+
+    The first organisation's members are bench-case, bench-review and bench-admin; another organisation's carry
+    `suffix`, and reviewers after the first are numbered (bench-review-2, ...).
+    """
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
@@ -140,17 +159,21 @@ def seed(args: argparse.Namespace) -> dict:
     from reviews.services import training_record
 
     User = get_user_model()
-    organisation = Organisation.objects.filter(slug=ORG_SLUG).first()
+    organisation = Organisation.objects.filter(slug=slug).first()
     if organisation is None:
         root = User.objects.filter(username="bench-root").first() or User.objects.create_superuser(
             "bench-root", "root@example.org", "bench-password-2026"
         )
-        organisation = organisation_create(name="Web benchmark", slug=ORG_SLUG, acting_user=root)
+        organisation = organisation_create(name=name, slug=slug, acting_user=root)
     users = {}
-    for username, role in [("bench-case", "caseworker"), ("bench-review", "reviewer"), ("bench-admin", "org_admin")]:
+    members = [(f"bench-case{suffix}", "caseworker"), (f"bench-review{suffix}", "reviewer")]
+    members += [(f"bench-review{suffix}-{n}", f"reviewer-{n}") for n in range(2, reviewers + 1)]
+    members += [(f"bench-admin{suffix}", "org_admin")]
+    for username, key in members:
         user = User.objects.filter(username=username).first() or User.objects.create_user(username, password="x" * 20)
+        role = key.split("-")[0]
         Membership.objects.get_or_create(user=user, defaults={"organisation": organisation, "role": role})
-        users[role] = user
+        users[key] = user
     subjects = args.faces // 3
     if (
         Face.objects.filter(organisation=organisation, subject__isnull=False).count() == args.faces
@@ -247,15 +270,33 @@ def seed(args: argparse.Namespace) -> dict:
             f"seeded {args.faces:,} gallery faces, {args.candidates:,} candidates in "
             f"{time.perf_counter() - start:.0f} s"
         )
-    training_record(
-        organisation=organisation,
-        reviewer=users["reviewer"],
-        trained_on=datetime.date.today() - datetime.timedelta(days=10),
-        course="Benchmark",
-        acting_user=users["org_admin"],
-    )
+    for key, user in users.items():
+        if key.startswith("reviewer"):
+            training_record(
+                organisation=organisation,
+                reviewer=user,
+                trained_on=datetime.date.today() - datetime.timedelta(days=10),
+                course="Benchmark",
+                acting_user=users["org_admin"],
+            )
     first_case = Case.objects.filter(organisation=organisation).order_by("id").first()
-    return {"users": users, "case_id": first_case.pk}
+    first_candidate = Candidate.objects.filter(organisation=organisation, outcome="pending").order_by("id").first()
+    return {
+        "users": users,
+        "case_id": first_case.pk,
+        "candidate_id": first_candidate.pk,
+        "organisation_id": organisation.pk,
+    }
+
+
+def thumbnail_write(media_root: Path) -> None:
+    """The one small JPEG every synthetic photo and crop names, so that thumbnails are real file responses."""
+    from PIL import Image
+
+    path = media_root / "synthetic.jpg"
+    if not path.exists():
+        media_root.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (96, 96), (128, 110, 100)).save(path, "JPEG", quality=85)
 
 
 def session_cookie(user) -> str:
@@ -282,6 +323,174 @@ def wrk(url: str, cookie: str, duration: int, connections: int, script: str) -> 
             "rps": requests / (micros / 1e6)}  # fmt: skip
 
 
+IMG_SRC = re.compile(r'<img[^>]*\ssrc="(/media/[^"]+)"')  # static files are cached by a browser
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Browser:
+    """One reviewer's browser: a keep-alive connection for pages and a few for images, as a browser opens."""
+
+    def __init__(self, port: int, cookie: str, image_connections: int) -> None:
+        import http.client
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.port, self.cookie = port, cookie
+        self.local = threading.local()
+        self.page = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.pool = ThreadPoolExecutor(max_workers=image_connections)
+
+    def _get(self, connection, path: str) -> tuple[float, int, bytes]:
+        start = time.perf_counter()
+        connection.request("GET", path, headers={"Cookie": self.cookie})
+        response = connection.getresponse()
+        body = response.read()
+        return (time.perf_counter() - start) * 1e3, response.status, body
+
+    def _image(self, path: str) -> tuple[float, int]:
+        import http.client
+
+        if not hasattr(self.local, "connection"):
+            self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        elapsed, status, _ = self._get(self.local.connection, path)
+        return elapsed, status
+
+    def load(self, path: str) -> tuple[float, list[tuple[float, int]], float, int]:
+        """The page, then every <img> on it in parallel: page ms, each image (ms, status), total ms, status."""
+        start = time.perf_counter()
+        page_ms, status, body = self._get(self.page, path)
+        sources = IMG_SRC.findall(body.decode("utf-8", "replace"))
+        images = list(self.pool.map(self._image, sources))
+        return page_ms, images, (time.perf_counter() - start) * 1e3, status
+
+
+def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict]) -> dict:
+    """Each reviewer loads the queue and a candidate page, with their images, over and over for args.duration
+    seconds, all at once; a probe requests /healthz every 20 ms meanwhile."""
+    import http.client
+    import threading
+
+    samples: dict[str, list[float]] = {}
+    lock = threading.Lock()
+    errors: list[str] = []
+    deadline = time.monotonic() + args.duration
+
+    def add(key: str, value: float) -> None:
+        with lock:
+            samples.setdefault(key, []).append(value)
+
+    def reviewer(person: dict) -> None:
+        browser = Browser(base_port, person["cookie"], args.image_connections)
+        pages = [("queue", "/admin/reviews/reviewitem/"), ("candidate", person["candidate_path"])]
+        while time.monotonic() < deadline:
+            for kind, path in pages:
+                page_ms, images, total_ms, status = browser.load(path)
+                bad = [s for _, s in images if s != 200]
+                if status != 200 or bad:
+                    errors.append(f"{person['username']} {path}: {status}, images {bad[:3]}")
+                    return
+                add(f"{kind} page", page_ms)
+                add(f"{kind} with images", total_ms)
+                add(f"{kind} with images, {person['organisation']}", total_ms)
+                for image_ms, _ in images:
+                    add("image", image_ms)
+                add(f"{kind} images per page", len(images))
+                time.sleep(args.think)
+
+    def probe() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", base_port, timeout=60)
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            add("/healthz (during the load)", (time.perf_counter() - start) * 1e3)
+            time.sleep(0.02)
+
+    def sealer() -> None:
+        # As the beat does, more often: the sealing's own cost (each chain's lock, briefly) is in the figures.
+        from django.db import connection
+
+        from portal import audit
+
+        while time.monotonic() < deadline:
+            time.sleep(min(args.seal_seconds, max(0.0, deadline - time.monotonic())))
+            start = time.perf_counter()
+            sealed = audit.audit_views_seal()
+            add("seal (views per run)", sealed)
+            add("seal ms", (time.perf_counter() - start) * 1e3)
+        connection.close()
+
+    def long_writer(organisation_id: int) -> None:
+        # A long service transaction in the last organisation (a bulk enrolment, say): it writes its activity-log
+        # row first and holds the transaction open for --writer-hold-ms, half of the time.
+        from django.db import connection, transaction
+
+        from portal.audit import audit_record
+
+        hold = args.writer_hold_ms / 1e3
+        while time.monotonic() < deadline:
+            with transaction.atomic():
+                audit_record(action="bench.long_write", organisation_id=organisation_id)
+                time.sleep(hold)
+            add("long writes", 1)
+            time.sleep(hold)
+        connection.close()
+
+    threads = [threading.Thread(target=reviewer, args=(person,)) for person in reviewers]
+    threads.append(threading.Thread(target=probe))
+    if args.writer_hold_ms:
+        threads.append(threading.Thread(target=long_writer, args=(reviewers[-1]["organisation_id"],)))
+    if hasattr(__import__("portal.audit").audit, "audit_views_seal"):
+        threads.append(threading.Thread(target=sealer))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit("reviewer load failed: " + "; ".join(errors[:5]))
+    return samples
+
+
+def reviewers_report(args: argparse.Namespace, samples: dict[str, list[float]], reviewers: list[dict]) -> None:
+    organisations = sorted({person["organisation"] for person in reviewers})
+    print(
+        f"\nreviewers: {len(reviewers)} at once across {len(organisations)} organisations, each loading the queue "
+        f"and a candidate page with their images ({args.image_connections} image connections each), "
+        f"{args.think} s think time, {args.duration} s; gunicorn {args.workers} workers x {args.threads} threads; "
+        f"{args.faces:,} gallery faces and {args.candidates:,} candidates per organisation; "
+        f"cores {os.cpu_count()}; load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    baseline = samples["/healthz (during the load)"]
+    base95 = percentile(baseline, 0.95)
+    print(f"{'measure':<42}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95/healthz':>12}  p95 < 150 ms")
+    keys = ["/healthz (during the load)", "queue page", "queue with images", "candidate page",
+            "candidate with images", "image"]  # fmt: skip
+    keys += [f"queue with images, {organisation}" for organisation in organisations]
+    for key in keys:
+        values = samples.get(key, [])
+        p95 = percentile(values, 0.95)
+        print(
+            f"{key:<42}{len(values):>7}{percentile(values, 0.5):>9.1f}{p95:>9.1f}{percentile(values, 0.99):>9.1f}"
+            f"{p95 / base95:>11.1f}x  {'yes' if p95 < 150 else 'NO'}"
+        )
+    per_page = samples.get("queue images per page", [0])
+    print(f"images per queue page: {per_page[0]:.0f}")
+    if samples.get("long writes"):
+        print(
+            f"meanwhile {len(samples['long writes'])} long writes in {organisations[-1]}, each holding its "
+            f"transaction open {args.writer_hold_ms:.0f} ms"
+        )
+    if samples.get("seal ms"):
+        print(
+            f"views sealed every {args.seal_seconds:.0f} s meanwhile: {sum(samples['seal (views per run)']):.0f} "
+            f"views, {len(samples['seal ms'])} runs, longest {max(samples['seal ms']):.0f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=1_000_000, help="synthetic reference faces")
@@ -294,6 +503,26 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20, help="seconds of load per URL")
     parser.add_argument("--connections", type=int, default=2, help="wrk connections (2 = one per gunicorn worker)")
     parser.add_argument("--var-dir", default="/tmp/perfvar/bench-web")
+    parser.add_argument(
+        "--scenario",
+        choices=["urls", "reviewers", "all"],
+        default="all",
+        help="urls: each URL alone under wrk; reviewers: concurrent reviewers loading pages with their images",
+    )
+    parser.add_argument("--reviewers", type=int, default=8, help="concurrent reviewers, split across organisations")
+    parser.add_argument("--organisations", type=int, default=2, help="organisations the reviewers belong to")
+    parser.add_argument("--image-connections", type=int, default=6, help="parallel image requests per reviewer")
+    parser.add_argument("--think", type=float, default=1.0, help="seconds a reviewer looks at a page before the next")
+    parser.add_argument(
+        "--writer-hold-ms",
+        type=float,
+        default=0,
+        help="a writer in the last organisation holds an activity-log write's transaction open this long, half of "
+        "the time (0: none)",
+    )
+    parser.add_argument("--seal-seconds", type=float, default=10, help="how often views are sealed during the load")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (above 1: gthread)")
     args = parser.parse_args()
 
     env = environment_set(args)
@@ -304,7 +533,35 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    seeded = seed(args)
+    from django.conf import settings
+
+    thumbnail_write(Path(settings.MEDIA_ROOT))
+    per_organisation = -(-args.reviewers // args.organisations)
+    seeded = seed(args, reviewers=per_organisation)
+    reviewers = []
+    for index in range(args.organisations):
+        organisation_seed = (
+            seeded
+            if index == 0
+            else seed(
+                args,
+                slug=f"{ORG_SLUG}-{index + 1}",
+                name=f"Web benchmark {index + 1}",
+                suffix=f"-org{index + 1}",
+                reviewers=per_organisation,
+            )
+        )
+        for key, user in organisation_seed["users"].items():
+            if key.startswith("reviewer") and len(reviewers) < args.reviewers * (index + 1) // args.organisations:
+                reviewers.append(
+                    {
+                        "username": user.username,
+                        "organisation": f"organisation {index + 1}",
+                        "cookie": session_cookie(user),
+                        "candidate_path": f"/admin/reviews/reviewitem/{organisation_seed['candidate_id']}/change/",
+                        "organisation_id": organisation_seed["organisation_id"],
+                    }
+                )
     users = seeded["users"]
     base = f"http://127.0.0.1:{args.port}"
     cookies = {role: session_cookie(user) for role, user in users.items()}
@@ -319,9 +576,10 @@ def main() -> None:
         ("API /api/cases/<id>/", f"/api/cases/{seeded['case_id']}/", "caseworker"),
     ]
     log = Path(args.var_dir) / "gunicorn.log"
+    threads = ["--threads", str(args.threads)] if args.threads > 1 else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", "2", "--bind",
-         f"127.0.0.1:{args.port}", "--log-level", "warning"],
+        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", str(args.workers), *threads,
+         "--bind", f"127.0.0.1:{args.port}", "--log-level", "warning"],
         cwd=ROOT, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -337,7 +595,10 @@ def main() -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
             handle.write(WRK_SCRIPT)
         results = []
-        for label, path, role in urls:
+        samples = None
+        if args.scenario in ("reviewers", "all"):
+            samples = reviewers_run(args, args.port, reviewers)
+        for label, path, role in urls if args.scenario in ("urls", "all") else []:
             request = urllib.request.Request(f"{base}{path}", headers={"Cookie": cookies[role]})
             for _ in range(3):  # warm both workers' connections and caches
                 with urllib.request.urlopen(request, timeout=60) as response:
@@ -349,8 +610,12 @@ def main() -> None:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
+    if samples is not None:
+        reviewers_report(args, samples, reviewers)
+    if not results:
+        return
     print(
-        f"\nweb benchmark: gunicorn 2 workers on 127.0.0.1, wrk 1 thread {args.connections} connections "
+        f"\nweb benchmark: gunicorn {args.workers} workers on 127.0.0.1, wrk 1 thread {args.connections} connections "
         f"{args.duration} s per URL; {args.faces:,} gallery faces, {args.candidates:,} candidates; cores "
         f"{os.cpu_count()}; load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )

@@ -30,6 +30,7 @@ from portal.services import (
     organisation_create,
     organisation_update,
     organisation_use_case_approve,
+    user_deactivate,
 )
 
 User = get_user_model()
@@ -48,6 +49,37 @@ class SuperuserOnlyUserAdmin(UserAdmin):
     has_view_permission = has_change_permission = has_add_permission = has_delete_permission = (
         lambda self, request, obj=None: access.is_superuser(request.user)
     )
+    # Deleting a user the activity log names would break its chain (the rows cover the actor's id, and the
+    # foreign key protects them): such users are deactivated instead.
+    actions = ["deactivate"]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        from django.contrib.admin.utils import unquote
+        from django.shortcuts import redirect
+
+        user = self.get_object(request, unquote(object_id))
+        if user is not None and AuditEvent.objects.filter(actor=user).exists():
+            self.message_user(
+                request,
+                f"{user} cannot be deleted: the activity log names them, and must go on naming them. "
+                'Deactivate the account instead (the "Deactivate selected users" action, or untick Active).',
+                messages.ERROR,
+            )
+            return redirect("admin:auth_user_change", user.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Deactivate selected users", permissions=["change"])
+    def deactivate(self, request, queryset) -> None:
+        for user in queryset:
+            try:
+                user_deactivate(user=user, acting_user=request.user)
+            except AccessError as error:
+                self.message_user(request, f"{user}: {error}", messages.ERROR)
 
 
 @admin.register(Organisation)

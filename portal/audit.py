@@ -1,25 +1,91 @@
-"""The audit log: append-only and hash-chained."""
+"""The activity log: append-only, one HMAC-keyed hash chain per organisation, checkpointed outside the database.
+
+Each organisation's events form their own chain (events with no organisation form chain 0), so that writers
+in one organisation never wait on another's. Every row's hash is an HMAC-SHA256 under a key that lives in the
+environment (AUDIT_LOG_KEYS, newest first), not in the database, and each row names the key it was signed with,
+so that old rows still verify after a rotation. A database administrator can therefore neither forge a row nor
+rehash the chain after an edit. What the key does not prevent, dropping the newest events and rewinding the head,
+is caught by checkpoints: signed copies of every chain's head, exported to a file path or bucket the database
+cannot rewrite (`audit_checkpoint_export`, on a beat and by `manage.py export_audit_checkpoint`).
+
+Views of photos and crops are the bulk of the log (a queue page shows fifty thumbnails). They are recorded
+without taking the chain's lock: each one is a signed row of its own, and `audit_views_seal` folds the pending
+ones into their organisation's chain in batches (a seal event carries their count and a digest), so that a
+deleted or altered view is caught once its batch is sealed, which happens before every checkpoint.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import models, transaction
 from django.utils import timezone
 
 from portal.models import AuditChainHead, AuditEvent, Organisation
 
 GENESIS = "0" * 64
+NO_ORGANISATION = 0
+SEAL_ACTION = "audit.seal"
+# Views sealed by one seal event at most; a backlog is sealed in several.
+SEAL_BATCH = 5000
+CHECKPOINT_VERSION = 1
 
 
-def event_hash(event: AuditEvent, prev_hash: str) -> str:
-    """SHA-256 over the event's content and the previous hash, in a canonical JSON form."""
-    payload = {
+class AuditKeyError(ValueError):
+    """A row or checkpoint names a key that is not configured."""
+
+
+# Keys
+
+
+def _key_id(secret: bytes) -> str:
+    # Derived, not chosen, so that a key cannot be listed under the wrong name; it reveals nothing of the key.
+    return hashlib.sha256(b"audit-log-key-id:" + secret).hexdigest()[:12]
+
+
+@cache
+def _keys(configured: tuple[str, ...], secret_key: str) -> tuple[tuple[str, bytes], ...]:
+    secrets = [k.encode() for k in configured] or [hashlib.sha256(f"audit-log:{secret_key}".encode()).digest()]
+    return tuple((_key_id(secret), secret) for secret in secrets)
+
+
+def audit_keys() -> tuple[tuple[str, bytes], ...]:
+    """(key id, secret) for every configured key, newest first. Locally a key is derived from SECRET_KEY."""
+    configured = tuple(k.strip() for k in getattr(settings, "AUDIT_LOG_KEYS", []) if k.strip())
+    return _keys(configured, settings.SECRET_KEY)
+
+
+def _secret(key_id: str) -> bytes:
+    for candidate, secret in audit_keys():
+        if candidate == key_id:
+            return secret
+    raise AuditKeyError(f"signed with key {key_id or '(none)'}, which is not among the configured AUDIT_LOG_KEYS")
+
+
+def _canonical(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+
+
+def _mac(key_id: str, payload: dict[str, Any]) -> str:
+    return hmac.new(_secret(key_id), _canonical(payload), hashlib.sha256).hexdigest()
+
+
+def event_payload(event: AuditEvent) -> dict[str, Any]:
+    """What a row's hash covers: its place in its chain, the key that signed it, and all of its content."""
+    return {
+        "v": 2,
+        "chain": event.chain,
         "seq": event.seq,
-        "prev": prev_hash,
+        "prev": event.prev_hash,
+        "key": event.key_id,
         "created_at": event.created_at.isoformat(),
         "organisation_id": event.organisation_id,
         "actor_id": event.actor_id,
@@ -28,8 +94,58 @@ def event_hash(event: AuditEvent, prev_hash: str) -> str:
         "target_id": event.target_id,
         "detail": event.detail,
     }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def event_hash(event: AuditEvent) -> str:
+    """HMAC-SHA256, under the key the row names, of the row's canonical JSON."""
+    return _mac(event.key_id, event_payload(event))
+
+
+# Writing
+
+
+def chain_of(organisation_id: int | None) -> int:
+    return organisation_id or NO_ORGANISATION
+
+
+def _event_new(
+    *,
+    action: str,
+    actor: Any,
+    organisation: Organisation | None,
+    organisation_id: int | None,
+    target: models.Model | None,
+    detail: dict[str, Any] | None,
+) -> AuditEvent:
+    organisation_id = organisation.pk if organisation is not None else organisation_id
+    return AuditEvent(
+        chain=chain_of(organisation_id),
+        key_id=audit_keys()[0][0],
+        action=action,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        organisation_id=organisation_id,
+        target_type=target._meta.label if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        # Round-trip through JSON now, so the hash covers exactly what the database will hand back.
+        detail=json.loads(json.dumps(detail or {}, default=str)),
+        created_at=timezone.now(),
+    )
+
+
+def _head_lock(chain: int) -> AuditChainHead:
+    # The lock is per chain: one organisation's writers never wait on another's.
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(chain=chain)
+    return head
+
+
+def _append(head: AuditChainHead, event: AuditEvent) -> AuditEvent:
+    event.seq = head.last_seq + 1
+    event.prev_hash = head.last_hash or GENESIS
+    event.hash = event_hash(event)
+    event.save()
+    head.last_seq, head.last_hash = event.seq, event.hash
+    head.save(update_fields=["last_seq", "last_hash"])
+    return event
 
 
 @transaction.atomic
@@ -42,54 +158,323 @@ def audit_record(
     target: models.Model | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one audit row. Call it inside the service's transaction, so the row commits with the change."""
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
-    event = AuditEvent(
-        seq=head.last_seq + 1,
-        prev_hash=head.last_hash or GENESIS,
-        action=action,
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
-        organisation_id=organisation.pk if organisation is not None else organisation_id,
-        target_type=target._meta.label if target is not None else "",
-        target_id=str(target.pk) if target is not None else "",
-        # Round-trip through JSON now, so the hash covers exactly what the database will hand back.
-        detail=json.loads(json.dumps(detail or {}, default=str)),
-        created_at=timezone.now(),
-    )
-    event.hash = event_hash(event, event.prev_hash)
+    """Append one event to its organisation's chain. Call it inside the service's transaction, so the row
+    commits with the change; it holds that organisation's chain lock until then."""
+    event = _event_new(
+        action=action, actor=actor, organisation=organisation, organisation_id=organisation_id, target=target,
+        detail=detail,
+    )  # fmt: skip
+    return _append(_head_lock(event.chain), event)
+
+
+def audit_view_record(
+    *,
+    action: str,
+    actor: Any,
+    organisation: Organisation | None = None,
+    organisation_id: int | None = None,
+    target: models.Model | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Record that someone looked at something: one signed INSERT, no lock. `audit_views_seal` chains it later.
+
+    For reads that change nothing (an image, a page), where a chain lock per request would serialise every
+    reader of the organisation behind its writers.
+    """
+    event = _event_new(
+        action=action, actor=actor, organisation=organisation, organisation_id=organisation_id, target=target,
+        detail=detail,
+    )  # fmt: skip
+    event.hash = event_hash(event)
     event.save()
-    head.last_seq, head.last_hash = event.seq, event.hash
-    head.save(update_fields=["last_seq", "last_hash"])
     return event
+
+
+def _views_digest(rows: Iterable[tuple[int, str]]) -> str:
+    digest = hashlib.sha256()
+    for pk, row_hash in rows:
+        digest.update(f"{pk}:{row_hash}\n".encode())
+    return digest.hexdigest()
+
+
+@transaction.atomic
+def _seal_batch(chain: int) -> int:
+    head = _head_lock(chain)
+    # Under the chain's lock, so that two sealers never take the same views; a view still being committed is
+    # not visible yet and waits for the next seal.
+    rows = list(
+        AuditEvent.objects.filter(chain=chain, seq__isnull=True, sealed_by__isnull=True)
+        .order_by("id")
+        .values_list("id", "hash")[:SEAL_BATCH]
+    )
+    if not rows:
+        return 0
+    seal = _event_new(
+        action=SEAL_ACTION,
+        actor=None,
+        organisation=None,
+        organisation_id=chain or None,
+        target=None,
+        detail={"views": len(rows), "first_id": rows[0][0], "last_id": rows[-1][0], "digest": _views_digest(rows)},
+    )
+    _append(head, seal)
+    AuditEvent.objects.filter(id__in=[pk for pk, _ in rows]).update(sealed_by=seal)
+    return len(rows)
+
+
+def audit_views_seal(*, chain: int | None = None) -> int:
+    """Fold every pending view into its chain, one seal event per batch. Returns how many views were sealed."""
+    if chain is None:
+        chains = (
+            AuditEvent.objects.filter(seq__isnull=True, sealed_by__isnull=True)
+            .values_list("chain", flat=True)
+            .distinct()
+        )
+        return sum(audit_views_seal(chain=c) for c in sorted(set(chains)))
+    sealed = 0
+    while batch := _seal_batch(chain):
+        sealed += batch
+    return sealed
+
+
+# Checkpoints
+
+
+def checkpoint_storage():
+    from django.core.files.storage import storages
+
+    return storages["audit_checkpoints"]
+
+
+def _checkpoint_signature(document: dict[str, Any]) -> str:
+    unsigned = {k: v for k, v in document.items() if k != "signature"}
+    return _mac(document.get("key_id", ""), unsigned)
+
+
+def audit_checkpoint_document() -> dict[str, Any]:
+    """Every chain's head as it stands (after sealing pending views), signed with the newest key."""
+    audit_views_seal()
+    heads = [
+        {"chain": head.chain, "seq": head.last_seq, "hash": head.last_hash}
+        for head in AuditChainHead.objects.filter(last_seq__gt=0).order_by("chain")
+    ]
+    document = {
+        "version": CHECKPOINT_VERSION,
+        "created_at": timezone.now().isoformat(),
+        "key_id": audit_keys()[0][0],
+        "heads": heads,
+    }
+    document["signature"] = _checkpoint_signature(document)
+    return document
+
+
+def audit_checkpoint_export(*, storage: Any = None) -> str:
+    """Write a signed checkpoint to the checkpoint storage (AUDIT_CHECKPOINT_DIR, or the S3 bucket). Returns its
+    name. Never overwrites: each export is a new file, so that an older checkpoint cannot be replaced."""
+    document = audit_checkpoint_document()
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%S%fZ")
+    content = ContentFile(json.dumps(document, indent=1, sort_keys=True).encode())
+    return (storage or checkpoint_storage()).save(f"audit-checkpoint-{stamp}.json", content)
+
+
+# Verifying
 
 
 @dataclass(frozen=True)
 class ChainBreak:
+    chain: int | None
     seq: int | None
     event_id: int | None
     problem: str
 
+    def where(self) -> str:
+        if self.event_id is not None:
+            place = f"event {self.seq} of chain {self.chain}" if self.seq is not None else "a view"
+            return f"{place} (id {self.event_id})"
+        return f"chain {self.chain}" if self.chain is not None else "a checkpoint"
 
-def audit_chain_verify() -> tuple[int, ChainBreak | None]:
-    """Walk the chain in order. Returns how many events were checked and the first broken link, if any."""
-    prev = GENESIS
-    expected_seq = 1
-    checked = 0
-    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+
+@dataclass
+class Verification:
+    events: int = 0
+    views: int = 0
+    unsealed_views: int = 0
+    chains: int = 0
+    checkpoints: int = 0
+    breaks: list[ChainBreak] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.breaks
+
+
+def _mac_problem(event: AuditEvent) -> str | None:
+    try:
+        expected = event_hash(event)
+    except AuditKeyError as error:
+        return f"it was {error}"
+    if not hmac.compare_digest(expected, event.hash):
+        return "its content does not match its HMAC: it was altered, or rehashed without the key"
+    return None
+
+
+def checkpoint_check(document: dict[str, Any]) -> str | None:
+    """Why a checkpoint cannot be trusted, or None if it carries a valid signature."""
+    if document.get("version") != CHECKPOINT_VERSION or not isinstance(document.get("heads"), list):
+        return "it is not an audit checkpoint this portal writes"
+    try:
+        expected = _checkpoint_signature(document)
+    except AuditKeyError as error:
+        return f"it is {error}"
+    if not hmac.compare_digest(expected, str(document.get("signature", ""))):
+        return "its signature does not match: it was altered, or not written by this portal"
+    return None
+
+
+def audit_chain_verify(checkpoints: Iterable[tuple[str, dict[str, Any]]] = ()) -> Verification:
+    """Walk every chain, every view and every seal; then hold each chain to every checkpoint given.
+
+    `checkpoints` are (name, document) pairs. A chain is broken by a row whose HMAC does not match (an edit, or
+    a rehash without the key), a gap or a wrong link (a deletion or insertion), a head that disagrees with the
+    last row, a seal whose views no longer add up, and a checkpoint whose head the chain no longer contains
+    (a truncation, or a rewrite by someone holding the key).
+    """
+    result = Verification()
+    broken_chains: set[int] = set()
+
+    def fail(chain: int | None, seq: int | None, event_id: int | None, problem: str) -> None:
+        result.breaks.append(ChainBreak(chain, seq, event_id, problem))
+        if chain is not None:
+            broken_chains.add(chain)
+
+    # What the checkpoints say each chain held: {chain: {seq: [(checkpoint name, hash)]}}.
+    wanted: dict[int, dict[int, list[tuple[str, str]]]] = {}
+    for name, document in checkpoints:
+        problem = checkpoint_check(document)
+        if problem is not None:
+            fail(None, None, None, f"checkpoint {name}: {problem}")
+            continue
+        result.checkpoints += 1
+        for head in document["heads"]:
+            if head["seq"]:
+                wanted.setdefault(head["chain"], {}).setdefault(head["seq"], []).append((name, head["hash"]))
+
+    heads = {head.chain: head for head in AuditChainHead.objects.all()}
+    seals: dict[int, dict[str, Any]] = {}
+    lengths: dict[int, int] = {}
+    last_hashes: dict[int, str] = {}
+    chain, prev, expected_seq = None, GENESIS, 1
+    chained = AuditEvent.objects.filter(seq__isnull=False).order_by("chain", "seq")
+    for event in chained.iterator(chunk_size=2000):
+        if event.chain != chain:
+            chain, prev, expected_seq = event.chain, GENESIS, 1
+            result.chains += 1
+        if chain in broken_chains:
+            continue
         if event.seq != expected_seq:
-            return checked, ChainBreak(
-                event.seq,
-                event.pk,
-                f"expected event {expected_seq} next, found {event.seq}: an event was deleted or inserted",
-            )
-        if event.prev_hash != prev:
-            return checked, ChainBreak(event.seq, event.pk, "its link to the previous event does not match")
-        if event_hash(event, prev) != event.hash:
-            return checked, ChainBreak(event.seq, event.pk, "its content does not match its hash: it was altered")
-        prev = event.hash
-        expected_seq += 1
-        checked += 1
-    head = AuditChainHead.objects.filter(pk=1).first()
-    if head is not None and head.last_seq != checked:
-        return checked, ChainBreak(None, None, f"the chain head records {head.last_seq} events but {checked} exist")
-    return checked, None
+            fail(chain, event.seq, event.pk, f"expected event {expected_seq} next, found {event.seq}: "
+                 "an event was deleted or inserted")  # fmt: skip
+            continue
+        if event.chain != chain_of(event.organisation_id):
+            fail(chain, event.seq, event.pk, "it was moved from another organisation's chain")
+            continue
+        problem = _mac_problem(event) or (
+            "its link to the previous event does not match" if event.prev_hash != prev else None
+        )
+        if problem:
+            fail(chain, event.seq, event.pk, problem)
+            continue
+        for checkpoint, recorded in wanted.get(chain, {}).pop(event.seq, []):
+            if recorded != event.hash:
+                fail(chain, event.seq, event.pk, f"it differs from checkpoint {checkpoint}: the chain was rewritten")
+        if event.action == SEAL_ACTION:
+            seals[event.pk] = event.detail
+        prev, expected_seq = event.hash, expected_seq + 1
+        lengths[chain], last_hashes[chain] = event.seq, event.hash
+        result.events += 1
+
+    for chain_id in sorted(set(heads) | set(lengths) | set(wanted)):
+        if chain_id in broken_chains:
+            continue
+        length = lengths.get(chain_id, 0)
+        head = heads.get(chain_id)
+        if head is None and length:
+            fail(chain_id, None, None, f"its head row is missing ({length} events)")
+        elif head is not None and head.last_seq != length:
+            fail(chain_id, None, None, f"its head records {head.last_seq} events but the chain holds {length}")
+        elif head is not None and length and head.last_hash != last_hashes[chain_id]:
+            fail(chain_id, None, None, "its head's hash is not the hash of its last event")
+        for seq, records in sorted(wanted.get(chain_id, {}).items()):
+            if seq > length:
+                fail(chain_id, None, None, f"checkpoint {records[0][0]} recorded {seq} events, the chain now holds "
+                     f"{length}: events were deleted from its end")  # fmt: skip
+                break
+
+    _views_verify(result, seals, fail)
+    return result
+
+
+def _views_verify(result: Verification, seals: dict[int, dict[str, Any]], fail) -> None:
+    """Every view's own HMAC, then every seal against the views that name it, in one pass."""
+    views = AuditEvent.objects.filter(seq__isnull=True).order_by("sealed_by_id", "id")
+    current, rows = None, []
+
+    def close(seal_id: int | None, rows: list[tuple[int, str]]) -> None:
+        if seal_id is None:
+            return
+        seal = seals.pop(seal_id, None)
+        if seal is None:
+            fail(None, None, rows[0][0], f"it names seal {seal_id}, which is not a valid seal in any chain")
+        elif seal.get("views") != len(rows) or seal.get("digest") != _views_digest(rows):
+            fail(None, None, seal_id, f"seal {seal_id} covered {seal.get('views')} views, {len(rows)} now name it "
+                 "or their content changed: views were deleted, moved or altered")  # fmt: skip
+
+    for view in views.iterator(chunk_size=5000):
+        if view.sealed_by_id != current:
+            close(current, rows)
+            current, rows = view.sealed_by_id, []
+        problem = _mac_problem(view)
+        if problem is None and view.chain != chain_of(view.organisation_id):
+            problem = "it was moved from another organisation's chain"
+        if problem:
+            fail(None, None, view.pk, problem)
+        result.views += 1
+        if view.sealed_by_id is None:
+            result.unsealed_views += 1
+        rows.append((view.pk, view.hash))
+    close(current, rows)
+    for seal_id, seal in seals.items():
+        if seal.get("views"):
+            fail(None, None, seal_id, f"seal {seal_id} covered {seal['views']} views and none are left: "
+                 "they were deleted")  # fmt: skip
+
+
+def checkpoints_read(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Checkpoint documents from a file, or from every *.json file in a folder, oldest first."""
+    from pathlib import Path
+
+    root = Path(path)
+    files = sorted(root.glob("*.json")) if root.is_dir() else [root]
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"No checkpoint files at {path}.")
+    documents = []
+    for file in files:
+        try:
+            documents.append((file.name, json.loads(file.read_text())))
+        except (ValueError, UnicodeDecodeError):
+            documents.append((file.name, {}))
+    return documents
+
+
+def checkpoints_stored(storage: Any = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every checkpoint in the checkpoint storage, through the storage API (a folder or an S3 bucket)."""
+    storage = storage or checkpoint_storage()
+    _, names = storage.listdir("")
+    documents = []
+    for name in sorted(n for n in names if n.endswith(".json")):
+        with storage.open(name, "rb") as handle:
+            try:
+                documents.append((name, json.loads(handle.read())))
+            except (ValueError, UnicodeDecodeError):
+                documents.append((name, {}))
+    return documents

@@ -112,21 +112,30 @@ class Membership(models.Model):
 
 
 class AuditEvent(models.Model):
-    """An append-only record of who did what. Written by services, never edited.
+    """An append-only record of who did what. Written by `portal.audit`, never edited.
 
-    Each row carries the hash of the row before it (by `seq`), so that an
-    edited, deleted or inserted row breaks the chain; `verify_audit_log` walks it.
+    Events are chained per organisation (`chain` is the organisation's id, 0 for events with none): each row
+    carries its predecessor's hash, and its own hash is an HMAC under a key kept outside the database
+    (`key_id` names it). Views (`seq` empty) are written without the chain's lock and folded into the chain
+    later by a seal event (`sealed_by`). `verify_audit_log` checks all of it; see `portal/audit.py`.
     """
 
-    seq = models.PositiveBigIntegerField(unique=True, null=True, editable=False)
+    chain = models.PositiveBigIntegerField(default=0, editable=False)
+    seq = models.PositiveBigIntegerField(null=True, editable=False)
     prev_hash = models.CharField(max_length=64, blank=True, editable=False)
     hash = models.CharField(max_length=64, blank=True, editable=False)
+    key_id = models.CharField(max_length=16, blank=True, editable=False)
+    sealed_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="sealed_views", editable=False
+    )
 
+    # PROTECT: the hash covers these ids, so deleting a user or an organisation would break the chain.
+    # Deactivate users instead.
     organisation = models.ForeignKey(
-        Organisation, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+        Organisation, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
     )
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     action = models.CharField(max_length=60, db_index=True)
     target_type = models.CharField(max_length=60, blank=True)
@@ -135,20 +144,29 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        ordering = ["-seq", "-id"]
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="auditevent_unique_chain_seq")]
+        indexes = [
+            models.Index(
+                fields=["chain"],
+                condition=models.Q(seq__isnull=True, sealed_by__isnull=True),
+                name="auditevent_unsealed_views",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action}"
 
 
 class AuditChainHead(models.Model):
-    """One row, locked by every audit write, so that the chain never forks under concurrency."""
+    """The last event of one chain, locked by every write to that chain, so that it never forks."""
 
+    chain = models.PositiveBigIntegerField(unique=True, default=0)
     last_seq = models.PositiveBigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
-        return f"Audit chain at {self.last_seq}"
+        return f"Audit chain {self.chain} at {self.last_seq}"
 
 
 class TaskOutbox(models.Model):

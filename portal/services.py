@@ -130,6 +130,28 @@ def member_set_active(*, membership: Membership, active: bool, acting_user: Any)
     )
 
 
+@transaction.atomic
+def user_deactivate(*, user: Any, acting_user: Any) -> None:
+    """Stop an account from signing in, for good or until reactivated. Users are never deleted once the activity
+    log names them: its rows cover their id (see AuditEvent.actor)."""
+    if not getattr(acting_user, "is_superuser", False):
+        raise AccessError("Only a superuser deactivates accounts here; org admins deactivate their members.")
+    if user.pk == acting_user.pk:
+        raise AccessError("You cannot deactivate yourself.")
+    if not user.is_active:
+        return
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    membership = Membership.objects.filter(user=user).select_related("organisation").first()
+    audit_record(
+        action="user.deactivate",
+        actor=acting_user,
+        organisation=membership.organisation if membership else None,
+        target=user,
+        detail={"username": user.username},
+    )
+
+
 # Invitations and use-case gating
 
 INVITATION_DAYS = 7

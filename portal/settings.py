@@ -386,6 +386,41 @@ CELERY_BEAT_SCHEDULE["cases-purge-expired"] = {
     "options": {"expires": RETENTION_SWEEP_SECONDS},
 }
 
+# The activity log: HMAC keys outside the database (comma-separated, newest first; locally a key is derived
+# from SECRET_KEY), and signed checkpoints of every chain's head where the database cannot rewrite them.
+AUDIT_LOG_KEYS = [k for k in os.getenv("AUDIT_LOG_KEYS", "").split(",") if k.strip()]
+AUDIT_CHECKPOINT_DIR = envpath("AUDIT_CHECKPOINT_DIR", VAR_DIR / "audit-checkpoints")
+AUDIT_CHECKPOINT_BUCKET = os.getenv("AUDIT_CHECKPOINT_BUCKET", AWS_STORAGE_BUCKET_NAME)
+AUDIT_SEAL_SECONDS = envfloat("AUDIT_SEAL_SECONDS", "60")
+AUDIT_CHECKPOINT_SECONDS = envfloat("AUDIT_CHECKPOINT_SECONDS", "900")
+if AUDIT_CHECKPOINT_BUCKET:
+    STORAGES["audit_checkpoints"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AUDIT_CHECKPOINT_BUCKET,
+            "location": "audit-checkpoints",
+            "default_acl": "private",
+            "file_overwrite": False,
+            **({"endpoint_url": os.environ["AWS_S3_ENDPOINT_URL"]} if os.getenv("AWS_S3_ENDPOINT_URL") else {}),
+            **({"region_name": os.environ["AWS_S3_REGION_NAME"]} if os.getenv("AWS_S3_REGION_NAME") else {}),
+        },
+    }
+else:
+    STORAGES["audit_checkpoints"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(AUDIT_CHECKPOINT_DIR), "file_permissions_mode": 0o600,
+                    "directory_permissions_mode": 0o700},
+    }  # fmt: skip
+CELERY_BEAT_SCHEDULE["audit-views-seal"] = {
+    "task": "portal.tasks.audit_views_seal",
+    "schedule": AUDIT_SEAL_SECONDS,
+    "options": {"expires": AUDIT_SEAL_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["audit-checkpoint-export"] = {
+    "task": "portal.tasks.audit_checkpoint_export",
+    "schedule": AUDIT_CHECKPOINT_SECONDS,
+}
+
 # Logins: lockout after repeated failures (django-axes) and TOTP for roles that see identities.
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5")
 AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", "1")
@@ -418,6 +453,8 @@ if DEPLOYMENT == "production":
         raise ImproperlyConfigured("Set SECRET_KEY to a long random value for production.")
     if not FACE_ENCODING_KEYS:
         raise ImproperlyConfigured("Set FACE_ENCODING_KEYS (Fernet keys) for production.")
+    if not AUDIT_LOG_KEYS or any(len(k.strip()) < 32 for k in AUDIT_LOG_KEYS):
+        raise ImproperlyConfigured("Set AUDIT_LOG_KEYS (random secrets of 32 characters or more) for production.")
     DEBUG = False
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "true")
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

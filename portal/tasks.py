@@ -1,4 +1,5 @@
-"""Housekeeping tasks and worker hooks: the outbox sweeper, invitation mail and the worker heartbeat."""
+"""Housekeeping tasks and worker hooks: the outbox sweeper, invitation mail, the activity log's seals and
+checkpoints, and the worker heartbeat."""
 
 from __future__ import annotations
 
@@ -41,6 +42,28 @@ def send_invitation_mail(self, invitation_id: int, sealed_token: str) -> bool:
     except MAIL_TRANSIENT as error:
         mail_task_retry(self, error)
         raise
+
+
+# Both are safe to run twice: a view is sealed once (under its chain's lock), and each checkpoint is a new file.
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def audit_views_seal() -> int:
+    from portal import audit
+
+    return audit.audit_views_seal()
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=240,
+    time_limit=300,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def audit_checkpoint_export() -> str:
+    from portal import audit
+
+    return audit.audit_checkpoint_export()
 
 
 def worker_heartbeat_record(*, hostname: str, pid: int, started_at: datetime) -> None:

@@ -1,11 +1,60 @@
 from __future__ import annotations
 
-import pytest
-from django.core.management import CommandError, call_command
-from django.db import connection
+import hashlib
+import hmac
+import json
+import secrets
+import threading
 
-from portal.audit import audit_chain_verify, audit_record
-from portal.models import AuditEvent
+import pytest
+from django.core.files.storage import FileSystemStorage
+from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection, transaction
+from django.db.models.deletion import ProtectedError
+
+from portal.audit import (
+    _canonical,
+    audit_chain_verify,
+    audit_checkpoint_export,
+    audit_record,
+    audit_view_record,
+    audit_views_seal,
+    checkpoints_read,
+    event_payload,
+)
+from portal.models import AuditChainHead, AuditEvent
+
+EVENTS = AuditEvent._meta.db_table
+HEADS = AuditChainHead._meta.db_table
+
+
+@pytest.fixture(autouse=True)
+def audit_key(settings) -> str:
+    key = secrets.token_urlsafe(32)
+    settings.AUDIT_LOG_KEYS = [key]
+    return key
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_log(db) -> None:
+    # Verification covers the whole log, and rows committed by other processes (a worker finishing a task after
+    # an earlier test) would be signed with another key. Emptied inside the test's transaction, so rolled back.
+    sql(f"DELETE FROM {HEADS}")
+    sql(f"DELETE FROM {EVENTS}")
+
+
+@pytest.fixture
+def checkpoints(tmp_path, settings):
+    """The checkpoint folder: in production a path or bucket the database administrator cannot write."""
+    folder = tmp_path / "checkpoints"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "audit_checkpoints": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    return folder
 
 
 @pytest.fixture
@@ -13,43 +62,290 @@ def events(org, alice):
     return [audit_record(action=f"test.{n}", actor=alice, organisation=org, detail={"n": n}) for n in range(5)]
 
 
-def test_an_intact_log_verifies(events, capsys):
-    call_command("verify_audit_log")
+def verify(checkpoints=None, *args: str) -> str:
+    """Run verify_audit_log as an operator would; return its output, or raise CommandError with its report."""
+    from io import StringIO
 
-    assert f"Audit log intact: {AuditEvent.objects.count()} events" in capsys.readouterr().out
+    out, err = StringIO(), StringIO()
+    args = [*(["--checkpoints", str(checkpoints)] if checkpoints else []), *args]
+    try:
+        call_command("verify_audit_log", *args, stdout=out, stderr=err)
+    except CommandError as error:
+        raise CommandError(f"{error}\n{err.getvalue()}") from None
+    return out.getvalue()
 
 
-def test_editing_a_row_in_the_database_is_detected(events):
-    # Given someone with database access rewrites an event's detail behind the portal's back
+def sql(statement: str, params: list | None = None) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {AuditEvent._meta.db_table} SET action = %s WHERE id = %s", ["test.innocent", events[2].pk]
-        )
-
-    with pytest.raises(CommandError, match=rf"broken at event {events[2].seq} .*altered"):
-        call_command("verify_audit_log")
+        cursor.execute(statement, params or [])
 
 
-def test_deleting_a_row_is_detected(events):
-    with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE id = %s", [events[1].pk])
+def rehash_from(event: AuditEvent, digest) -> None:
+    """The database administrator's rewrite: recompute every hash from `event` to the end of its chain with
+    `digest(payload) -> hex`, relink them, and move the head, all in SQL."""
+    rows = list(AuditEvent.objects.filter(chain=event.chain, seq__gte=event.seq).order_by("seq"))
+    prev = event.prev_hash
+    for row in rows:
+        row.prev_hash = prev
+        row.hash = digest(event_payload(row))
+        sql(f"UPDATE {EVENTS} SET prev_hash = %s, hash = %s WHERE id = %s", [row.prev_hash, row.hash, row.pk])
+        prev = row.hash
+    sql(f"UPDATE {HEADS} SET last_hash = %s WHERE chain = %s", [prev, event.chain])
 
-    checked, broken = audit_chain_verify()
 
-    assert checked == events[0].seq and broken.seq == events[2].seq and "deleted or inserted" in broken.problem
+# An honest log
 
 
-def test_rewriting_a_row_and_its_hash_breaks_the_next_link(events):
+def test_an_honest_log_verifies_against_its_checkpoints(org, other_org, alice, charlie, checkpoints, events):
+    # Given events in two organisations and none, views of images, a checkpoint, and more events after it
+    audit_record(action="test.other", actor=charlie, organisation=other_org)
+    audit_record(action="test.global")
+    audit_view_record(action="media.face", actor=alice, organisation=org)
+    audit_checkpoint_export()
+    audit_record(action="test.later", actor=alice, organisation=org)
+    audit_view_record(action="media.photo", actor=alice, organisation=org)
+
+    output = verify(checkpoints)
+
+    assert "Activity log intact: 9 events in 3 chains, 2 views (1 not sealed yet), 1 checkpoints" in output
+
+
+def test_each_organisation_has_its_own_chain(org, other_org, alice, charlie):
+    first = audit_record(action="test.a", actor=alice, organisation=org)
+    other = audit_record(action="test.b", actor=charlie, organisation=other_org)
+    second = audit_record(action="test.c", actor=alice, organisation=org)
+
+    assert (first.chain, first.seq, other.chain, other.seq) == (org.pk, 1, other_org.pk, 1)
+    assert (second.seq, second.prev_hash) == (2, first.hash)
+
+
+# The three tamperings
+
+
+def test_editing_a_row_is_detected(events, checkpoints):
+    # Given a checkpoint, and then someone with database access rewrites what an event says
+    audit_checkpoint_export()
+    sql(f"UPDATE {EVENTS} SET detail = %s WHERE id = %s", [json.dumps({"n": 99}), events[2].pk])
+
+    with pytest.raises(CommandError, match=rf"event {events[2].seq} of chain {events[2].chain}.*altered"):
+        verify(checkpoints)
+
+
+def test_a_full_rehash_with_sha256_is_detected(events, checkpoints):
+    # Given the attacker edits a row, then rehashes it and everything after it with plain SHA-256 (the old
+    # algorithm) and moves the head to match
+    audit_checkpoint_export()
+    sql(f"UPDATE {EVENTS} SET action = 'test.innocent' WHERE id = %s", [events[1].pk])
+    rehash_from(AuditEvent.objects.get(pk=events[1].pk), lambda p: hashlib.sha256(_canonical(p)).hexdigest())
+
+    with pytest.raises(CommandError, match=r"event 2 of chain .*rehashed without the key"):
+        verify(checkpoints)
+    # And without checkpoints too: the key alone catches it
+    with pytest.raises(CommandError, match="rehashed without the key"):
+        verify()
+
+
+def test_a_full_rehash_with_a_guessed_key_is_detected(events, checkpoints, settings):
+    # Given the attacker guesses a key (here the development default derived from SECRET_KEY)
+    audit_checkpoint_export()
+    guess = hashlib.sha256(f"audit-log:{settings.SECRET_KEY}".encode()).digest()
+    sql(f"UPDATE {EVENTS} SET actor_id = NULL WHERE id = %s", [events[0].pk])
+    rehash_from(
+        AuditEvent.objects.get(pk=events[0].pk), lambda p: hmac.new(guess, _canonical(p), hashlib.sha256).hexdigest()
+    )
+
+    with pytest.raises(CommandError, match="rehashed without the key"):
+        verify(checkpoints)
+
+
+def test_a_rewrite_by_the_key_holder_is_caught_by_an_earlier_checkpoint(events, checkpoints, audit_key):
+    # Given even someone holding the key rewrites history that a checkpoint already covers
     from portal.audit import event_hash
 
-    forged = AuditEvent.objects.get(pk=events[1].pk)
-    forged.action = "test.forged"
-    forged.hash = event_hash(forged, forged.prev_hash)
-    AuditEvent.objects.filter(pk=forged.pk).update(action=forged.action, hash=forged.hash)
+    audit_checkpoint_export()
+    sql(f"UPDATE {EVENTS} SET action = 'test.innocent' WHERE id = %s", [events[3].pk])
+    rehash_from(AuditEvent.objects.get(pk=events[3].pk), lambda p: event_hash(AuditEvent(**_fields(p))))
 
-    _, broken = audit_chain_verify()
+    with pytest.raises(CommandError, match=r"differs from checkpoint .*rewritten"):
+        verify(checkpoints)
 
-    assert broken.seq == events[2].seq and "link to the previous event" in broken.problem
+
+def _fields(payload: dict) -> dict:
+    import datetime
+
+    return {
+        "chain": payload["chain"], "seq": payload["seq"], "prev_hash": payload["prev"], "key_id": payload["key"],
+        "created_at": datetime.datetime.fromisoformat(payload["created_at"]),
+        "organisation_id": payload["organisation_id"], "actor_id": payload["actor_id"], "action": payload["action"],
+        "target_type": payload["target_type"], "target_id": payload["target_id"], "detail": payload["detail"],
+    }  # fmt: skip
+
+
+def test_a_truncation_is_detected_with_checkpoints(events, checkpoints):
+    # Given a checkpoint, then the last two events are deleted and the head is rewound to the third
+    audit_checkpoint_export()
+    sql(f"DELETE FROM {EVENTS} WHERE id IN (%s, %s)", [events[3].pk, events[4].pk])
+    sql(
+        f"UPDATE {HEADS} SET last_seq = %s, last_hash = %s WHERE chain = %s",
+        [events[2].seq, events[2].hash, events[2].chain],
+    )
+
+    # Then the chain alone still looks whole: only the checkpoint can tell
+    assert "Activity log intact" in verify()
+    with pytest.raises(CommandError, match=r"recorded 5 events, the chain now holds 3: events were deleted from"):
+        verify(checkpoints)
+
+
+def test_deleting_a_row_inside_a_chain_is_detected(events):
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [events[1].pk])
+
+    result = audit_chain_verify()
+
+    assert result.events == 1 and "deleted or inserted" in result.breaks[0].problem
+
+
+def test_a_deleted_head_row_is_detected(events):
+    sql(f"DELETE FROM {HEADS} WHERE chain = %s", [events[0].chain])
+
+    with pytest.raises(CommandError, match=r"chain \d+: its head row is missing \(5 events\)"):
+        verify()
+
+
+def test_a_forged_checkpoint_is_refused(events, checkpoints):
+    # Given the attacker also rewrites the checkpoint to match a truncated chain
+    name = audit_checkpoint_export()
+    path = checkpoints / name
+    document = json.loads(path.read_text())
+    document["heads"][0]["seq"] = 3
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(CommandError, match="signature does not match"):
+        verify(checkpoints)
+
+
+# Keys
+
+
+def test_rotating_the_key_keeps_old_rows_verifiable(events, checkpoints, settings, audit_key, org, alice):
+    # Given rows and a checkpoint under the old key, then a new key put first
+    audit_checkpoint_export()
+    settings.AUDIT_LOG_KEYS = [secrets.token_urlsafe(32), audit_key]
+    audit_record(action="test.after_rotation", actor=alice, organisation=org)
+    audit_checkpoint_export()
+
+    # Then both keys' rows and checkpoints verify, and each row names the key that signed it
+    assert "Activity log intact: 6 events in 1 chains" in verify(checkpoints)
+    assert AuditEvent.objects.values("key_id").distinct().count() == 2
+    # And dropping the old key too early is reported, not ignored
+    settings.AUDIT_LOG_KEYS = settings.AUDIT_LOG_KEYS[:1]
+    with pytest.raises(CommandError, match="not among the configured AUDIT_LOG_KEYS"):
+        verify(checkpoints)
+
+
+# Views: recorded without the chain's lock, sealed into it later
+
+
+def test_image_views_are_recorded_without_chaining_and_sealed_later(client, alice, org, settings):
+    # Given a real crop on disk, of a probe face in Alice's organisation
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tests.factories import candidate_with
+
+    candidate = candidate_with(organisation=org)
+    crop = Path(settings.MEDIA_ROOT) / candidate.search.face.crop.name
+    crop.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(crop, "JPEG")
+    client.force_login(alice)
+
+    response = client.get(f"/media/faces/{candidate.search.face_id}/")
+
+    assert response.status_code == 200
+    view = AuditEvent.objects.get(action="media.face")
+    assert (view.actor, view.chain, view.seq, view.sealed_by) == (alice, org.pk, None, None)
+    assert audit_views_seal() == 1
+    view.refresh_from_db()
+    assert view.sealed_by.action == "audit.seal" and view.sealed_by.detail["views"] == 1
+
+
+def test_a_deleted_view_is_detected_once_sealed(org, alice, checkpoints):
+    views = [audit_view_record(action="media.face", actor=alice, organisation=org) for _ in range(3)]
+    audit_checkpoint_export()  # seals them first
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [views[1].pk])
+
+    with pytest.raises(CommandError, match=r"covered 3 views, 2 now name it.*deleted"):
+        verify(checkpoints)
+
+
+def test_an_edited_view_is_detected(org, alice):
+    view = audit_view_record(action="media.face", actor=alice, organisation=org)
+    sql(f"UPDATE {EVENTS} SET target_id = '1' WHERE id = %s", [view.pk])
+
+    with pytest.raises(CommandError, match=rf"a view \(id {view.pk}\).*altered"):
+        verify()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_write_waits_on_another_organisations_chain(org, other_org, alice, bob, charlie):
+    # Given one of Acme's services holds Acme's chain lock in an open transaction
+    if connection.vendor != "postgresql":
+        pytest.skip("Row locks need PostgreSQL; SQLite locks the whole database.")
+    holding, release = threading.Event(), threading.Event()
+
+    def long_service() -> None:
+        from django.db import connection as own
+
+        try:
+            with transaction.atomic():
+                audit_record(action="test.long", actor=alice, organisation=org)
+                holding.set()
+                release.wait(15)
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=long_service)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        # When the other organisation writes, and an Acme reviewer views an image, neither may wait
+        with transaction.atomic():
+            sql("SET LOCAL lock_timeout = '2s'")
+            audit_record(action="test.elsewhere", actor=charlie, organisation=other_org)
+            audit_view_record(action="media.face", actor=bob, organisation=org)
+        # While another Acme write does wait for the lock (so the lock was really held)
+        with pytest.raises(OperationalError, match="lock timeout"), transaction.atomic():
+            sql("SET LOCAL lock_timeout = '300ms'")
+            audit_record(action="test.same_org", actor=bob, organisation=org)
+    finally:
+        release.set()
+        thread.join(20)
+
+
+# Actors are kept
+
+
+def test_a_user_the_log_names_cannot_be_deleted(alice, events):
+    with pytest.raises(ProtectedError):
+        alice.delete()
+
+
+def test_the_admin_deactivates_rather_than_deletes_a_user_with_events(client, alice, events):
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", "root@example.org", "a-long-password-2026")
+    client.force_login(root)
+
+    refused = client.post(f"/admin/auth/user/{alice.pk}/delete/", {"post": "yes"}, follow=True)
+    deactivated = client.post(
+        "/admin/auth/user/", {"action": "deactivate", "_selected_action": [alice.pk]}, follow=True
+    )
+
+    alice.refresh_from_db()
+    assert refused.status_code == 200 and "cannot be deleted: the activity log names them" in refused.content.decode()
+    assert deactivated.status_code == 200 and alice.is_active is False
+    assert AuditEvent.objects.filter(action="user.deactivate", target_id=str(alice.pk), actor=root).exists()
+    assert "delete_selected" not in client.get("/admin/auth/user/").content.decode()
 
 
 def test_the_admin_log_is_read_only(client, dana, events):
@@ -61,3 +357,112 @@ def test_the_admin_log_is_read_only(client, dana, events):
     assert listing.status_code == 200 and "test.1" in listing.content.decode()
     assert edit.status_code == 403
     assert client.post(f"/admin/portal/auditevent/{events[0].pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+# Checkpoints: on demand and on the beat
+
+
+def test_the_export_command_writes_a_signed_checkpoint(events, tmp_path, capsys):
+    call_command("export_audit_checkpoint", "--to", str(tmp_path))
+
+    [(name, document)] = checkpoints_read(str(tmp_path))
+    assert f"Checkpoint written: {name}" in capsys.readouterr().out
+    assert document["heads"] == [{"chain": events[0].chain, "seq": 5, "hash": events[4].hash}]
+
+
+def test_the_beat_seals_views_and_exports_checkpoints(settings, org, alice, checkpoints):
+    from portal import tasks
+
+    schedule = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    audit_view_record(action="media.photo", actor=alice, organisation=org)
+
+    assert {"portal.tasks.audit_views_seal", "portal.tasks.audit_checkpoint_export"} <= schedule
+    assert tasks.audit_views_seal.apply().get() == 1
+    name = tasks.audit_checkpoint_export.apply().get()
+    assert FileSystemStorage(location=str(checkpoints)).exists(name)
+
+
+# Migrating an existing log
+
+
+def _legacy_log(apps, *, tamper: bool) -> int:
+    """Rows as the old code wrote them: one global SHA-256 chain over two organisations and none."""
+    Organisation = apps.get_model("portal", "Organisation")
+    AuditEvent = apps.get_model("portal", "AuditEvent")
+    AuditChainHead = apps.get_model("portal", "AuditChainHead")
+    User = apps.get_model("auth", "User")
+    acme = Organisation.objects.create(name="Acme", slug="acme")
+    other = Organisation.objects.create(name="Other", slug="other")
+    alice = User.objects.create(username="alice")
+    prev = "0" * 64
+    for seq, organisation in enumerate([acme, other, None, acme, other, acme], start=1):
+        event = AuditEvent(
+            seq=seq, prev_hash=prev, organisation=organisation, actor=alice, action=f"legacy.{seq}",
+            detail={"n": seq},
+        )  # fmt: skip
+        event.save()
+        payload = {
+            "seq": seq, "prev": prev, "created_at": event.created_at.isoformat(),
+            "organisation_id": event.organisation_id, "actor_id": event.actor_id, "action": event.action,
+            "target_type": "", "target_id": "", "detail": event.detail,
+        }  # fmt: skip
+        event.hash = hashlib.sha256(_canonical(payload)).hexdigest()
+        event.save(update_fields=["hash"])
+        prev = event.hash
+    AuditChainHead.objects.update_or_create(pk=1, defaults={"last_seq": 6, "last_hash": prev})
+    if tamper:
+        AuditEvent.objects.filter(seq=2).update(action="legacy.innocent")
+    return acme.pk
+
+
+@pytest.mark.parametrize("tamper", [False, True], ids=["honest", "already-tampered"])
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_rechains_an_existing_log_per_organisation(tamper):
+    from django.db.migrations.executor import MigrationExecutor
+
+    # Given a log written by the old code, with the schema before this change
+    before = [("portal", "0007_invitations_and_use_case")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    acme = _legacy_log(executor.loader.project_state(before).apps, tamper=tamper)
+
+    # When the database is migrated
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    # Then every chain verifies under the HMAC key, Acme's events form a chain of their own in the old order,
+    # and the re-anchoring is itself logged with what the old chain's check found
+    assert audit_chain_verify().intact
+    acme_actions = list(AuditEvent.objects.filter(chain=acme).order_by("seq").values_list("action", flat=True))
+    assert acme_actions[0] == "legacy.1" and acme_actions[1:] == ["legacy.4", "legacy.6"]
+    note = AuditEvent.objects.get(action="audit.rechain")
+    assert note.chain == 0 and note.detail["legacy_events"] == 6
+    assert note.detail["legacy_verified"] is (not tamper)
+    assert ("event 2" in note.detail["legacy_problem"]) is tamper
+
+
+def test_verify_reads_the_checkpoints_from_the_configured_storage(events, checkpoints):
+    audit_checkpoint_export()
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [events[4].pk])
+    sql(f"UPDATE {HEADS} SET last_seq = 4, last_hash = %s WHERE chain = %s", [events[3].hash, events[3].chain])
+
+    with pytest.raises(CommandError, match="recorded 5 events, the chain now holds 4"):
+        verify(None, "--stored-checkpoints")
+
+
+def test_checkpoints_go_to_the_s3_bucket_when_one_is_configured():
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    # Given a media bucket is configured (boto3 is not imported: only the storage's settings are read)
+    env = {**os.environ, "AWS_STORAGE_BUCKET_NAME": "portal-media", "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    code = "from django.conf import settings as s; c = s.STORAGES['audit_checkpoints']; "
+    code += "print(c['BACKEND'], c['OPTIONS']['bucket_name'], c['OPTIONS']['location'])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.stdout.split() == ["storages.backends.s3.S3Storage", "portal-media", "audit-checkpoints"]

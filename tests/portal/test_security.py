@@ -93,6 +93,7 @@ def test_production_settings_pass_check_deploy():
         "DEPLOYMENT": "production",
         "SECRET_KEY": "x" * 20 + "a-long-random-secret-for-the-deploy-check-0123456789",
         "FACE_ENCODING_KEYS": Fernet.generate_key().decode(),
+        "AUDIT_LOG_KEYS": "a-long-random-audit-log-key-for-the-deploy-check",
         "ALLOWED_HOSTS": "portal.example.org",
     }
     result = subprocess.run(
