@@ -19,19 +19,16 @@ from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ErrorDetail, ValidationError
-from rest_framework.fields import ISO_8601
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from matching import evaluation, selectors, services
+from matching import evaluation, filters, selectors, services
 from matching.bulk import BulkRejected
 from matching.forms import BulkEnrolForm, CaseForm, PhotosField, SubjectForm
 from matching.models import AuditRun, Candidate, Case, EnrolmentBatch, Gallery, Outcome, Photo, Subject
 from portal import access
 from portal.api import BoundedJSONParser, Conflict, StrictSerializer, form_invalid, unknown_fields_refuse
-
-DATE_FORMATS = [ISO_8601, "%Y-%m-%d"]
 
 
 def _refusal(message: str, field: str = "non_field_errors", code: str = "invalid") -> ValidationError:
@@ -69,23 +66,13 @@ def form_from_request(form_class: type[forms.Form], request) -> forms.Form:
     return form
 
 
-class PageQuery(serializers.Serializer):
-    """Query parameters of a list. Unknown ones are refused: a misspelt filter must not return everything."""
-
-    page = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
-
-
-def query_read(request, query_class: type[serializers.Serializer] = PageQuery) -> dict[str, Any]:
-    unknown_fields_refuse(request.query_params.keys(), query_class().fields.keys())
-    query = query_class(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return query.validated_data
-
-
 class OrganisationScoped:
     """Querysets start from the caller's organisation; without one, they are empty."""
 
-    lookup_value_regex = "[0-9]+"
+    # Ids the database can hold (19 digits at most); a longer one names no row and answers 404.
+    lookup_value_regex = "[0-9]{1,19}"
+    filter_backends = [filters.StrictFilterBackend]
+    filterset_class: type[filters.PageFilterSet] = filters.PageFilterSet
 
     def organisation(self):
         return access.organisation_of(self.request.user)
@@ -202,12 +189,6 @@ class CaseDetailSerializer(CaseSerializer):
         return ConfirmedMatchSerializer(selectors.case_confirmed_matches(case), many=True).data
 
 
-class CaseQuery(PageQuery):
-    reference = serializers.CharField(max_length=100, required=False, help_text="Exact reference number.")
-    created_after = serializers.DateTimeField(required=False, input_formats=DATE_FORMATS)
-    created_before = serializers.DateTimeField(required=False, input_formats=DATE_FORMATS)
-
-
 CaseCreateRequest = form_request_serializer(CaseForm, "CaseCreateSerializer")
 
 
@@ -216,6 +197,7 @@ class CaseViewSet(OrganisationScoped, viewsets.GenericViewSet):
 
     serializer_class = CaseSerializer
     parser_classes = [MultiPartParser]
+    filterset_class = filters.CaseFilterSet
 
     def get_queryset(self):
         return (
@@ -227,17 +209,9 @@ class CaseViewSet(OrganisationScoped, viewsets.GenericViewSet):
     def _case(self, pk) -> Case:
         return get_object_or_404(self.get_queryset(), pk=pk)
 
-    @extend_schema(parameters=[CaseQuery], responses=CaseSerializer(many=True))
+    @extend_schema(responses=CaseSerializer(many=True))
     def list(self, request):
-        query = query_read(request, CaseQuery)
-        cases = self.get_queryset()
-        if "reference" in query:
-            cases = cases.filter(reference=query["reference"])
-        if "created_after" in query:
-            cases = cases.filter(created_at__gte=query["created_after"])
-        if "created_before" in query:
-            cases = cases.filter(created_at__lt=query["created_before"])
-        return self.paginated(cases, CaseSerializer)
+        return self.paginated(self.filter_queryset(self.get_queryset()), CaseSerializer)
 
     @extend_schema(responses=CaseDetailSerializer)
     def retrieve(self, request, pk=None):
@@ -285,25 +259,24 @@ class CaseViewSet(OrganisationScoped, viewsets.GenericViewSet):
             raise Conflict(str(error)) from None
         return Response(CaseStateSerializer(case).data)
 
-    @extend_schema(parameters=[PageQuery], responses=PhotoSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="photos", url_name="photos")
+    @extend_schema(responses=PhotoSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="photos", url_name="photos", filterset_class=filters.PageFilterSet)
     def photos(self, request, pk=None):
         """The case's probe photos: status, failure reason and face count."""
-        query_read(request)
-        return self.paginated(selectors.case_photos(self._case(pk)), PhotoSerializer)
+        return self.paginated(self.filter_queryset(selectors.case_photos(self._case(pk))), PhotoSerializer)
 
     @extend_schema(responses=PhotoSerializer)
-    @action(detail=True, methods=["get"], url_path=r"photos/(?P<photo_id>[0-9]+)", url_name="photo")
+    @action(detail=True, methods=["get"], url_path=r"photos/(?P<photo_id>[0-9]{1,19})", url_name="photo")
     def photo(self, request, pk=None, photo_id=None):
         photo = get_object_or_404(selectors.case_photos(self._case(pk)), pk=photo_id)
         return Response(PhotoSerializer(photo).data)
 
-    @extend_schema(parameters=[PageQuery], responses=ConfirmedMatchSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="matches", url_name="matches")
+    @extend_schema(responses=ConfirmedMatchSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="matches", url_name="matches", filterset_class=filters.PageFilterSet)
     def matches(self, request, pk=None):
         """Confirmed matches only: a pending, escalated or rejected candidate never leaves the review workflow."""
-        query_read(request)
-        return self.paginated(selectors.case_confirmed_matches(self._case(pk)), ConfirmedMatchSerializer)
+        matches = self.filter_queryset(selectors.case_confirmed_matches(self._case(pk)))
+        return self.paginated(matches, ConfirmedMatchSerializer)
 
 
 # Confirmed matches across the organisation's cases
@@ -315,12 +288,6 @@ class MatchSerializer(ConfirmedMatchSerializer):
 
     class Meta(ConfirmedMatchSerializer.Meta):
         fields = ["id", "case", "case_reference", *ConfirmedMatchSerializer.Meta.fields[1:]]
-
-
-class MatchQuery(PageQuery):
-    case = serializers.IntegerField(min_value=1, required=False, help_text="Only this case's matches.")
-    confirmed_after = serializers.DateTimeField(required=False, input_formats=DATE_FORMATS)
-    confirmed_before = serializers.DateTimeField(required=False, input_formats=DATE_FORMATS)
 
 
 def organisation_confirmed_matches(organisation) -> QuerySet[Candidate]:
@@ -337,22 +304,15 @@ class MatchViewSet(OrganisationScoped, viewsets.GenericViewSet):
     """Every confirmed match of the caller's organisation, newest first."""
 
     serializer_class = MatchSerializer
+    filterset_class = filters.MatchFilterSet
 
     def get_queryset(self):
         organisation = self.organisation()
         return organisation_confirmed_matches(organisation) if organisation else Candidate.objects.none()
 
-    @extend_schema(parameters=[MatchQuery], responses=MatchSerializer(many=True))
+    @extend_schema(responses=MatchSerializer(many=True))
     def list(self, request):
-        query = query_read(request, MatchQuery)
-        matches = self.get_queryset()
-        if "case" in query:
-            matches = matches.filter(case_id=query["case"])
-        if "confirmed_after" in query:
-            matches = matches.filter(outcome_at__gte=query["confirmed_after"])
-        if "confirmed_before" in query:
-            matches = matches.filter(outcome_at__lt=query["confirmed_before"])
-        return self.paginated(matches, MatchSerializer)
+        return self.paginated(self.filter_queryset(self.get_queryset()), MatchSerializer)
 
 
 # Galleries, subjects and bulk imports (org admins)
@@ -415,10 +375,6 @@ class SubjectDetailSerializer(serializers.ModelSerializer):
         return PhotoSerializer(photos, many=True).data
 
 
-class SubjectQuery(PageQuery):
-    code = serializers.CharField(max_length=100, required=False, help_text="Exact reference code.")
-
-
 SubjectEnrolRequest = form_request_serializer(SubjectForm, "SubjectEnrolSerializer")
 ImportRequest = form_request_serializer(BulkEnrolForm, "ImportCreateSerializer")
 
@@ -466,10 +422,9 @@ class GalleryViewSet(OrganisationScoped, viewsets.GenericViewSet):
     def _gallery(self, pk) -> Gallery:
         return get_object_or_404(self.get_queryset().select_related("organisation"), pk=pk)
 
-    @extend_schema(parameters=[PageQuery], responses=GallerySerializer(many=True))
+    @extend_schema(responses=GallerySerializer(many=True))
     def list(self, request):
-        query_read(request)
-        return self.paginated(self.get_queryset(), GallerySerializer)
+        return self.paginated(self.filter_queryset(self.get_queryset()), GallerySerializer)
 
     @extend_schema(request=GalleryCreateSerializer, responses={201: GallerySerializer})
     def create(self, request):
@@ -489,23 +444,25 @@ class GalleryViewSet(OrganisationScoped, viewsets.GenericViewSet):
     def retrieve(self, request, pk=None):
         return Response(GallerySerializer(self._gallery(pk)).data)
 
-    @extend_schema(methods=["GET"], parameters=[SubjectQuery], responses=SubjectSerializer(many=True))
+    @extend_schema(methods=["GET"], responses=SubjectSerializer(many=True))
     @extend_schema(
         methods=["POST"],
         request={"multipart/form-data": SubjectEnrolRequest},
         responses={201: SubjectDetailSerializer},
     )
     @action(
-        detail=True, methods=["get", "post"], url_path="subjects", url_name="subjects", parser_classes=[MultiPartParser]
+        detail=True,
+        methods=["get", "post"],
+        url_path="subjects",
+        url_name="subjects",
+        parser_classes=[MultiPartParser],
+        filterset_class=filters.SubjectFilterSet,
     )
     def subjects(self, request, pk=None):
         """List the gallery's subjects, or enrol one with its photos (a known code adds the photos to it)."""
         gallery = self._gallery(pk)
         if request.method == "GET":
-            query = query_read(request, SubjectQuery)
-            subjects = selectors.gallery_subjects(gallery).filter(erased_at__isnull=True)
-            if "code" in query:
-                subjects = subjects.filter(code=query["code"])
+            subjects = self.filter_queryset(selectors.gallery_subjects(gallery).filter(erased_at__isnull=True))
             return self.paginated(subjects, SubjectSerializer)
         form = form_from_request(SubjectForm, request)
         try:
@@ -516,7 +473,7 @@ class GalleryViewSet(OrganisationScoped, viewsets.GenericViewSet):
             raise Conflict("A subject with this code was enrolled at the same moment; send the photos again.") from None
         return Response(SubjectDetailSerializer(subject).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(methods=["GET"], parameters=[PageQuery], responses=ImportSerializer(many=True))
+    @extend_schema(methods=["GET"], responses=ImportSerializer(many=True))
     @extend_schema(methods=["POST"], request={"multipart/form-data": ImportRequest}, responses={202: ImportSerializer})
     @action(
         detail=True, methods=["get", "post"], url_path="imports", url_name="imports", parser_classes=[MultiPartParser]
@@ -525,8 +482,9 @@ class GalleryViewSet(OrganisationScoped, viewsets.GenericViewSet):
         """Bulk enrolment: a zip of photos and a CSV, checked at once and enrolled in the background."""
         gallery = self._gallery(pk)
         if request.method == "GET":
-            query_read(request)
-            return self.paginated(gallery.batches.order_by("-created_at", "-id"), ImportSerializer)
+            return self.paginated(
+                self.filter_queryset(gallery.batches.order_by("-created_at", "-id")), ImportSerializer
+            )
         form = form_from_request(BulkEnrolForm, request)
         try:
             batch = services.enrolment_batch_create(
@@ -609,10 +567,9 @@ class AuditRunViewSet(OrganisationScoped, viewsets.GenericViewSet):
             return AuditRun.objects.none()
         return evaluation.runs_for(organisation).order_by("-completed_at", "-id")
 
-    @extend_schema(parameters=[PageQuery], responses=AuditRunSerializer(many=True))
+    @extend_schema(responses=AuditRunSerializer(many=True))
     def list(self, request):
-        query_read(request)
-        return self.paginated(self.get_queryset(), AuditRunSerializer)
+        return self.paginated(self.filter_queryset(self.get_queryset()), AuditRunSerializer)
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def retrieve(self, request, pk=None):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 from functools import wraps
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -396,9 +397,23 @@ def audit_report(request, run_id: int):
     )
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection); a quote in front makes
+# it text. Group keys carry the evaluation set's column names and values, which its uploader chose.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
 @role_required(_can_read_audits)
 @require_GET
 def audit_report_download(request, run_id: int, fmt: str):
+    # Only these two: `fmt` also names the saved file, so anything else could forge it.
+    if fmt not in ("csv", "json"):
+        raise Http404("No such format.")
     run = _run_or_404(request, run_id)
     document = evaluation.audit_run_document(run)
     audit_record(
@@ -433,7 +448,7 @@ def audit_report_download(request, run_id: int, fmt: str):
             for rate in group["rates"]:
                 writer.writerow(
                     [
-                        group["key"],
+                        csv_cell(group["key"]),
                         group["identities"],
                         group["photos"],
                         group["impostor_pairs"],

@@ -250,7 +250,11 @@ def _may_see_workers(user) -> bool:
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    """Each worker as it last reported itself, with the queue depth and what is failing. Read-only."""
+    """Workers and what is waiting or failing. Read-only.
+
+    The whole (each worker's hostname and PID, the broker's queues, the outbox and its errors) spans every
+    organisation, so it is for superusers. An org admin sees their own organisation's photos by state.
+    """
 
     list_display = ["hostname", "alive", "last_seen_at", "started_at", "pid"]
     ordering = ["-last_seen_at"]
@@ -270,6 +274,10 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return queryset if access.is_superuser(request.user) else queryset.none()
+
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: WorkerHeartbeat) -> bool:
         from datetime import timedelta
@@ -283,18 +291,31 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         from django.apps import apps
         from django.conf import settings
+        from django.db.models import Count
 
         from portal.outbox import outbox_unsent_count, queue_depth
 
         # By name: portal sits below matching and must not import it.
-        failed = apps.get_model("matching", "Photo").objects.filter(status="failed")
+        photos = apps.get_model("matching", "Photo").objects.all()
         if not access.is_superuser(request.user):
-            failed = failed.filter(organisation=access.organisation_of(request.user))
+            own = photos.filter(organisation=access.organisation_of(request.user)).exclude(status="done")
+            by_status = {row["status"]: row["n"] for row in own.order_by().values("status").annotate(n=Count("id"))}
+            context = {
+                "title": "Processing of your organisation's photos",
+                "organisation_photos": [
+                    ("Photos waiting for a worker", by_status.get("queued", 0)),
+                    ("Photos being processed", by_status.get("detecting", 0) + by_status.get("matching", 0)),
+                ],
+                "failed_photos": by_status.get("failed", 0),
+                **(extra_context or {}),
+            }
+            return super().changelist_view(request, extra_context=context)
         depths = [(name, queue_depth(name)) for name in settings.CELERY_TASK_QUEUES]
         oldest_unsent = TaskOutbox.objects.filter(sent_at__isnull=True).order_by("id").first()
         context = {
+            "whole": True,
             "queue_depths": [(name, "n/a" if depth is None else depth) for name, depth in depths],
-            "failed_photos": failed.count(),
+            "failed_photos": photos.filter(status="failed").count(),
             "unsent_outbox": outbox_unsent_count(),
             "oldest_unsent": oldest_unsent,
             **(extra_context or {}),

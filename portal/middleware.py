@@ -1,4 +1,5 @@
-"""Request guards: the size of a request body, and the permission matrix (portal.access.ROUTE_ROLES)."""
+"""Request guards: the size of a request body, and the permission matrix (portal.access.ROUTE_ROLES); and
+the header that keeps every page and API answer out of caches."""
 
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ def _api_error(status: int, message: str, code: str) -> JsonResponse:
 TOO_LARGE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Upload too large</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto">
 <h1>Upload too large</h1><p>{message}</p><p><a href="javascript:history.back()">Go back</a></p></body></html>"""
+
+
+class NoStoreMiddleware:
+    """`Cache-Control: private, no-store` on every answer the portal renders: pages, API JSON, errors.
+
+    Cases, candidates, subjects and reviewers' names must not be kept by a browser's cache or a proxy, where
+    the next user of a shared machine could read them back. Static files are answered before this runs
+    (WhiteNoise), so they stay cacheable; a view that sets its own Cache-Control keeps it.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "private, no-store"
+        return response
 
 
 class RequestSizeMiddleware:

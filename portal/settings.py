@@ -33,6 +33,9 @@ def envpath(name: str, default: Path) -> Path:
 
 
 VAR_DIR = envpath("PORTAL_VAR_DIR", BASE_DIR / "var")
+# Only this user reads what the portal writes: its folders 0700, its files 0600 (media, the SQLite file, the
+# broker's messages). A folder that exists already keeps its mode.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 SECRET_KEY = os.getenv("SECRET_KEY", "dev-only-insecure-key-change-me")
 DEBUG = envbool("DEBUG", "false")
@@ -61,6 +64,8 @@ MIDDLEWARE = [
     "portal.middleware.RequestSizeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise, which answers static files itself: everything else is `private, no-store`.
+    "portal.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -190,6 +195,9 @@ REQUEST_MAX_BYTES = envint(
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Photos, crops, originals, bulk archives and disclosures are biometric data: readable by the portal's user only.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 # Face engine
 FACE_DETECTION_MODEL = os.getenv("FACE_DETECTION_MODEL", "hog")
@@ -222,7 +230,7 @@ CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _queue_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
-        (_queue_dir / _sub).mkdir(parents=True, exist_ok=True)
+        (_queue_dir / _sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir / "queue"),
         "data_folder_out": str(_queue_dir / "queue"),
@@ -276,7 +284,7 @@ CELERY_TASK_ROUTES = {
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     _result_backend_default = CELERY_BROKER_URL
 else:
-    (VAR_DIR / "results").mkdir(parents=True, exist_ok=True)
+    (VAR_DIR / "results").mkdir(mode=0o700, parents=True, exist_ok=True)
     _result_backend_default = f"file://{VAR_DIR / 'results'}"
 CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND", _result_backend_default)
 CELERY_RESULT_EXPIRES = envint("CELERY_RESULT_EXPIRES", "3600")
@@ -316,7 +324,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "portal.pagination.BoundedPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],

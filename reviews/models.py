@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -97,11 +98,8 @@ class TrainingAttestation(models.Model):
         return f"{self.reviewer} trained on {self.trained_on:%Y-%m-%d}"
 
     def valid_until(self, months: int) -> date:
-        month = self.trained_on.month - 1 + months
-        year = self.trained_on.year + month // 12
-        month = month % 12 + 1
-        day = min(self.trained_on.day, 28)
-        return date(year, month, day)
+        """The same day `months` later, or that month's last day when it is shorter (31 Jan + 1 = 28 or 29 Feb)."""
+        return self.trained_on + relativedelta(months=months)
 
 
 class ReviewClaim(models.Model):

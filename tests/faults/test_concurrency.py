@@ -7,14 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from matching import services
 from matching.models import Photo, Subject
 from portal.models import AuditEvent, TaskOutbox
 from tests.conftest import BIDEN, OBAMA, OBAMA_2
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgresql_only(reason="Concurrent writers, each in its own connection, take PostgreSQL's row locks."),
+]
 
 THREADS = 20
 
@@ -40,12 +43,6 @@ def run_together(work: Callable[[int], Any], count: int) -> tuple[list[Any], lis
     for thread in threads:
         thread.join(timeout=120)
     return results, errors
-
-
-@pytest.fixture(autouse=True)
-def _postgresql_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("Row locks and concurrent transactions are checked on PostgreSQL (DATABASE_URL).")
 
 
 def test_twenty_concurrent_uploads_to_one_case_each_land_once(open_case, alice, faces):

@@ -7,6 +7,7 @@ import time
 import pytest
 from django.db import OperationalError
 from django.urls import reverse
+from django.utils import timezone
 
 from matching.models import Case, Photo, PhotoStatus
 from portal.models import TaskOutbox, WorkerHeartbeat
@@ -69,7 +70,7 @@ def test_healthz_answers_503_when_the_database_is_down(client, monkeypatch):
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_running_worker_shows_as_alive_to_the_org_admin(client, start_worker, dana):
+def test_a_running_worker_shows_as_alive_to_a_superuser(client, start_worker, django_user_model):
     # Given a worker that has been running for a few heartbeats
     worker = start_worker("visible")
     first = WorkerHeartbeat.objects.get(hostname=worker.hostname).last_seen_at
@@ -79,8 +80,8 @@ def test_a_running_worker_shows_as_alive_to_the_org_admin(client, start_worker, 
         message="a second heartbeat",
     )
 
-    # When the org admin opens the workers page
-    client.force_login(dana)
+    # When a superuser opens the workers page
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.org", "x"))
     page = client.get(reverse(CHANGELIST)).content.decode()
 
     # Then it lists the worker as alive, with the queue depths read from Redis
@@ -89,39 +90,59 @@ def test_a_running_worker_shows_as_alive_to_the_org_admin(client, start_worker, 
     assert "Tasks waiting in queue “celery”</th><td>0</td>" in page
 
 
-@pytest.mark.django_db
-def test_the_workers_page_counts_the_organisations_failed_photos_and_unsent_tasks(
-    client, dana, open_case, charlie, django_user_model
-):
-    # Given a failed photo here, another in a second organisation, and the upload's task never sent
+@pytest.fixture
+def work_in_two_organisations(open_case, charlie):
+    """A failed photo here and another in a second organisation, a worker, and the upload's task unsent."""
     photo = open_case(OBAMA_2, process=False).photos.get()
     Photo.objects.filter(pk=photo.pk).update(status=PhotoStatus.FAILED, failure_reason="No face.")
     elsewhere = Case.objects.create(
         organisation=charlie.membership.organisation, reference="O-1", title="Other", purpose="Other"
     )
-    Photo.objects.create(
-        organisation=elsewhere.organisation,
-        kind="probe",
-        case=elsewhere,
-        image=photo.image.name,
-        width=photo.width,
-        height=photo.height,
-        status=PhotoStatus.FAILED,
-        failure_reason="No face.",
-    )
-    TaskOutbox.objects.update(last_error="ConnectionError: refused")
+    for status in (PhotoStatus.FAILED, PhotoStatus.QUEUED):
+        Photo.objects.create(
+            organisation=elsewhere.organisation,
+            kind="probe",
+            case=elsewhere,
+            image=photo.image.name,
+            width=photo.width,
+            height=photo.height,
+            status=status,
+            failure_reason="No face." if status == PhotoStatus.FAILED else "",
+        )
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(hostname="celery@gpu-host-7", pid=48213, started_at=now, last_seen_at=now)
+    TaskOutbox.objects.update(last_error="ConnectionError: redis://10.1.2.3:6379 refused")
 
+
+@pytest.mark.django_db
+def test_the_workers_page_shows_a_superuser_every_worker_queue_and_failure(
+    client, work_in_two_organisations, django_user_model
+):
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.org", "x"))
+
+    response = client.get(reverse(CHANGELIST))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "celery@gpu-host-7" in page and "48213" in page
+    assert '<td id="failed-photos">2</td>' in page
+    assert '<td id="unsent-outbox">1 (oldest' in page and "redis://10.1.2.3:6379 refused" in page
+    assert "Tasks waiting in queue “celery”</th><td>n/a</td>" in page
+
+
+@pytest.mark.django_db
+def test_an_org_admin_sees_only_their_organisations_work_on_the_workers_page(client, dana, work_in_two_organisations):
     # When the org admin opens the workers page
     client.force_login(dana)
-    page = client.get(reverse(CHANGELIST)).content.decode()
+    response = client.get(reverse(CHANGELIST))
 
-    # Then the failures counted are their organisation's, and the queue depth is "n/a" off Redis
+    # Then nothing that spans organisations: no worker host or PID, no queue, no outbox or its errors ...
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert [s for s in ("celery@gpu-host-7", "48213", "10.1.2.3", "unsent-outbox", "Tasks waiting") if s in page] == []
+    # ... and the counts are their organisation's: one failed photo, none of the other's queued one
     assert '<td id="failed-photos">1</td>' in page
-    assert '<td id="unsent-outbox">1 (oldest' in page and "ConnectionError: refused" in page
-    assert "Tasks waiting in queue “celery”</th><td>n/a</td>" in page
-    # while a superuser sees every organisation's
-    client.force_login(django_user_model.objects.create_superuser("root", "root@example.org", "x"))
-    assert '<td id="failed-photos">2</td>' in client.get(reverse(CHANGELIST)).content.decode()
+    assert "Photos waiting for a worker</th><td>0</td>" in page
 
 
 @pytest.mark.django_db

@@ -280,7 +280,69 @@ def test_match_list_refuses_a_case_that_is_not_a_number(client, alice):
     assert response.status_code == 400 and errors_of(response) == [("case", "invalid")]
 
 
-@pytest.mark.parametrize("path", ["/api/cases/abc/", "/api/cases/-1/", "/api/cases/99999999999999999999999/"])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # The fuzzer's request: SQLite cannot bind it (OverflowError, a 500), PostgreSQL can but no id is that big.
+        ({"case": "99999999999999999999"}, [("case", "max_value")]),
+        ({"case": str(2**63)}, [("case", "max_value")]),
+        ({"case": "0"}, [("case", "min_value")]),
+        ({"case": "1.5"}, [("case", "invalid")]),
+        ({"page": "99999999999999999999"}, [("page", "max_value")]),
+    ],
+    ids=["twenty-digits", "bigint-plus-one", "zero", "fraction", "page-twenty-digits"],
+)
+def test_match_list_refuses_integers_the_database_cannot_store(client, alice, query, expected):
+    client.force_login(alice)
+
+    response = client.get(reverse("match-list"), query)
+
+    assert response.status_code == 400 and errors_of(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("moment", "valid"),
+    [
+        # The fuzzer's (seed 15, PostgreSQL): an offset Python allows and PostgreSQL refuses, read as UTC.
+        ("8296-11-15T19:55:16.1+23:04", True),
+        # Moments that leave years 1 to 9999 once in UTC.
+        ("9999-12-31T23:00:00-05:00", False),
+        ("0001-01-01T00:30:00+01:00", False),
+    ],
+    ids=["offset-23h", "after-9999", "before-year-1"],
+)
+def test_match_and_case_lists_read_moments_in_utc_or_refuse_them(client, alice, moment, valid):
+    client.force_login(alice)
+
+    matches = client.get(reverse("match-list"), {"confirmed_after": moment})
+    cases = client.get(reverse("case-list"), {"created_before": moment})
+
+    if valid:
+        assert (matches.status_code, cases.status_code) == (200, 200)
+    else:
+        assert matches.status_code == 400 and errors_of(matches) == [("confirmed_after", "invalid")]
+        assert cases.status_code == 400 and errors_of(cases) == [("created_before", "invalid")]
+
+
+def test_match_list_accepts_the_largest_id_the_database_stores(client, alice):
+    client.force_login(alice)
+
+    response = client.get(reverse("match-list"), {"case": str(2**63 - 1)})
+
+    assert response.status_code == 200 and response.json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/cases/abc/",
+        "/api/cases/-1/",
+        "/api/cases/99999999999999999999/",
+        "/api/cases/99999999999999999999999/",
+        "/api/cases/1/photos/99999999999999999999/",
+        "/api/cases/9999999999999999999/",
+    ],
+)
 def test_ids_that_are_not_ids_are_a_json_404(client, alice, path):
     client.force_login(alice)
 

@@ -3,19 +3,23 @@ from __future__ import annotations
 import io
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cryptography.fernet import Fernet
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
 from matching import services
-from matching.models import Candidate, Face, Outcome, Photo, Search
+from matching.models import Candidate, EnrolmentBatch, Face, Outcome, Photo, Search
 from matching.sealing import SealError, encoding_keys, encoding_open, encoding_seal
 from portal.models import AuditEvent
 from tests.conftest import BIDEN, OBAMA, OBAMA_2
+from tests.matching.test_bulk import csv_bytes, make_zip
 
 
 def test_encodings_are_encrypted_at_rest(enrol):
@@ -153,3 +157,43 @@ def test_stored_photos_carry_no_exif_and_originals_only_by_choice(alice, org):
     assert not plain.original
     with kept.original.open("rb") as handle:
         assert handle.read() == data
+
+
+def _modes_below(root: Path, path: Path) -> list[tuple[str, str]]:
+    """The mode of the file and of each folder between it and the media root."""
+    modes = [(path.name, oct(path.stat().st_mode & 0o777))]
+    for folder in path.relative_to(root).parents:
+        if folder != Path("."):
+            modes.append((f"{folder}/", oct((root / folder).stat().st_mode & 0o777)))
+    return modes
+
+
+def test_uploads_and_bulk_archives_are_stored_0600_in_folders_0700(client, alice, dana, org, faces, media_root):
+    # given: an organisation that keeps the originals, so that every kind of upload is stored
+    org.keep_originals = True
+    org.save(update_fields=["keep_originals"])
+    gallery = services.gallery_create(organisation=org, name="Register", acting_user=dana)
+
+    # when: a caseworker files a case with a photo, and the org admin imports a zip and a CSV, over the API
+    client.force_login(alice)
+    case = client.post(
+        reverse("case-list"),
+        {"reference": "PERM-1", "title": "t", "purpose": "p", "photos": [faces.upload(OBAMA)]},
+    )
+    client.force_login(dana)
+    batch = client.post(
+        reverse("gallery-imports", args=[gallery.pk]),
+        {
+            "archive": SimpleUploadedFile("photos.zip", make_zip({"obama.jpg": faces.read(OBAMA)})),
+            "manifest": SimpleUploadedFile("manifest.csv", csv_bytes("code,file", "P-1,obama.jpg")),
+        },
+    )
+
+    # then: each file is the owner's alone, and so is each folder the storage made for it
+    assert (case.status_code, batch.status_code) == (201, 202)
+    photo = Photo.objects.get(case_id=case.json()["id"])
+    stored = EnrolmentBatch.objects.get(pk=batch.json()["id"])
+    files = [Path(f.path) for f in (photo.image, photo.original, stored.archive, stored.manifest)]
+    for path in files:
+        modes = _modes_below(Path(media_root), path)
+        assert modes == [(name, "0o700" if name.endswith("/") else "0o600") for name, _ in modes]

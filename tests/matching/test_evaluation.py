@@ -94,6 +94,7 @@ def test_audit_run_json_is_valid_and_matches_the_stored_rows(audit_dataset, org,
 
     document = json.loads(path.read_text())
     run = AuditRun.objects.get(pk=document["run"]["id"])
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert document["run"]["engine_version"] == run.engine_version
     stored = {g.key: g for g in AuditGroup.objects.filter(run=run).prefetch_related("rates")}
     assert {g["key"] for g in document["groups"]} == set(stored)

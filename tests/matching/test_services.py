@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from matching import services
 from matching.imaging import ImageRejected
@@ -90,11 +93,18 @@ def test_search_uses_the_organisation_threshold_and_limit(obama_and_biden, open_
     assert search.candidate_count == 0
 
 
-def test_a_rejected_upload_stores_nothing(alice, faces):
-    with pytest.raises(ImageRejected, match="empty"):
-        services.uploaded_image_read(faces.upload(OBAMA).__class__("x.jpg", b""))
+def test_a_rejected_upload_is_refused_by_name_before_anything_is_stored(faces, media_root):
+    # given: a case's photos as a caseworker sends them, the second one empty
+    uploads = [faces.upload(OBAMA), SimpleUploadedFile("second.jpg", b"")]
+    before = sorted(str(path) for path in Path(media_root).rglob("*"))
 
-    assert not Photo.objects.exists()
+    # when: they are read, as every upload path reads them all before it stores anything
+    with pytest.raises(ImageRejected) as refusal:
+        [services.uploaded_image_read(upload) for upload in uploads]
+
+    # then: the refusal names the file and says why, and nothing was written
+    assert str(refusal.value) == "second.jpg: The file is empty."
+    assert sorted(str(path) for path in Path(media_root).rglob("*")) == before
 
 
 def test_a_photo_whose_processing_fails_leaves_other_photos_alone(obama_and_biden, open_case):

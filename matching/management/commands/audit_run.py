@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -62,7 +63,11 @@ class Command(BaseCommand):
             self._print(document)
         if options.get("json"):
             payload = documents[0] if len(documents) == 1 else {"runs": documents}
-            options["json"].write_text(json.dumps(payload, indent=2))
+            # 0600, like every file the portal writes: the figures describe the organisation's gallery.
+            descriptor = os.open(options["json"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(payload, indent=2))
+            options["json"].chmod(0o600)
             self.stdout.write(f"Wrote {options['json']}")
 
     def _print(self, document: dict) -> None:
