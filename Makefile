@@ -36,8 +36,9 @@ browser:
 
 # Pango and HarfBuzz for WeasyPrint, which renders the disclosure PDF in the worker.
 pdflibs:
-	@if ! ldconfig -p | grep -q 'libpango-1.0.so.0' || ! ldconfig -p | grep -q 'libpangoft2-1.0.so.0' \
-	    || ! ldconfig -p | grep -q 'libharfbuzz-subset.so.0'; then \
+	@libs="$$($$(command -v ldconfig || echo /sbin/ldconfig) -p 2>/dev/null)"; \
+	if ! echo "$$libs" | grep -q 'libpango-1.0.so.0' || ! echo "$$libs" | grep -q 'libpangoft2-1.0.so.0' \
+	    || ! echo "$$libs" | grep -q 'libharfbuzz-subset.so.0'; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	      libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core) >/dev/null; \
