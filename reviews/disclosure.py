@@ -89,9 +89,7 @@ def _data_uri(file) -> str:
 
 def disclosure_context(case: Case) -> dict[str, Any]:
     photos = []
-    for photo in case.photos.prefetch_related(
-        "faces__search__candidates__subject", "faces__search__candidates__reference_face"
-    ).order_by("id"):
+    for photo in case.photos.prefetch_related("faces__search__candidates__subject").order_by("id"):
         row = PhotoRow(photo=photo, data_uri=_data_uri(photo.image))
         for face in photo.faces.all():
             search = getattr(face, "search", None)
@@ -103,7 +101,12 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                 crop_uri=_data_uri(face.crop),
             )
             if search is not None:
-                for candidate in search.candidates.order_by("rank"):
+                candidates = (
+                    search.candidates.select_related("subject", "reference_face")
+                    .defer("reference_face__encoding")
+                    .order_by("rank")
+                )
+                for candidate in candidates:
                     decisions = [
                         DecisionRow(
                             decision=d,
