@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint format browser migrate demo bench
+.PHONY: run test install lint format browser pdflibs migrate demo bench
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ migrate: install
 demo: migrate
 	$(BIN)/python manage.py seed_demo
 
-run: demo
+run: demo pdflibs
 	bin/run
 
 # Debian's Chromium for the browser tests; Playwright cannot download its own here.
@@ -34,7 +34,18 @@ browser:
 	  else echo "Chromium is missing: install Debian's chromium package, or the browser tests will skip."; fi; \
 	fi
 
-test: install browser
+# Pango and HarfBuzz for WeasyPrint, which renders the disclosure PDF in the worker.
+pdflibs:
+	@libs="$$($$(command -v ldconfig || echo /sbin/ldconfig) -p 2>/dev/null)"; \
+	if ! echo "$$libs" | grep -q 'libpango-1.0.so.0' || ! echo "$$libs" | grep -q 'libpangoft2-1.0.so.0' \
+	    || ! echo "$$libs" | grep -q 'libharfbuzz-subset.so.0'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core) >/dev/null; \
+	  else echo "Pango is missing: install Debian's libpango-1.0-0, libpangoft2-1.0-0 and libharfbuzz-subset0, or disclosure PDFs will fail."; fi; \
+	fi
+
+test: install browser pdflibs
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

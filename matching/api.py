@@ -93,7 +93,10 @@ class PhotoSerializer(serializers.ModelSerializer):
 class ConfirmedMatchSerializer(serializers.ModelSerializer):
     subject_code = serializers.CharField(source="subject.code")
     subject_name = serializers.CharField(source="subject.display_name")
-    reviewer = serializers.CharField(source="outcome_by.get_username", default=None)
+    reviewer = serializers.CharField(
+        source="outcome_by.get_username", default=None, help_text="The reviewer whose decision settled it."
+    )
+    confirmed_by = serializers.SerializerMethodField(help_text="Every reviewer whose confirmation counted.")
     reason = serializers.CharField(source="outcome_reason")
     confirmed_at = serializers.DateTimeField(source="outcome_at")
     probe_face = serializers.IntegerField(source="search.face_id")
@@ -108,11 +111,16 @@ class ConfirmedMatchSerializer(serializers.ModelSerializer):
             "rank",
             "distance",
             "reviewer",
+            "confirmed_by",
             "reason",
             "confirmed_at",
             "probe_face",
             "reference_face",
         ]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_confirmed_by(self, candidate: Candidate) -> list[str]:
+        return [reviewer.get_username() for reviewer in candidate.confirming_reviewers]
 
 
 class CaseSerializer(serializers.ModelSerializer):
@@ -295,6 +303,7 @@ def organisation_confirmed_matches(organisation) -> QuerySet[Candidate]:
     return (
         Candidate.objects.filter(organisation=organisation, case__organisation=organisation, outcome=Outcome.CONFIRMED)
         .select_related("case", "subject", "reference_face", "search__face", "outcome_by")
+        .prefetch_related("confirmed_by")
         .defer("reference_face__encoding", "search__face__encoding")
         .order_by("-outcome_at", "-id")
     )

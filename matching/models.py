@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from django.conf import settings
 from django.db import models
@@ -162,6 +164,18 @@ class Photo(models.Model):
     def is_finished(self) -> bool:
         return self.status in (PhotoStatus.DONE, PhotoStatus.FAILED)
 
+    NO_FACE_NOTICE = "No search ran; try a clearer photo."
+
+    @property
+    def no_face(self) -> bool:
+        """Finished without finding a face, so nothing was searched: not the same as a search that found nobody.
+
+        Uses a `face_count` annotation where the query made one (the case page's does)."""
+        if self.status != PhotoStatus.DONE:
+            return False
+        count = getattr(self, "face_count", None)
+        return (count if count is not None else self.faces.count()) == 0
+
 
 class Face(models.Model):
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="faces")
@@ -246,6 +260,8 @@ class Candidate(models.Model):
     )
     outcome_reason = models.TextField(blank=True)
     outcome_at = models.DateTimeField(null=True, blank=True)
+    # Every reviewer whose confirmation made this a match; outcome_by is only the one who settled it.
+    confirmed_by = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -266,6 +282,12 @@ class Candidate(models.Model):
     @property
     def probe_face(self) -> Face:
         return self.search.face
+
+    @property
+    def confirming_reviewers(self) -> list[Any]:
+        """Who confirmed this match: each confirming reviewer, or, for rows from before that was kept, the last."""
+        reviewers = list(self.confirmed_by.all())
+        return reviewers or ([self.outcome_by] if self.outcome_by_id else [])
 
 
 class BatchStatus(models.TextChoices):

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from matching.models import Candidate, Case, Face, Gallery, Outcome, Photo, PhotoKind, PhotoStatus
 from portal import access
+
+NO_FACE = "no_face"
 
 
 def cases_for(user) -> QuerySet[Case]:
@@ -17,8 +19,18 @@ def case_list_rows(cases: list[Case]) -> list[dict]:
     """Each case of a list page with its photo and candidate counts: two queries, whatever the page size."""
     ids = [case.pk for case in cases]
     photos = {case_id: {} for case_id in ids}
-    for row in Photo.objects.filter(case_id__in=ids).values("case_id", "status").annotate(n=Count("id")).order_by():
-        photos[row["case_id"]][row["status"]] = row["n"]
+    with_face = Exists(Face.objects.filter(photo=OuterRef("pk")))
+    for row in (
+        Photo.objects.filter(case_id__in=ids)
+        .annotate(with_face=with_face)
+        .values("case_id", "status", "with_face")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        # A finished photo without a face ran no search: counted apart, so that it never reads as done.
+        status = NO_FACE if row["status"] == PhotoStatus.DONE and not row["with_face"] else row["status"]
+        counts = photos[row["case_id"]]
+        counts[status] = counts.get(status, 0) + row["n"]
     candidates = {
         row["case_id"]: row
         for row in Candidate.objects.filter(case_id__in=ids)
@@ -33,13 +45,15 @@ def case_list_rows(cases: list[Case]) -> list[dict]:
     for case in cases:
         counts = photos[case.pk]
         done, failed = counts.get(PhotoStatus.DONE, 0), counts.get(PhotoStatus.FAILED, 0)
+        no_face = counts.get(NO_FACE, 0)
         row = candidates.get(case.pk, {})
         rows.append(
             {
                 "case": case,
                 "photos_done": done,
                 "photos_failed": failed,
-                "photos_working": sum(counts.values()) - done - failed,
+                "photos_no_face": no_face,
+                "photos_working": sum(counts.values()) - done - failed - no_face,
                 "pending": row.get("pending", 0),
                 "confirmed": row.get("confirmed", 0),
             }
@@ -52,6 +66,7 @@ def case_confirmed_matches(case: Case) -> QuerySet[Candidate]:
     return (
         case.candidates.filter(outcome=Outcome.CONFIRMED)
         .select_related("subject", "reference_face", "search__face", "outcome_by")
+        .prefetch_related("confirmed_by")
         .defer("reference_face__encoding", "search__face__encoding")
         .order_by("outcome_at")
     )

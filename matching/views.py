@@ -159,8 +159,9 @@ def case_status(request, case_id: int):
         {
             "id": photo.pk,
             "status": photo.status,
-            "status_display": photo.get_status_display(),
-            "failure_reason": photo.failure_reason,
+            "status_display": "No face found" if photo.no_face else photo.get_status_display(),
+            "failure_reason": photo.NO_FACE_NOTICE if photo.no_face else photo.failure_reason,
+            "no_face": photo.no_face,
             "faces": photo.face_count,
             "finished": photo.is_finished,
         }

@@ -7,12 +7,14 @@ portal.middleware (401, 403, 413), or Django itself (a 404 or 500 under /api/).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views import defaults
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
@@ -26,6 +28,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from portal.keys import api_key_revoke, personal_token_create
 from portal.models import ApiKey, ApiKeyKind
 from portal.services import AccessError
+
+logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 
@@ -182,10 +186,22 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return defaults.page_not_found(request, exception)
 
 
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if is_api_request(request):
+        return _json_error(request, 403, "Your role does not allow this.", "permission_denied")
+    return defaults.permission_denied(request, exception)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if is_api_request(request):
         return _json_error(request, 500, "Something went wrong on our side; it has been logged.", "server_error")
-    return defaults.server_error(request)
+    # With the signed-in user's navigation when that still works; the failure may be the database itself,
+    # which the navigation needs, so fall back to the same page without it.
+    try:
+        return render(request, "500.html", status=500)
+    except Exception:
+        logger.exception("The 500 page could not be rendered with the request; rendering it without.")
+        return defaults.server_error(request)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

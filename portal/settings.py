@@ -167,7 +167,8 @@ if AWS_STORAGE_BUCKET_NAME:
 MEDIA_URL = "/private-media-is-never-served/"
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "matching:case_list"
+# "home" sends each role to its own start page; a reviewer has no case list.
+LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

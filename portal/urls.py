@@ -22,6 +22,7 @@ router.register("imports", ImportViewSet, basename="import")
 router.register("audit-runs", AuditRunViewSet, basename="audit-run")
 
 handler400 = "portal.api.bad_request"
+handler403 = "portal.api.permission_denied"
 handler404 = "portal.api.not_found"
 handler500 = "portal.api.server_error"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ class CandidateRow:
     distance: float
     subject: str
     outcome: str
+    reference_uri: str = ""
     decisions: list[DecisionRow] = field(default_factory=list)
 
 
@@ -52,6 +52,7 @@ class FaceRow:
     box: str
     quality: str
     search: Search | None
+    crop_uri: str = ""
     candidates: list[CandidateRow] = field(default_factory=list)
 
 
@@ -59,7 +60,6 @@ class FaceRow:
 class PhotoRow:
     photo: Photo
     data_uri: str
-    jpeg: bytes
     faces: list[FaceRow] = field(default_factory=list)
     # Set when the photo's image is gone (retention purge or erasure): the report says so instead.
     purged_note: str = ""
@@ -105,14 +105,26 @@ def _bias_summary(snapshot: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _data_uri(file) -> str:
+    """A stored JPEG inlined, so that the HTML and the PDF carry their images with them."""
+    if not file:
+        return ""
+    try:
+        with file.open("rb") as handle:
+            return "data:image/jpeg;base64," + base64.b64encode(handle.read()).decode()
+    except (FileNotFoundError, ValueError):
+        # Purged or erased under the report's feet: the report shows no image rather than failing.
+        return ""
+
+
 def disclosure_context(case: Case) -> dict[str, Any]:
     photos = []
     for photo in case.photos.prefetch_related("faces__search__candidates__subject").order_by("id"):
         jpeg = _photo_jpeg(photo)
         if jpeg is None:
-            row = PhotoRow(photo=photo, data_uri="", jpeg=b"", purged_note=_purged_note(photo))
+            row = PhotoRow(photo=photo, data_uri="", purged_note=_purged_note(photo))
         else:
-            row = PhotoRow(photo=photo, data_uri="data:image/jpeg;base64," + base64.b64encode(jpeg).decode(), jpeg=jpeg)
+            row = PhotoRow(photo=photo, data_uri="data:image/jpeg;base64," + base64.b64encode(jpeg).decode())
         for face in photo.faces.all():
             search = getattr(face, "search", None)
             face_row = FaceRow(
@@ -120,9 +132,15 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                 box=f"({face.left}, {face.top})–({face.right}, {face.bottom})",
                 quality=f"{face.face_width}×{face.face_height} px, sharpness {face.blur:.0f}",
                 search=search,
+                crop_uri=_data_uri(face.crop),
             )
             if search is not None:
-                for candidate in search.candidates.order_by("rank"):
+                candidates = (
+                    search.candidates.select_related("subject", "reference_face")
+                    .defer("reference_face__encoding")
+                    .order_by("rank")
+                )
+                for candidate in candidates:
                     decisions = [
                         DecisionRow(
                             decision=d,
@@ -137,6 +155,7 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                             distance=candidate.distance,
                             subject=_subject_label(candidate.subject),
                             outcome=candidate.get_outcome_display(),
+                            reference_uri=_data_uri(candidate.reference_face.crop),
                             decisions=decisions,
                         )
                     )
@@ -156,104 +175,13 @@ def disclosure_context(case: Case) -> dict[str, Any]:
     }
 
 
-def _pdf(context: dict[str, Any]) -> bytes:
-    from xml.sax.saxutils import escape
+def _pdf(html: str) -> bytes:
+    """The PDF is the HTML report printed: one template, so the two cannot say different things."""
+    from weasyprint import HTML
+    from weasyprint.urls import URLFetcher
 
-    from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import getSampleStyleSheet
-    from reportlab.lib.units import mm
-    from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-
-    styles = getSampleStyleSheet()
-    body, small = styles["BodyText"], styles["BodyText"].clone("small", fontSize=8, leading=10)
-
-    def p(text: str, style=body) -> Paragraph:
-        return Paragraph(escape(str(text)), style)
-
-    case = context["case"]
-    story = [
-        Paragraph(escape(f"Disclosure report: case {case.reference}"), styles["Title"]),
-        Paragraph(f"<b>{escape(context['lead_only'])}</b>", body),
-        Spacer(1, 4 * mm),
-        p(f"Title: {case.title}"),
-        p(f"Purpose: {case.purpose}"),
-        p(f"Created {case.created_at:%Y-%m-%d %H:%M} by {case.created_by or '—'}"),
-        p(f"Generated {context['generated_at']:%Y-%m-%d %H:%M %Z}"),
-        p(
-            f"Engine: {', '.join(context['engine_versions']) or '—'}; threshold(s): "
-            f"{', '.join(str(t) for t in context['thresholds']) or '—'}"
-        ),
-        p(
-            "Audit used: "
-            + (
-                f"audit {context['audit'].run.pk} of {context['audit'].run.dataset.name} "
-                f"({context['audit'].run.engine_version}, {context['audit'].run.completed_at:%Y-%m-%d})"
-                if context["audit"].run
-                else "none"
-            )
-            + ("" if context["audit"].valid else f" — not valid: {context['audit'].reason}")
-        ),
-        p(f"Review policy: {context['policy'].required_confirmations} independent confirmation(s) required."),
-    ]
-    for row in context["photos"]:
-        story += [
-            Spacer(1, 5 * mm),
-            Paragraph(escape(f"Probe photo {row.photo.pk}: {row.photo.original_name}"), styles["Heading2"]),
-        ]
-        if row.jpeg:
-            scale = min(70 * mm / row.photo.width, 70 * mm / row.photo.height)
-            story.append(Image(io.BytesIO(row.jpeg), width=row.photo.width * scale, height=row.photo.height * scale))
-        else:
-            story.append(p(row.purged_note))
-        story.append(p(f"Status: {row.photo.get_status_display()} {row.photo.failure_reason}"))
-        if not row.faces:
-            story.append(p("No face was found in this photo, so no search was made."))
-        for face in row.faces:
-            story.append(Paragraph(escape(f"Face {face.index}: box {face.box}, {face.quality}"), styles["Heading3"]))
-            if face.search is None:
-                story.append(p("Not searched."))
-                continue
-            story.append(
-                p(
-                    f"Searched {face.search.created_at:%Y-%m-%d %H:%M} against "
-                    f"{face.search.gallery_faces} gallery faces "
-                    f"at threshold {face.search.threshold}, at most {face.search.max_candidates} candidates: "
-                    f"{face.search.candidate_count} candidate(s)."
-                )
-            )
-            if not face.candidates:
-                story.append(p("No candidate: no gallery face was within the threshold."))
-            table = [["Rank", "Distance", "Subject", "Outcome"]] + [
-                [str(c.rank), f"{c.distance:.3f}", c.subject, c.outcome] for c in face.candidates
-            ]
-            if face.candidates:
-                grid = Table(table, colWidths=[15 * mm, 20 * mm, 80 * mm, 50 * mm])
-                grid.setStyle(
-                    TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey), ("FONTSIZE", (0, 0), (-1, -1), 8)])
-                )
-                story.append(grid)
-            for candidate in face.candidates:
-                for d in candidate.decisions:
-                    decision = d.decision
-                    story.append(
-                        p(
-                            f"Rank {candidate.rank} — {decision.get_conclusion_display()} by {decision.reviewer} on "
-                            f"{decision.created_at:%Y-%m-%d %H:%M}"
-                            f"{' (escalation)' if decision.escalation else ''}"
-                            f"{f' (corrects decision {decision.corrects_id})' if decision.corrects_id else ''}; "
-                            f"training valid until {decision.training_valid_until or 'not recorded'}; "
-                            f"bias warning acknowledged: {'yes' if decision.bias_acknowledged else 'no'}.",
-                            small,
-                        )
-                    )
-                    story.append(p("Checklist: " + "; ".join(f"{k}: {v}" for k, v in d.features), small))
-                    story.append(p(f"Reason: {decision.reason}", small))
-                    story.append(p(f"Bias warning shown: {d.bias_summary}", small))
-    story += [Spacer(1, 6 * mm), Paragraph(f"<b>{escape(context['lead_only'])}</b>", body)]
-    out = io.BytesIO()
-    SimpleDocTemplate(out, pagesize=A4, title=f"Disclosure {case.reference}").build(story)
-    return out.getvalue()
+    # The report inlines its images as data URIs; it must fetch nothing else, from the network or the disk.
+    return HTML(string=html, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf()
 
 
 @transaction.atomic
@@ -277,7 +205,7 @@ def disclosure_generate(*, report_id: int) -> None:
     started_from = report.regenerated_at
     context = disclosure_context(report.case)
     html = render_to_string("reviews/disclosure.html", context)
-    pdf = _pdf(context)
+    pdf = _pdf(html)
     with transaction.atomic():
         current = DisclosureReport.objects.select_for_update().get(pk=report_id)
         if current.regenerated_at != started_from or current.status != DisclosureStatus.RUNNING:

@@ -259,12 +259,13 @@ def review_decide(
 
 
 def _candidate_advance(candidate: Candidate, decision: ReviewDecision, policy: ReviewPolicy, acting_user: Any) -> None:
+    active = active_decisions(candidate)
+    confirming = [d for d in active if d.confirms]
     if decision.escalation:
         outcome = Outcome.CONFIRMED if decision.confirms else Outcome.REJECTED
         reason = f"Escalation decided by {acting_user.get_username()}: {decision.reason}"
+        confirming.append(decision)
     else:
-        active = active_decisions(candidate)
-        confirming = [d for d in active if d.confirms]
         other = [d for d in active if not d.confirms]
         if confirming and other:
             outcome, reason = Outcome.ESCALATED, f"Reviewers disagreed. {_summary(active)}"
@@ -276,7 +277,13 @@ def _candidate_advance(candidate: Candidate, decision: ReviewDecision, policy: R
             return
     if outcome == candidate.outcome:
         return
-    candidate_set_outcome(candidate_id=candidate.pk, outcome=outcome, reason=reason, acting_user=acting_user)
+    candidate_set_outcome(
+        candidate_id=candidate.pk,
+        outcome=outcome,
+        reason=reason,
+        acting_user=acting_user,
+        confirmed_by=[d.reviewer for d in confirming],
+    )
     audit_record(
         action=f"candidate.{outcome}",
         actor=acting_user,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -96,8 +97,14 @@ OPEN_OUTCOMES = (Outcome.PENDING, Outcome.ESCALATED)
 
 
 @transaction.atomic
-def candidate_set_outcome(*, candidate_id: int, outcome: str, reason: str, acting_user: Any) -> Candidate:
-    """Move a candidate on. Only the review workflow calls this; a confirmed or rejected candidate stays so."""
+def candidate_set_outcome(
+    *, candidate_id: int, outcome: str, reason: str, acting_user: Any, confirmed_by: Sequence[Any] = ()
+) -> Candidate:
+    """Move a candidate on. Only the review workflow calls this; a confirmed or rejected candidate stays so.
+
+    `confirmed_by` names every reviewer whose confirmation counts towards a confirmed outcome (the acting
+    user when empty), so that the caseworker sees all of them, not only the one who settled it.
+    """
     if outcome not in (Outcome.CONFIRMED, Outcome.REJECTED, Outcome.ESCALATED):
         raise ServiceError("A candidate can only be confirmed, rejected or escalated.")
     if not reason.strip():
@@ -112,4 +119,6 @@ def candidate_set_outcome(*, candidate_id: int, outcome: str, reason: str, actin
     candidate.outcome_reason = reason.strip()
     candidate.outcome_at = timezone.now()
     candidate.save(update_fields=["outcome", "outcome_by", "outcome_reason", "outcome_at"])
+    if outcome == Outcome.CONFIRMED:
+        candidate.confirmed_by.set(list(confirmed_by) or [acting_user])
     return candidate

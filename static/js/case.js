@@ -12,10 +12,11 @@
       if (!figure) { return; }
       var status = figure.querySelector('[data-role="status"]');
       status.textContent = photo.status_display;
-      status.className = "status status-" + photo.status;
+      // A photo with no face ran no search: a warning, not a green "done".
+      status.className = "status status-" + (photo.no_face ? "noface" : photo.status);
       figure.querySelector('[data-role="reason"]').textContent = photo.failure_reason;
       figure.querySelector('[data-role="faces"]').textContent =
-        photo.status === "done" ? photo.faces + (photo.faces === 1 ? " face" : " faces") : "";
+        photo.status === "done" && !photo.no_face ? photo.faces + (photo.faces === 1 ? " face" : " faces") : "";
     });
     Object.keys(data.counts).forEach(function (key) {
       var el = document.querySelector('[data-count="' + key + '"]');

@@ -11,7 +11,7 @@ from rest_framework.pagination import PageNumberPagination
 from matching import services
 from matching.models import Candidate, Case, Photo
 from portal.models import AuditEvent
-from tests.conftest import OBAMA, OBAMA_2
+from tests.conftest import OBAMA, OBAMA_2, decide
 from tests.factories import CaseFactory, audit_run_rows, candidate_with
 from tests.matching.test_bulk import csv_bytes, make_zip
 
@@ -189,6 +189,22 @@ def test_match_list_filters_by_case(client, alice, org, four_outcomes):
     body = client.get(reverse("match-list"), {"case": another.case_id}).json()
 
     assert [m["subject_code"] for m in body["results"]] == ["SUBJ-another"]
+
+
+def test_a_match_names_every_reviewer_who_confirmed_it(client, alice, reviewers, org):
+    # Given a candidate that bob and then rita confirmed under the two-reviewer policy
+    candidate = candidate_with(organisation=org, created_by=alice)
+    decide(candidate, reviewers[0])
+    decide(candidate, reviewers[1], conclusion="probable", reason="Nose and eyebrows agree.")
+    client.force_login(alice)
+
+    # When the caseworker reads it through the API, per case and overall
+    per_case = client.get(reverse("case-matches", args=[candidate.case_id])).json()["results"]
+    overall = client.get(reverse("match-list")).json()["results"]
+
+    # Then both name both reviewers; `reviewer` stays the one who settled it
+    for (match,) in (per_case, overall):
+        assert (match["confirmed_by"], match["reviewer"]) == (["bob", "rita"], "rita")
 
 
 # Galleries, subjects, imports (org admins)

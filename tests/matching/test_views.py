@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import zlib
 
@@ -245,3 +246,45 @@ def test_the_case_list_shows_photo_progress_and_review_counts_but_no_subject(cli
     assert (row["photos_done"], row["photos_failed"], row["photos_working"]) == (1, 1, 0)
     assert (row["pending"], row["confirmed"]) == (1, 1)
     assert b"SECRET-SUBJECT" not in response.content
+
+
+def test_a_photo_with_no_face_shows_a_warning_not_a_finished_search(client, alice, org):
+    # Given a case whose only photo finished with no face found, and another case with a searched photo
+    empty = CaseFactory(organisation=org, created_by=alice, reference="NF-1")
+    Photo.objects.create(organisation=org, kind="probe", case=empty, image="p.jpg", width=10, height=10, status="done")
+    searched = candidate_with(organisation=org, created_by=alice)
+    client.force_login(alice)
+
+    # When the caseworker opens the case, its live status and the case list
+    page = client.get(reverse("matching:case_detail", args=[empty.pk])).content.decode()
+    status = client.get(reverse("matching:case_status", args=[empty.pk])).json()["photos"][0]
+    listing = client.get(reverse("matching:case_list")).content.decode()
+
+    # Then each says that no face was found and no search ran, in the warning style, never "Done · 0 faces"
+    assert 'class="status status-noface"' in page and "No face found" in page
+    assert "No search ran; try a clearer photo." in page
+    assert "status-done" not in page and "0 faces" not in page
+    assert (status["no_face"], status["status_display"]) == (True, "No face found")
+    assert status["failure_reason"] == "No search ran; try a clearer photo."
+    row = next(r for r in listing.split("<tr>") if "NF-1" in r)
+    assert "1 no face found" in row and "status-done" not in row
+    other = next(r for r in listing.split("<tr>") if searched.case.reference in r)
+    assert "1 done" in other and "no face" not in other
+
+
+def test_a_confirmed_match_lists_every_confirming_reviewer(client, alice, reviewers, org):
+    # Given a candidate that bob and then rita confirmed under the two-reviewer policy
+    bob, rita = reviewers
+    candidate = candidate_with(organisation=org, created_by=alice)
+    decide(candidate, bob, reason="Ears and jaw agree.")
+    decide(candidate, rita, conclusion="probable", reason="Nose and eyebrows agree.")
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.CONFIRMED
+
+    # When the caseworker opens the case
+    client.force_login(alice)
+    page = client.get(reverse("matching:case_detail", args=[candidate.case_id])).content.decode()
+
+    # Then the match names both reviewers, not only rita, who settled it
+    (cell,) = re.findall(r'<td class="reviewers">(.*?)</td>', page, re.S)
+    assert cell.split("<br>") == ["bob", "rita"]

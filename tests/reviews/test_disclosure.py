@@ -149,3 +149,58 @@ def test_a_generation_running_across_an_erasure_keeps_nothing_it_read(reviewers,
     # Then nothing of it was stored: the report waits for its new generation
     report.refresh_from_db()
     assert report.status == "queued" and not report.html and not report.pdf
+
+
+def _path_points(page) -> list[tuple[float, float]]:
+    """Every corner of every rectangle and line the page draws (table borders among them), in page space."""
+    points: list[tuple[float, float]] = []
+
+    def visit(operator, operands, cm, tm) -> None:
+        if operator in (b"re", b"m", b"l"):
+            a, b, c, d, e, f = (float(v) for v in cm)
+            numbers = [float(v) for v in operands]
+            corners = (
+                [(numbers[0], numbers[1]), (numbers[0] + numbers[2], numbers[1] + numbers[3])]
+                if operator == b"re"
+                else [(numbers[0], numbers[1])]
+            )
+            points.extend((a * x + c * y + e, b * x + d * y + f) for x, y in corners)
+
+    page.extract_text(visitor_operand_before=visit)
+    return points
+
+
+def test_disclosure_pdf_is_the_html_printed_with_its_face_images_inside_the_margins(
+    reviewers, enrol, open_case, eager_tasks, django_capture_on_commit_callbacks
+):
+    from reviews.disclosure import disclosure_request
+
+    # Given a confirmed candidate whose subject has a long name without spaces, which a fixed table overflows
+    long_name = "BarackHusseinObama" * 11
+    enrol("OBAMA-REFERENCE-CODE-OF-SOME-LENGTH-2026", OBAMA, display_name=long_name)
+    case = open_case(OBAMA_2, reference="D-3")
+    candidate = case.candidates.get()
+    decide(candidate, reviewers[0], reason="Ears, nose and jaw agree; the hairline agrees.")
+    decide(candidate, reviewers[1], conclusion="probable", reason="Nose and eyebrows agree.")
+
+    # When the report is generated in the task
+    with django_capture_on_commit_callbacks(execute=True):
+        report = disclosure_request(case=case, acting_user=reviewers[0])
+    report.refresh_from_db()
+    reader = PdfReader(report.pdf.open("rb"))
+
+    # Then it is A4, carries the text of the HTML and the probe photo, probe face and gallery face as images
+    text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+    assert "Disclosure report: case D-3" in text and "Nose and eyebrows agree." in text and "Gallery face" in text
+    assert LEAD_ONLY in text
+    images = [image for page in reader.pages for image in page.images]
+    assert len(images) >= 3, f"expected the probe photo, its face and the gallery face, found {len(images)}"
+    assert all(image.image.width > 0 for image in images)
+    # and nothing is drawn outside the 14 mm side margins (table borders included)
+    margin = 14 * 72 / 25.4
+    for page in reader.pages:
+        width, height = float(page.mediabox.width), float(page.mediabox.height)
+        assert (round(width), round(height)) == (595, 842)
+        xs = [x for x, _ in _path_points(page)]
+        assert xs, "the page draws no table borders"
+        assert min(xs) >= margin - 1 and max(xs) <= width - margin + 1, (min(xs), max(xs), width - margin)

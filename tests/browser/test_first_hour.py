@@ -1,0 +1,118 @@
+"""The first hour of a new organisation, in headless Chromium: from a fresh `seed_demo` to a confirmed match.
+
+Everything is real: the demo's accounts, training records and gallery come from the command, the photos are
+processed by a real worker, the reviewers enrol a second factor as they would with a phone (the code comes from
+`demo_totp`, the demo's stand-in for one), and the caseworker reads the result in her own page.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core import mail
+from django.core.management import call_command
+
+from matching.models import Candidate, Outcome, Photo
+from reviews.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PROBE
+from tests.browser.conftest import SCREENSHOTS, log_in
+from tests.conftest import ALL_SIMILAR, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def _shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _totp(username: str) -> str:
+    out = io.StringIO()
+    call_command("demo_totp", username, stdout=out)
+    return out.getvalue().split()[0]
+
+
+def _review(browser, live_server, username: str, candidate: Candidate, reason: str):
+    """A reviewer's own browser: log in, enrol the authenticator, decide the candidate."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    log_in(page, live_server, username, DEMO_PASSWORD)
+    # Reviewers must confirm a second factor; the first time, they enrol one.
+    page.wait_for_selector("h1:has-text('Two-factor authentication')")
+    _shot(page, f"first-hour-{username}-2fa-setup")
+    page.fill("input[name=token]", _totp(username))
+    page.click("button[type=submit]")
+    # and then land on their own start page, not on a caseworker's page they may not open.
+    page.wait_for_selector("#site-name, h1:has-text('Site administration')")
+    assert "Page not found" not in page.content()
+
+    page.goto(f"{live_server.url}/admin/reviews/reviewitem/")
+    page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
+    page.wait_for_selector(".comparison img")
+    assert "You have no recorded facial-comparison training" not in page.content()
+    for name, mark in ALL_SIMILAR.items():
+        page.check(f"input[name=feature_{name}][value={mark}]")
+    page.check("input[name=conclusion][value=identification]")
+    page.fill("textarea[name=reason]", reason)
+    page.check("input[name=bias_acknowledged]")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist")
+    _shot(page, f"first-hour-{username}-decided")
+    message = page.inner_text(".messagelist")
+    context.close()
+    return message
+
+
+def test_a_fresh_demo_reaches_a_confirmed_match_that_the_caseworker_sees(
+    page, browser, live_server, celery_worker_process, faces, settings
+):
+    settings.REQUIRE_TWO_FACTOR = True
+
+    # Given a fresh demo: two trained reviewers, an org admin, a caseworker and a small gallery the worker encodes
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "bob and rita have current training records, recorded by dana." in out.getvalue()
+    wait_for(
+        lambda: (
+            Photo.objects.filter(kind="reference").count() == 2
+            and all(p.is_finished for p in Photo.objects.filter(kind="reference"))
+        ),
+        message="the demo gallery",
+    )
+    assert not Photo.objects.filter(kind="reference", status="failed").exists()
+
+    # When alice, the caseworker, opens a case with another photo of the first demo subject
+    log_in(page, live_server, "alice", DEMO_PASSWORD)
+    page.click("text=New case")
+    page.fill("input[name=reference]", "FH-1")
+    page.fill("input[name=title]", "Missing person, first demo case")
+    page.fill("input[name=purpose]", "Locate a missing person (demonstration)")
+    page.set_input_files("input[name=photos]", str(faces.path(DEMO_PROBE)))
+    page.click("button[type=submit]")
+    page.wait_for_selector(".status-done", timeout=90_000)
+    wait_for(lambda: page.inner_text("[data-count=pending]") == "1", timeout=30, message="one pending candidate")
+    assert "DEMO-001" not in page.content()  # nothing reaches the caseworker before review
+    _shot(page, "first-hour-alice-case-pending")
+    candidate = Candidate.objects.get(case__reference="FH-1")
+
+    # and the two demo reviewers each confirm it, in their own browsers, with their own second factor
+    first = _review(browser, live_server, "bob", candidate, "Hairline, eyebrows, nose and ears agree.")
+    assert "is recorded" in first
+    assert Candidate.objects.get(pk=candidate.pk).outcome == Outcome.PENDING  # one of the two confirmations
+    second = _review(browser, live_server, "rita", candidate, "Nose, mouth and jaw agree; no dissimilar feature.")
+    assert "now confirmed" in second
+
+    # Then alice's case page shows the confirmed match with both reviewers, and she was told by e-mail
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.CONFIRMED
+    page.reload()
+    page.wait_for_selector("table.matches")
+    row = page.inner_text("table.matches tbody tr")
+    assert "DEMO-001" in row and "Barack Obama" in row
+    assert page.inner_text("table.matches td.reviewers").split() == ["bob", "rita"]
+    assert page.inner_text("[data-count=confirmed]") == "1"
+    _shot(page, "first-hour-alice-confirmed-match")
+    notices = [m for m in mail.outbox if "alice@demo.example.org" in m.to]
+    assert notices and "A reviewer-confirmed match is available for case FH-1." in notices[0].body
+    assert "DEMO-001" not in notices[0].body and "Obama" not in notices[0].body
