@@ -24,6 +24,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from matching import bulk
+from matching.audit import fnmr_at
 from matching.engine import detect_faces, engine_version
 from matching.imaging import ImageRejected, image_normalise, rgb_array
 from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, AuditSample, BatchStatus
@@ -458,10 +459,17 @@ def audit_run_document(run: AuditRun) -> dict[str, Any]:
     return document
 
 
+def _fnmr_interval(group: AuditGroup, threshold: float | None) -> list[float | None]:
+    """The identity-level interval of a group's FNMR at a threshold read from its stored genuine pairs."""
+    people = group.genuine_people_array
+    if threshold is None or not group.genuine_pairs or people is None:
+        return [None, None]
+    rate = fnmr_at(group.genuine_array, people, threshold)
+    return [rate.low, rate.high]
+
+
 def _audit_run_rows(run: AuditRun) -> dict[str, Any]:
-    groups = run.groups.prefetch_related("rates").defer(
-        "impostor_distances", "genuine_distances", "impostor_people", "genuine_people"
-    )
+    groups = run.groups.prefetch_related("rates").defer("impostor_distances", "impostor_people")
     return {
         "run": {
             "id": run.pk,
@@ -489,6 +497,7 @@ def _audit_run_rows(run: AuditRun) -> dict[str, Any]:
                 "insufficient_reasons": group.insufficient_reasons,
                 "threshold_at_target": group.threshold_at_target,
                 "fnmr_at_target": group.fnmr_at_target,
+                "fnmr_at_target_ci95": _fnmr_interval(group, group.threshold_at_target),
                 "target_fmr_resolvable": group.target_fmr_resolvable,
                 "effective_pairs": group.effective_pairs,
                 "rates": [
@@ -522,15 +531,20 @@ def threshold_advice(run: AuditRun) -> dict[str, Any] | None:
         return None
     worst = min(sufficient, key=lambda g: g.threshold_at_target)
     everyone = run.groups.filter(key="all").first()
-    fnmr = None
+    fnmr = fnmr_low = fnmr_high = None
     if everyone is not None and everyone.genuine_pairs:
         genuine = everyone.genuine_array
         fnmr = float((genuine > np.float32(worst.threshold_at_target)).sum() / len(genuine))
+        people = everyone.genuine_people_array
+        if people is not None:
+            rate = fnmr_at(genuine, people, worst.threshold_at_target)
+            fnmr_low, fnmr_high = rate.low, rate.high
     return {
         "threshold": worst.threshold_at_target,
         "group": worst.key,
         "resolvable": worst.target_fmr_resolvable,
         "fnmr": fnmr,
+        "fnmr_ci95": [fnmr_low, fnmr_high],
         "target_fmr": run.target_fmr,
     }
 

@@ -104,6 +104,7 @@ def test_the_audit_json_carries_intervals_method_effective_n_and_the_spread_of_f
     group = next(g for g in document["groups"] if g["key"] == "race=Asian")
     rate = next(r for r in group["rates"] if r["threshold"] == 0.6)
     assert rate["fmr_effective_n"] < rate["impostor_pairs"] and group["effective_pairs"] == rate["fmr_effective_n"]
+    assert "fnmr_at_target_ci95" in group
     spread = {row["threshold"]: row for row in document["fmr_max_to_geomean"]}
     assert spread[0.6]["ratio"] > 1 and spread[0.6]["groups"] >= 2
     assert not any("age_band=" in g["key"] and "age_group=" in g["key"] for g in document["groups"])

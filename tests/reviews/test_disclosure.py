@@ -39,6 +39,7 @@ def test_disclosure_lists_rejected_candidates_and_null_results(
         assert "face_recognition 1.3.0" in document and "0.6" in document
         assert LEAD_ONLY in document
         assert "Training valid until" in document or "training valid until" in document
+        assert "As the reviewer saw it when deciding (stored snapshot)" in document
 
 
 def test_caseworkers_and_other_organisations_cannot_get_disclosures(
@@ -53,3 +54,22 @@ def test_caseworkers_and_other_organisations_cannot_get_disclosures(
     for user in (alice, charlie):
         client.force_login(user)
         assert client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"])).status_code == 404
+
+
+def test_each_decision_states_the_panel_it_stored_and_whether_the_current_audit_differs():
+    from reviews.disclosure import _bias_summary
+
+    snapshot = {
+        "valid": True,
+        "run_id": 4,
+        "severity": "elevated",
+        "run_label": "audit 4",
+        "involved": [],
+        "headline": "A stranger in group race Asian would have about 9 (4–17) subjects at least this close.",
+    }
+
+    same, newer = _bias_summary(snapshot, 4), _bias_summary(snapshot, 7)
+
+    assert same.startswith("As the reviewer saw it when deciding (stored snapshot).") and "differs" not in same
+    assert "the current audit differs (now audit 7)" in newer
+    assert snapshot["headline"] in same
