@@ -120,16 +120,26 @@ class RateInterval:
     units: int  # independent units: distinct pairs of people (FMR) or people (FNMR)
 
 
+_DENSE_PAIR_CODES = 4_000_000  # up to 2,000 people, pairs of people are counted with one bincount
+
+
+def _pair_sums(code: np.ndarray, people: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per pair of people (code = first * people + second): the sum of weights, or the count, over its pairs."""
+    if people * people <= _DENSE_PAIR_CODES:
+        sums = np.bincount(code, weights=weights, minlength=people * people)
+        return sums[np.bincount(code, minlength=people * people) > 0]
+    _, inverse = np.unique(code, return_inverse=True)
+    return np.bincount(inverse.reshape(-1), weights=weights)
+
+
 def _clustered_var_sum(errors: np.ndarray, first: np.ndarray, second: np.ndarray | None) -> float:
     """Var(S) of the error count S, clustered by person (see the module docstring)."""
     residual = errors.astype(np.float64) - errors.mean()
     if second is None:
-        _, inverse = np.unique(first, return_inverse=True)
-        per_person = np.bincount(inverse, weights=residual)
+        per_person = np.bincount(first, weights=residual)
         return float(np.dot(per_person, per_person))
     people = int(max(first.max(), second.max())) + 1
-    _, inverse = np.unique(first.astype(np.int64) * people + second, return_inverse=True)
-    per_pair = np.bincount(inverse, weights=residual)
+    per_pair = _pair_sums(first.astype(np.int64) * people + second, people, residual)
     per_person = np.bincount(first, weights=residual, minlength=people) + np.bincount(
         second, weights=residual, minlength=people
     )
@@ -183,11 +193,13 @@ def identity_rate(
         return RateInterval(0, 0, None, None, None, None, 0)
     count = int(errors.sum())
     if second is None:
-        units = int(np.unique(first).size)
+        units = int(np.count_nonzero(np.bincount(first)))
+        people = units
     else:
         second = np.asarray(second, dtype=np.int64)
-        people = int(max(first.max(), second.max())) + 1
-        units = int(np.unique(first * people + second).size)
+        size = int(max(first.max(), second.max())) + 1
+        units = int(_pair_sums(first * size + second, size).size)
+        people = int(np.count_nonzero(np.bincount(first, minlength=size) + np.bincount(second, minlength=size)))
     rate = count / pairs
     if count in (0, pairs):
         n_eff = float(units)
@@ -203,7 +215,6 @@ def identity_rate(
             n_eff = max(min(n_eff, float(pairs)), 1.0)
     # The variance rests on a handful of people, not on thousands of pairs: as cluster-robust inference does
     # with few clusters, take the critical value from t with (people - 1) degrees of freedom.
-    people = int(np.unique(first if second is None else np.concatenate([first, second])).size)
     z = 1.959963984540054 if estimator == "plugin" else t_quantile_975(people - 1)
     low, high = wilson_bounds(rate, n_eff, z)
     return RateInterval(count, pairs, rate, low, high, n_eff, units)
@@ -381,6 +392,7 @@ class OneToMany:
     fpir: float | None
     fpir_low: float | None
     fpir_high: float | None
+    rate: RateInterval | None = None  # the FMR at the threshold the figures rest on
 
 
 def one_to_many(
@@ -413,6 +425,7 @@ def one_to_many(
         fpir=fpir,
         fpir_low=low,
         fpir_high=high,
+        rate=fmr,
     )
 
 

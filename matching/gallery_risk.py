@@ -215,7 +215,20 @@ class ThresholdConsequences:
         """Sufficient groups for which the threshold in use returns a candidate in more than half of searches."""
         return [r for r in self.in_use_risks if not r.insufficient and r.fpir is not None and r.fpir > ALARM_FPIR]
 
+    def column(self, threshold: float) -> int | None:
+        """The grid column of a threshold already computed, if it is on the grid."""
+        return next((i for i, t in enumerate(self.thresholds) if abs(t - threshold) < 1e-9), None)
+
+    def risks_at(self, threshold: float) -> list[GroupRisk]:
+        column = self.column(threshold)
+        if column is not None:
+            return [risks[column] for _, risks in self.groups]
+        return self._risks_at(threshold)
+
     def worst_at(self, threshold: float) -> tuple[GroupRisk | None, tuple[float | None, float | None, float | None]]:
+        column = self.column(threshold)
+        if column is not None:
+            return self.worst[column], self.fnmr[column]
         sufficient = [r for r in self._risks_at(threshold) if not r.insufficient and r.fpir is not None]
         worst = max(sufficient, key=lambda r: (r.fpir, r.expected or 0, r.fpir_high or 0), default=None)
         return worst, self._fnmr_at(threshold)
@@ -261,7 +274,7 @@ def threshold_consequences(
         ]
         result.worst.append(max(sufficient, key=lambda r: (r.fpir, r.expected or 0, r.fpir_high or 0), default=None))
         result.fnmr.append(result._fnmr_at(grid[column]))
-    result.in_use_risks = result._risks_at(in_use)
+    result.in_use_risks = result.risks_at(in_use)
     return result
 
 

@@ -447,14 +447,18 @@ def _settings_context(organisation, proposed: float) -> dict:
             fnmr=[(t, f[0]) for t, f in zip(consequences.thresholds, consequences.fnmr, strict=True)],
             threshold_in_use=organisation.distance_threshold,
         )
+    columns = [consequences.column(t) for t in SETTINGS_TABLE_THRESHOLDS]
     per_group = []
-    for group, _ in sorted(consequences.groups, key=lambda item: (item[0].insufficient, item[0].key)):
+    for group, risks in sorted(consequences.groups, key=lambda item: (item[0].insufficient, item[0].key)):
         size = consequences.composition.size_for(group.attributes)
         per_group.append(
             {
                 "group": group,
                 "gallery_size": size,
-                "risks": [gallery_risk.group_risk(group, t, size) for t in SETTINGS_TABLE_THRESHOLDS],
+                "risks": [
+                    risks[c] if c is not None else gallery_risk.group_risk(group, t, size)
+                    for c, t in zip(columns, SETTINGS_TABLE_THRESHOLDS, strict=True)
+                ],
             }
         )
     return {

@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from matching.audit import fmr_at, local_rate, wilson_interval
+from matching.audit import fmr_at, local_rate, one_to_many, wilson_interval
 from matching.evaluation import AuditValidity, age_band_lower, audit_validity
 from matching.gallery_risk import (
     GalleryComposition,
     count_text,
     gallery_composition,
     group_matches,
-    group_risk,
     share_text,
 )
 from matching.models import AuditGroup, AuditRate, Candidate
@@ -241,26 +240,26 @@ def _figure(
     count, pairs, per_1000 = local_rate(impostors, distance)
     extra: dict[str, Any] = {}
     if people is not None and pairs:
-        local = fmr_at(impostors, people, distance)
-        extra.update(local_low=local.low, local_high=local.high)
-    if composition is not None and people is not None:
-        size = composition.size_for(group.attributes)
-        at_threshold, at_distance = group_risk(group, threshold, size), group_risk(group, distance, size)
-        extra.update(
-            gallery_size=size,
-            fpir=at_threshold.fpir,
-            fpir_low=at_threshold.fpir_low,
-            fpir_high=at_threshold.fpir_high,
-            expected=at_threshold.expected,
-            expected_low=at_threshold.expected_low,
-            expected_high=at_threshold.expected_high,
-            local_fpir=at_distance.fpir,
-            local_fpir_low=at_distance.fpir_low,
-            local_fpir_high=at_distance.fpir_high,
-            local_expected=at_distance.expected,
-            local_expected_low=at_distance.expected_low,
-            local_expected_high=at_distance.expected_high,
-        )
+        size = composition.size_for(group.attributes) if composition is not None else 0
+        at_threshold = one_to_many(impostors, people, threshold, size)
+        at_distance = one_to_many(impostors, people, distance, size)
+        extra.update(local_low=at_distance.rate.low, local_high=at_distance.rate.high)
+        if composition is not None:
+            extra.update(
+                gallery_size=size,
+                fpir=at_threshold.fpir,
+                fpir_low=at_threshold.fpir_low,
+                fpir_high=at_threshold.fpir_high,
+                expected=at_threshold.expected,
+                expected_low=at_threshold.expected_low,
+                expected_high=at_threshold.expected_high,
+                local_fpir=at_distance.fpir,
+                local_fpir_low=at_distance.fpir_low,
+                local_fpir_high=at_distance.fpir_high,
+                local_expected=at_distance.expected,
+                local_expected_low=at_distance.expected_low,
+                local_expected_high=at_distance.expected_high,
+            )
     return GroupFigure(
         key=group.key,
         insufficient=group.insufficient,
@@ -471,8 +470,16 @@ def snapshot_difference(snapshot: dict[str, Any], current: BiasPanel) -> str:
     return ""
 
 
-def panels_seen(candidate: Candidate) -> list[SeenPanel]:
-    """Each decision's stored panel, oldest first, with a note where the current audit differs."""
+def _as_seen(snapshot: dict[str, Any], hide_scores: bool) -> BiasPanel:
+    panel = BiasPanel.from_snapshot(snapshot) if snapshot else BiasPanel(False, "Not recorded.", 0.0, 0.0)
+    return panel.hidden() if hide_scores else panel
+
+
+def panels_seen(candidate: Candidate, *, hide_scores: bool = False) -> list[SeenPanel]:
+    """Each decision's stored panel, oldest first, with a note where the current audit differs.
+
+    A viewer from whom the policy still hides scores sees them without the distance, as on an open candidate.
+    """
     current = bias_panel(candidate)
     seen = []
     for decision in candidate.decisions.select_related("reviewer").order_by("created_at"):
@@ -481,7 +488,7 @@ def panels_seen(candidate: Candidate) -> list[SeenPanel]:
             SeenPanel(
                 reviewer=decision.reviewer.get_username(),
                 decided_at=decision.created_at,
-                panel=BiasPanel.from_snapshot(snapshot) if snapshot else BiasPanel(False, "Not recorded.", 0.0, 0.0),
+                panel=_as_seen(snapshot, hide_scores),
                 differs=snapshot_difference(snapshot, current),
             )
         )
@@ -495,5 +502,6 @@ def bias_panel_html(candidate: Candidate, *, hide_scores: bool) -> str:
     from matching.services import OPEN_OUTCOMES
 
     if candidate.outcome not in OPEN_OUTCOMES and candidate.decisions.exists():
-        return render_to_string("reviews/bias_seen.html", {"seen_panels": panels_seen(candidate)})
+        seen = panels_seen(candidate, hide_scores=hide_scores)
+        return render_to_string("reviews/bias_seen.html", {"seen_panels": seen})
     return render_to_string("reviews/bias_panel.html", {"panel": panel_for(candidate, hide_scores=hide_scores)})
