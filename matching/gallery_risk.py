@@ -216,7 +216,9 @@ class ThresholdConsequences:
         return [r for r in self.in_use_risks if not r.insufficient and r.fpir is not None and r.fpir > ALARM_FPIR]
 
     def column(self, threshold: float) -> int | None:
-        """The grid column of a threshold already computed, if it is on the grid."""
+        """The grid column of a threshold already computed, if it is on the grid (nothing is, without an audit)."""
+        if len(self.worst) != len(self.thresholds):
+            return None
         return next((i for i, t in enumerate(self.thresholds) if abs(t - threshold) < 1e-9), None)
 
     def risks_at(self, threshold: float) -> list[GroupRisk]:
