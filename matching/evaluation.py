@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from matching import bulk
+from matching.audit import fnmr_at
 from matching.engine import detect_faces, engine_version
 from matching.imaging import ImageRejected, image_normalise, rgb_array
 from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, AuditSample, BatchStatus
@@ -302,9 +304,9 @@ def audit_run_create(
     acting_user: Any,
     thresholds: list[float] | None = None,
     min_identities: int | None = None,
-    min_impostor_pairs: int | None = None,
+    min_effective_pairs: int | None = None,
 ) -> AuditRun:
-    from matching.audit import audit_compute
+    from matching.audit import INTERVAL_METHOD, audit_compute
 
     version = engine_version()
     if dataset.status != BatchStatus.DONE:
@@ -326,10 +328,12 @@ def audit_run_create(
         thresholds=thresholds or settings.AUDIT_THRESHOLDS,
         extra_thresholds=[threshold_in_use],
         min_identities=settings.AUDIT_MIN_IDENTITIES if min_identities is None else min_identities,
-        min_impostor_pairs=settings.AUDIT_MIN_IMPOSTOR_PAIRS if min_impostor_pairs is None else min_impostor_pairs,
+        min_effective_pairs=settings.AUDIT_MIN_EFFECTIVE_PAIRS if min_effective_pairs is None else min_effective_pairs,
         target_fmr=target,
+        reference_threshold=threshold_in_use,
     )
     run = AuditRun.objects.create(
+        interval_method=INTERVAL_METHOD,
         dataset=dataset,
         organisation=organisation,
         engine_version=version,
@@ -337,7 +341,7 @@ def audit_run_create(
         threshold_in_use=threshold_in_use,
         target_fmr=target,
         min_identities=result.min_identities,
-        min_impostor_pairs=result.min_impostor_pairs,
+        min_effective_pairs=result.min_effective_pairs,
         photos=result.photos,
         created_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
     )
@@ -357,6 +361,9 @@ def audit_run_create(
             target_fmr_resolvable=group.target_fmr_resolvable,
             impostor_distances=np.asarray(group.impostor_distances, dtype=np.float32).tobytes(),
             genuine_distances=np.asarray(group.genuine_distances, dtype=np.float32).tobytes(),
+            impostor_people=np.asarray(group.impostor_people, dtype=np.int32).tobytes(),
+            genuine_people=np.asarray(group.genuine_people, dtype=np.int32).tobytes(),
+            effective_pairs=_clean(group.effective_pairs),
         )
         AuditRate.objects.bulk_create(
             AuditRate(
@@ -374,6 +381,8 @@ def audit_run_create(
                 fnmr_high=_clean(row.fnmr_high),
                 fmr_ratio_to_best=_clean(row.fmr_ratio_to_best),
                 ratio_note=(row.fmr_ratio_note or "")[:300],
+                fmr_effective_n=_clean(row.fmr_effective_n),
+                fnmr_effective_n=_clean(row.fnmr_effective_n),
             )
             for row in group.rows
         )
@@ -438,9 +447,60 @@ def audit_validity(organisation: Organisation) -> AuditValidity:
     return AuditValidity(run, True, "")
 
 
+def fmr_disparity(groups: list[dict[str, Any]], thresholds: list[float]) -> list[dict[str, Any]]:
+    """NIST's max / geometric-mean ratio of FMR across the sufficient demographic groups, at each threshold.
+
+    A group with no false match is taken at the top of its 95% interval: a log-mean has no room for zero,
+    and an observed zero is not a true zero.
+    """
+    out = []
+    for threshold in thresholds:
+        values = []
+        for group in groups:
+            if group["key"] == "all" or group["insufficient"]:
+                continue
+            rate = next((r for r in group["rates"] if abs(r["threshold"] - threshold) < 1e-9), None)
+            if rate is None or rate["fmr"] is None:
+                continue
+            value = rate["fmr"] if rate["false_matches"] else rate["fmr_ci95"][1]
+            if value and value > 0:
+                values.append((value, group["key"], not rate["false_matches"]))
+        if len(values) < 2:
+            out.append({"threshold": threshold, "ratio": None, "groups": len(values), "max_group": None})
+            continue
+        geometric_mean = math.exp(sum(math.log(v) for v, _, _ in values) / len(values))
+        top = max(values)
+        out.append(
+            {
+                "threshold": threshold,
+                "ratio": top[0] / geometric_mean,
+                "groups": len(values),
+                "max_group": top[1],
+                "max_is_upper_bound": top[2],
+                "zero_counts_at_upper_bound": sum(1 for _, _, zero in values if zero),
+            }
+        )
+    return out
+
+
 def audit_run_document(run: AuditRun) -> dict[str, Any]:
     """The stored rows of one run, as the JSON the command writes and the report page serves."""
-    groups = run.groups.prefetch_related("rates").defer("impostor_distances", "genuine_distances")
+    document = _audit_run_rows(run)
+    document["fmr_max_to_geomean"] = fmr_disparity(document["groups"], run.thresholds)
+    return document
+
+
+def _fnmr_interval(group: AuditGroup, threshold: float | None) -> list[float | None]:
+    """The identity-level interval of a group's FNMR at a threshold read from its stored genuine pairs."""
+    people = group.genuine_people_array
+    if threshold is None or not group.genuine_pairs or people is None:
+        return [None, None]
+    rate = fnmr_at(group.genuine_array, people, threshold)
+    return [rate.low, rate.high]
+
+
+def _audit_run_rows(run: AuditRun) -> dict[str, Any]:
+    groups = run.groups.prefetch_related("rates").defer("impostor_distances", "impostor_people")
     return {
         "run": {
             "id": run.pk,
@@ -451,9 +511,10 @@ def audit_run_document(run: AuditRun) -> dict[str, Any]:
             "threshold_in_use": run.threshold_in_use,
             "target_fmr": run.target_fmr,
             "min_identities": run.min_identities,
-            "min_impostor_pairs": run.min_impostor_pairs,
+            "min_effective_pairs": run.min_effective_pairs,
             "photos": run.photos,
             "thresholds": run.thresholds,
+            "interval_method": run.interval_method,
         },
         "groups": [
             {
@@ -467,7 +528,9 @@ def audit_run_document(run: AuditRun) -> dict[str, Any]:
                 "insufficient_reasons": group.insufficient_reasons,
                 "threshold_at_target": group.threshold_at_target,
                 "fnmr_at_target": group.fnmr_at_target,
+                "fnmr_at_target_ci95": _fnmr_interval(group, group.threshold_at_target),
                 "target_fmr_resolvable": group.target_fmr_resolvable,
+                "effective_pairs": group.effective_pairs,
                 "rates": [
                     {
                         "threshold": rate.threshold,
@@ -481,6 +544,8 @@ def audit_run_document(run: AuditRun) -> dict[str, Any]:
                         "fnmr_ci95": [rate.fnmr_low, rate.fnmr_high],
                         "fmr_ratio_to_best": rate.fmr_ratio_to_best,
                         "ratio_note": rate.ratio_note,
+                        "fmr_effective_n": rate.fmr_effective_n,
+                        "fnmr_effective_n": rate.fnmr_effective_n,
                     }
                     for rate in group.rates.all()
                 ],
@@ -497,15 +562,20 @@ def threshold_advice(run: AuditRun) -> dict[str, Any] | None:
         return None
     worst = min(sufficient, key=lambda g: g.threshold_at_target)
     everyone = run.groups.filter(key="all").first()
-    fnmr = None
+    fnmr = fnmr_low = fnmr_high = None
     if everyone is not None and everyone.genuine_pairs:
         genuine = everyone.genuine_array
         fnmr = float((genuine > np.float32(worst.threshold_at_target)).sum() / len(genuine))
+        people = everyone.genuine_people_array
+        if people is not None:
+            rate = fnmr_at(genuine, people, worst.threshold_at_target)
+            fnmr_low, fnmr_high = rate.low, rate.high
     return {
         "threshold": worst.threshold_at_target,
         "group": worst.key,
         "resolvable": worst.target_fmr_resolvable,
         "fnmr": fnmr,
+        "fnmr_ci95": [fnmr_low, fnmr_high],
         "target_fmr": run.target_fmr,
     }
 

@@ -86,3 +86,11 @@ class OrganisationSettingsForm(forms.Form):
     target_fmr = forms.FloatField(label="Target false match rate", min_value=1e-6, max_value=0.5)
     audit_max_age_days = forms.IntegerField(label="Audit valid for (days)", min_value=1, max_value=3650)
     require_valid_audit = forms.BooleanField(label="Block confirmations without a valid audit", required=False)
+
+
+class ThresholdConfirmForm(forms.Form):
+    threshold = forms.FloatField(label="Threshold to confirm", min_value=0.05, max_value=1.5)
+    understood = forms.BooleanField(
+        label="I have read what this threshold means for searches of this gallery, shown on this page",
+        required=True,
+    )

@@ -120,6 +120,7 @@ class PhotoStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     DETECTING = "detecting", "Detecting faces"
     MATCHING = "matching", "Matching"
+    HELD = "held", "Waiting for the organisation's threshold to be confirmed"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
 
@@ -418,8 +419,10 @@ class AuditRun(models.Model):
     threshold_in_use = models.FloatField()
     target_fmr = models.FloatField()
     min_identities = models.PositiveIntegerField()
-    min_impostor_pairs = models.PositiveIntegerField()
+    min_effective_pairs = models.PositiveIntegerField()
     photos = models.PositiveIntegerField()
+    # How the 95% intervals were computed; runs from before identity-level intervals say "pair Wilson".
+    interval_method = models.CharField(max_length=200, default="pair Wilson")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -447,6 +450,11 @@ class AuditGroup(models.Model):
     # Sorted float32, so that the rate at any distance can be read back exactly.
     impostor_distances = models.BinaryField()
     genuine_distances = models.BinaryField()
+    # The (group-local) people of each pair, in the same order: int32 pairs for impostors, one int32 per
+    # genuine pair. Identity-level intervals at any distance need them; empty for older runs.
+    impostor_people = models.BinaryField(default=b"")
+    genuine_people = models.BinaryField(default=b"")
+    effective_pairs = models.FloatField(null=True, help_text="Effective n of the FMR at the run's threshold.")
 
     class Meta:
         ordering = ["id"]
@@ -462,6 +470,21 @@ class AuditGroup(models.Model):
     @property
     def genuine_array(self) -> np.ndarray:
         return np.frombuffer(bytes(self.genuine_distances), dtype=np.float32)
+
+    @property
+    def impostor_people_array(self) -> np.ndarray | None:
+        """(M, 2) people of each impostor pair, or None for a run stored before they were kept."""
+        raw = bytes(self.impostor_people or b"")
+        if not raw and self.impostor_pairs:
+            return None
+        return np.frombuffer(raw, dtype=np.int32).reshape(-1, 2)
+
+    @property
+    def genuine_people_array(self) -> np.ndarray | None:
+        raw = bytes(self.genuine_people or b"")
+        if not raw and self.genuine_pairs:
+            return None
+        return np.frombuffer(raw, dtype=np.int32)
 
 
 class AuditRate(models.Model):
@@ -479,6 +502,8 @@ class AuditRate(models.Model):
     fnmr_high = models.FloatField(null=True)
     fmr_ratio_to_best = models.FloatField(null=True)
     ratio_note = models.CharField(max_length=300, blank=True)
+    fmr_effective_n = models.FloatField(null=True)
+    fnmr_effective_n = models.FloatField(null=True)
 
     class Meta:
         ordering = ["threshold"]

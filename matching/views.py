@@ -15,9 +15,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
-from matching import bulk, evaluation, selectors, services
+from matching import bulk, evaluation, gallery_risk, selectors, services
 from matching.bulk import BulkRejected
-from matching.charts import error_rate_chart
+from matching.charts import error_rate_chart, fpir_chart
 from matching.forms import (
     AuditUploadForm,
     BulkEnrolForm,
@@ -25,6 +25,7 @@ from matching.forms import (
     GalleryForm,
     OrganisationSettingsForm,
     SubjectForm,
+    ThresholdConfirmForm,
 )
 from matching.models import AuditDataset, AuditRun, EnrolmentBatch, Face, Gallery, Photo
 from portal import access
@@ -380,8 +381,16 @@ def audit_report(request, run_id: int):
         group["in_use"] = next((r for r in group["rates"] if abs(r["threshold"] - at) < 1e-9), None)
         group["level"] = group["key"].count("&") + (0 if group["key"] != "all" else -1)
     singles = [g for g in document["groups"] if g["level"] <= 0]
+    drawn = [g for g in singles if not g["insufficient"]]
+    not_drawn = [
+        (g["key"], "insufficient data: " + "; ".join(g["insufficient_reasons"])) for g in singles if g["insufficient"]
+    ] + [
+        (g["key"], "an intersection of two attributes: drawn as a row of the table below, not a line")
+        for g in document["groups"]
+        if g["level"] > 0
+    ]
     chart = error_rate_chart(
-        [(g["key"], [(r["threshold"], r["fmr"], r["fnmr"]) for r in g["rates"]]) for g in singles[:10]],
+        [(g["key"], [(r["threshold"], r["fmr"], r["fnmr"]) for r in g["rates"]]) for g in drawn],
         threshold_in_use=at,
     )
     return render(
@@ -393,6 +402,8 @@ def audit_report(request, run_id: int):
             "singles": singles,
             "pairs": [g for g in document["groups"] if g["level"] > 0],
             "chart": mark_safe(chart),
+            "not_drawn": not_drawn,
+            "disparity": document["fmr_max_to_geomean"],
             "advice": evaluation.threshold_advice(run),
         },
     )
@@ -469,13 +480,103 @@ def audit_report_download(request, run_id: int, fmt: str):
     return response
 
 
+SETTINGS_TABLE_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+
+
+def _settings_context(organisation, proposed: float) -> dict:
+    """What the settings page shows of a threshold's consequences, from stored audit rows and gallery counts."""
+    consequences = gallery_risk.threshold_consequences(organisation)
+    validity = evaluation.audit_validity(organisation)
+    advice = evaluation.threshold_advice(consequences.run) if consequences.run else None
+    table = []
+    for threshold in SETTINGS_TABLE_THRESHOLDS:
+        worst, fnmr = consequences.worst_at(threshold)
+        table.append({"threshold": threshold, "worst": worst, "fnmr": fnmr})
+    advice_risk = None
+    if advice:
+        # The advice is set by its group (the worst-measured one): say what a search means for that group.
+        group = next((g for g, _ in consequences.groups if g.key == advice["group"]), None)
+        _, fnmr = consequences.worst_at(advice["threshold"])
+        risk = (
+            gallery_risk.group_risk(group, advice["threshold"], consequences.composition.size_for(group.attributes))
+            if group is not None
+            else None
+        )
+        advice_risk = {"worst": risk, "fnmr": fnmr}
+    proposed_risk = dict(zip(("worst", "fnmr"), consequences.worst_at(proposed), strict=True))
+    in_use_worst, in_use_fnmr = consequences.worst_at(organisation.distance_threshold)
+    # One line per single-attribute group keeps the plot readable; intersections are in the table below it.
+    sufficient = [(g, risks) for g, risks in consequences.groups if not g.insufficient and len(g.attributes) == 1]
+    chart = ""
+    if consequences.groups:
+        chart = fpir_chart(
+            [(g.key, [(r.threshold, r.fpir) for r in risks]) for g, risks in sufficient],
+            worst=[
+                (t, w.fpir if w else None) for t, w in zip(consequences.thresholds, consequences.worst, strict=True)
+            ],
+            fnmr=[(t, f[0]) for t, f in zip(consequences.thresholds, consequences.fnmr, strict=True)],
+            threshold_in_use=organisation.distance_threshold,
+        )
+    columns = [consequences.column(t) for t in SETTINGS_TABLE_THRESHOLDS]
+    per_group = []
+    for group, risks in sorted(consequences.groups, key=lambda item: (item[0].insufficient, item[0].key)):
+        size = consequences.composition.size_for(group.attributes)
+        per_group.append(
+            {
+                "group": group,
+                "gallery_size": size,
+                "risks": [
+                    risks[c] if c is not None else gallery_risk.group_risk(group, t, size)
+                    for c, t in zip(columns, SETTINGS_TABLE_THRESHOLDS, strict=True)
+                ],
+            }
+        )
+    return {
+        "validity": validity,
+        "consequences": consequences,
+        "run": consequences.run,
+        "advice": advice,
+        "advice_risk": advice_risk,
+        "proposed": proposed,
+        "proposed_risk": proposed_risk,
+        "in_use_worst": in_use_worst,
+        "in_use_fnmr": in_use_fnmr,
+        "alarm": sorted(consequences.alarm, key=lambda r: -(r.fpir or 0)),
+        "table": table,
+        "table_thresholds": SETTINGS_TABLE_THRESHOLDS,
+        "per_group": per_group,
+        "chart": mark_safe(chart),
+    }
+
+
 @role_required(access.can_manage_organisation)
 @require_http_methods(["GET", "POST"])
 def organisation_settings(request):
     organisation = access.organisation_of(request.user)
     fields = ["distance_threshold", "max_candidates", "target_fmr", "audit_max_age_days", "require_valid_audit"]
-    form = OrganisationSettingsForm(request.POST or None, initial={f: getattr(organisation, f) for f in fields})
-    if request.method == "POST" and form.is_valid():
+    confirming = request.method == "POST" and request.POST.get("action") == "confirm"
+    form = OrganisationSettingsForm(
+        request.POST if request.method == "POST" and not confirming else None,
+        initial={f: getattr(organisation, f) for f in fields},
+    )
+    suggested = organisation.distance_threshold
+    if organisation.threshold_confirmed_at is None:
+        own = evaluation.audit_validity(organisation)
+        advice = evaluation.threshold_advice(own.run) if own.valid else None
+        shared = advice["threshold"] if advice else gallery_risk.shared_advice(organisation.target_fmr)
+        suggested = round(shared, 3) if shared is not None else organisation.distance_threshold
+    confirm_form = ThresholdConfirmForm(request.POST if confirming else None, initial={"threshold": suggested})
+    if confirming and confirm_form.is_valid():
+        try:
+            services.organisation_threshold_confirm(
+                organisation=organisation, threshold=confirm_form.cleaned_data["threshold"], acting_user=request.user
+            )
+        except services.ServiceError as error:
+            confirm_form.add_error(None, str(error))
+        else:
+            messages.success(request, "Threshold confirmed; matching is on. Photos held for it are being searched.")
+            return redirect("matching:organisation_settings")
+    elif request.method == "POST" and not confirming and form.is_valid():
         try:
             organisation_update(organisation=organisation, acting_user=request.user, **form.cleaned_data)
         except ValidationError as error:
@@ -483,11 +584,23 @@ def organisation_settings(request):
         else:
             messages.success(request, "Settings saved. The change is recorded in the audit log.")
             return redirect("matching:organisation_settings")
-    validity = evaluation.audit_validity(organisation)
-    advice = evaluation.threshold_advice(validity.run) if validity.run else None
+    proposed = suggested
+    if confirming and confirm_form.is_valid():
+        proposed = confirm_form.cleaned_data["threshold"]
+    elif request.GET.get("threshold"):
+        try:
+            proposed = min(1.5, max(0.05, float(request.GET["threshold"])))
+        except ValueError:
+            pass
+    context = _settings_context(organisation, proposed)
+    context.update(
+        {
+            "form": form,
+            "confirm_form": confirm_form,
+            "organisation": organisation,
+            "held_photos": Photo.objects.filter(organisation=organisation, status="held").count(),
+        }
+    )
     return render(
-        request,
-        "matching/organisation_settings.html",
-        {"form": form, "organisation": organisation, "validity": validity, "advice": advice},
-        status=400 if request.method == "POST" else 200,
+        request, "matching/organisation_settings.html", context, status=400 if request.method == "POST" else 200
     )

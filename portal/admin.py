@@ -94,9 +94,11 @@ class OrganisationAdmin(ScopedAdmin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # Only a superuser records what an organisation may search for, and on what legal basis.
+        # The threshold is confirmed on /settings/, beside what it means for this gallery, never here.
+        confirmation = ["threshold_confirmed_at", "threshold_confirmed_by"]
         if access.is_superuser(request.user):
-            return ["use_case_approved_at"]
-        return [*self.use_case_fields, "use_case_approved_at"]
+            return ["use_case_approved_at", *confirmation]
+        return [*self.use_case_fields, "use_case_approved_at", *confirmation]
 
     def get_queryset(self, request):
         queryset = admin.ModelAdmin.get_queryset(self, request)

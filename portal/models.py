@@ -45,6 +45,11 @@ class Organisation(models.Model):
     permitted_purpose = models.TextField(blank=True)
     legal_basis = models.CharField(max_length=300, blank=True)
     use_case_approved_at = models.DateTimeField(null=True, blank=True)
+    # Matching waits until an org admin has confirmed the threshold on the page that shows what it means.
+    threshold_confirmed_at = models.DateTimeField(null=True, blank=True)
+    threshold_confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # Bumped whenever a gallery face is added or removed, so that a worker's
     # cached gallery matrix is rebuilt.
     gallery_version = models.PositiveBigIntegerField(default=0, editable=False)

@@ -7,7 +7,6 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseRedirect
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -19,7 +18,7 @@ from matching.services import OPEN_OUTCOMES, ServiceError
 from portal import access
 from portal.admin_mixins import ScopedAdmin, ServiceErrorsAsMessages
 from reviews import services
-from reviews.bias import bias_panel
+from reviews.bias import bias_panel_html
 from reviews.models import (
     FEATURES,
     Conclusion,
@@ -480,7 +479,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
 
     @admin.display(description="what the audit says")
     def bias_warning(self, obj: ReviewItem) -> str:
-        return render_to_string("reviews/bias_panel.html", {"panel": bias_panel(obj)})
+        return bias_panel_html(obj, hide_scores=getattr(obj, "hide_scores", False))
 
     @admin.display(description="side by side")
     def comparison(self, obj: ReviewItem) -> str:

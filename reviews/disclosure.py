@@ -88,12 +88,18 @@ def _subject_label(subject) -> str:
     return f"{subject.code} {subject.display_name}".strip()
 
 
-def _bias_summary(snapshot: dict[str, Any]) -> str:
+def _bias_summary(snapshot: dict[str, Any], current_run_id: int | None = None) -> str:
     if not snapshot:
         return "No bias warning was recorded."
+    # The snapshot is what this reviewer saw when deciding; say so, and say when the current audit differs.
+    seen = "As the reviewer saw it when deciding (stored snapshot)"
+    if snapshot.get("run_id") != current_run_id:
+        seen += f"; the current audit differs (now {f'audit {current_run_id}' if current_run_id else 'no valid audit'})"
     if not snapshot.get("valid"):
-        return f"No valid audit: {snapshot.get('reason', '')}"
-    parts = [f"Severity {snapshot.get('severity')}; {snapshot.get('run_label', '')}."]
+        return f"{seen}. No valid audit: {snapshot.get('reason', '')}"
+    parts = [f"{seen}. Severity {snapshot.get('severity')}; {snapshot.get('run_label', '')}."]
+    if snapshot.get("headline"):
+        parts.append(snapshot["headline"])
     for group in snapshot.get("involved", [])[:6]:
         parts.append(
             f"{group['key']}: FMR {percent(group['fmr'])} (95% CI {percent(group['fmr_low'])}–"
@@ -118,6 +124,8 @@ def _data_uri(file) -> str:
 
 
 def disclosure_context(case: Case) -> dict[str, Any]:
+    current = audit_validity(case.organisation)
+    current_run_id = current.run.pk if current.valid else None
     photos = []
     for photo in case.photos.prefetch_related("faces__search__candidates__subject").order_by("id"):
         jpeg = _photo_jpeg(photo)
@@ -145,7 +153,7 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                         DecisionRow(
                             decision=d,
                             features=[(FEATURE_LABELS.get(k, k), v.replace("_", " ")) for k, v in d.features.items()],
-                            bias_summary=_bias_summary(d.bias_snapshot),
+                            bias_summary=_bias_summary(d.bias_snapshot, current_run_id),
                         )
                         for d in candidate.decisions.select_related("reviewer", "corrects").order_by("created_at")
                     ]

@@ -20,6 +20,7 @@ class OrganisationFactory(factory.django.DjangoModelFactory):
     permitted_purpose = "Locating missing children reported to the organisation"
     legal_basis = "GDPR Art. 9(2)(g), substantial public interest"
     use_case_approved_at = factory.LazyFunction(timezone.now)
+    threshold_confirmed_at = factory.LazyFunction(timezone.now)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -160,7 +161,7 @@ def audit_run_rows(organisation):
         threshold_in_use=0.6,
         target_fmr=0.001,
         min_identities=20,
-        min_impostor_pairs=200,
+        min_effective_pairs=30,
         photos=4,
         completed_at=timezone.now(),
     )
@@ -191,3 +192,46 @@ def audit_run_rows(organisation):
         fnmr_high=0.6,
     )
     return run
+
+
+def searchable_subjects(organisation, count: int, **attributes) -> None:
+    """``count`` gallery subjects, each with one face of the engine in use, built from rows alone.
+
+    For tests about what the gallery's size and composition mean (1:N figures), not about search."""
+    import numpy as np
+
+    from matching.engine import engine_version
+    from matching.models import Face, Photo
+    from matching.sealing import encoding_seal
+
+    gallery = GalleryFactory(organisation=organisation)
+    encoding = encoding_seal(np.zeros(128))
+    for _ in range(count):
+        subject = SubjectFactory(gallery=gallery, **attributes)
+        photo = Photo.objects.create(
+            organisation=organisation,
+            kind="reference",
+            subject=subject,
+            image="r.jpg",
+            width=10,
+            height=10,
+            status="done",
+        )
+        Face.objects.create(
+            photo=photo,
+            organisation=organisation,
+            subject=subject,
+            index=0,
+            top=0,
+            right=10,
+            bottom=10,
+            left=0,
+            crop="crops/none.jpg",
+            encoding=encoding,
+            engine="face_recognition",
+            engine_version=engine_version(),
+            detector="hog",
+            face_width=10,
+            face_height=10,
+            blur=1.0,
+        )

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('matching', '0005_i13_case_close'),
+        ('matching', '0005_case_close'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

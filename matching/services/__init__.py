@@ -5,7 +5,8 @@
 - `cases`: cases, their probe photos, and a candidate's outcome;
 - `processing`: one photo through detection and encoding, safe to run twice, and the sweeper;
 - `searching`: a photo's faces against the gallery, in one worker or in shards;
-- `retention`: erasure, closing cases and purging them after their retention.
+- `retention`: erasure, closing cases and purging them after their retention;
+- `thresholds`: confirming the organisation's threshold, which matching waits for.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ from matching.services.searching import (
     search_results_store,
     shard_results_store,
 )
+from matching.services.thresholds import THRESHOLD_HOLD, organisation_threshold_confirm, photo_hold_for_threshold
 from matching.services.uploads import StoredFiles, UploadedImage, uploaded_image_read
 
 __all__ = [
     "OPEN_OUTCOMES",
+    "THRESHOLD_HOLD",
     "USE_CASE_REFUSAL",
     "BiometricsRemoved",
     "CandidateAlreadyDecided",
@@ -74,9 +77,11 @@ __all__ = [
     "gallery_shard_search",
     "gallery_shards",
     "organisation_gallery",
+    "organisation_threshold_confirm",
     "photo_claim",
     "photo_detect",
     "photo_fail",
+    "photo_hold_for_threshold",
     "photo_process",
     "photo_requeue",
     "photos_give_up",

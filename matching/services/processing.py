@@ -25,6 +25,7 @@ from matching.models import (
 )
 from matching.sealing import encoding_seal
 from matching.services.searching import probe_photo_search
+from matching.services.thresholds import photo_hold_for_threshold
 from matching.services.uploads import StoredFiles
 from portal.models import Organisation
 from portal.outbox import outbox_enqueue, queue_depth
@@ -191,6 +192,9 @@ def photo_process(*, photo_id: int) -> None:
     if photo.kind == PhotoKind.PROBE and photo.organisation.use_case_approved_at is None:
         photo_fail(photo_id=photo_id, reason=USE_CASE_REFUSAL)
         return
+    if photo.kind == PhotoKind.PROBE and photo.organisation.threshold_confirmed_at is None:
+        if photo_hold_for_threshold(photo_id=photo_id, organisation_id=photo.organisation_id):
+            return
     if not photo.faces.exists():
         detected = photo_detect(photo)
         with StoredFiles() as files, transaction.atomic():

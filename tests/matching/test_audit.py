@@ -14,7 +14,9 @@ from matching.audit import (
     local_rate,
     pair_distances,
     pairwise_distances,
+    t_quantile_975,
     threshold_for_target_fmr,
+    wilson_bounds,
     wilson_interval,
 )
 
@@ -153,8 +155,9 @@ def test_fmr_and_fnmr_at_a_threshold_count_ties_as_matches():
     tie = everyone.row_at(0.5)  # distances equal to the threshold match
     assert (tie.false_matches, tie.impostor_pairs, tie.fmr) == (3, 8, 0.375)
     assert (tie.false_non_matches, tie.genuine_pairs, tie.fnmr) == (0, 2, 0.0)
-    assert (tie.fmr_low, tie.fmr_high) == wilson_interval(3, 8)
-    assert (tie.fnmr_low, tie.fnmr_high) == wilson_interval(0, 2)
+    # The intervals are identity-level: never narrower than a Wilson interval that treats pairs as independent
+    assert tie.fmr_low <= wilson_interval(3, 8)[0] and tie.fmr_high >= wilson_interval(3, 8)[1]
+    assert (tie.fnmr_low, tie.fnmr_high) == wilson_bounds(0.0, 2, t_quantile_975(1))  # two people, no miss
 
 
 def test_fnmr_is_none_without_genuine_pairs():
@@ -184,19 +187,25 @@ def test_audit_rejects_inconsistent_inputs():
         audit_compute(FIVE, FIVE_IDS, {"sex": ["F"] * 4})
 
 
-def test_insufficient_flag_follows_both_cut_offs():
-    # Given 5 photos of 3 people with 8 impostor pairs
-    def flagged(min_identities: int, min_impostor_pairs: int) -> bool:
-        result = audit_compute(FIVE, FIVE_IDS, {}, min_identities=min_identities, min_impostor_pairs=min_impostor_pairs)
+def test_insufficient_flag_follows_people_and_effective_pairs():
+    # Given 5 photos of 3 people with 8 impostor pairs, 3 of them within 0.6
+    def flagged(min_identities: int, min_effective_pairs: int) -> bool:
+        result = audit_compute(
+            FIVE, FIVE_IDS, {}, min_identities=min_identities, min_effective_pairs=min_effective_pairs
+        )
         return result.group("all").insufficient
 
-    # Then the group is flagged exactly when either count falls short
-    assert not flagged(3, 8)
-    assert flagged(4, 8)
-    assert flagged(3, 9)
-    assert flagged(20, 200)  # the defaults
+    effective = audit_compute(FIVE, FIVE_IDS, {}).group("all").effective_pairs
+
+    # Then the group is flagged exactly when the people or the effective sample (not the 8 raw pairs) fall short
+    assert effective < 8
+    assert not flagged(3, math.floor(effective))
+    assert flagged(4, 0)
+    assert flagged(3, math.floor(effective) + 1)
+    assert flagged(20, 30)  # the defaults
     reasons = audit_compute(FIVE, FIVE_IDS, {}).group("all").insufficient_reasons
-    assert reasons == ("3 identities, fewer than 20", "8 impostor pairs, fewer than 200")
+    assert reasons[0] == "3 identities, fewer than 20"
+    assert reasons[1].startswith(f"{effective:.0f} effective impostor pairs at 0.6 (8 pairs), fewer than 30")
 
 
 # Ratios to the best group
@@ -211,12 +220,12 @@ def _three_groups():
     identities = [str(i) for i in range(10)]
     attributes = {"g": ["A"] * 4 + ["B"] * 4 + ["C"] * 2}
     return audit_compute(
-        encodings, identities, attributes, thresholds=(0.1, 0.2, 0.5), min_identities=2, min_impostor_pairs=2
+        encodings, identities, attributes, thresholds=(0.1, 0.2, 0.5), min_identities=3, min_effective_pairs=0
     )
 
 
 def test_fmr_ratio_is_taken_against_the_lowest_group_with_enough_data():
-    # When the audit runs (C has the lowest FMR, 0, but only one pair)
+    # When the audit runs (C has the lowest FMR, 0, but only two people)
     result = _three_groups()
 
     # Then A is the reference, B is three times worse, and C gets no ratio
@@ -252,7 +261,7 @@ def test_no_ratio_when_the_best_group_has_no_false_matches():
 def test_no_ratio_when_no_demographic_group_has_enough_data():
     # Given "all" with enough data (3 people, 8 pairs) but sex=F (a, a) and sex=M (b, c, c) without
     result = audit_compute(
-        FIVE, FIVE_IDS, {"sex": ["F", "F", "M", "M", "M"]}, thresholds=(0.6,), min_identities=3, min_impostor_pairs=8
+        FIVE, FIVE_IDS, {"sex": ["F", "F", "M", "M", "M"]}, thresholds=(0.6,), min_identities=3, min_effective_pairs=0
     )
 
     # Then "all" cannot be its own reference, and the small groups get no ratio either
@@ -378,12 +387,172 @@ def test_real_faces_asian_adults_false_match_more_than_white_adults(faces):
         [r["identity"] for r in kept],
         {"race": [r["race"] for r in kept]},
         min_identities=10,
-        min_impostor_pairs=50,
+        min_effective_pairs=5,
     )
 
-    # Then there are no genuine pairs, and at 0.6 the Asian interval lies wholly above the White one
+    # Then there are no genuine pairs, and at 0.6 Asian adults false-match several times as often as White ones;
+    # with a dozen people each, the identity-level intervals are (rightly) wider than pair-counting ones
     assert result.group("all").genuine_pairs == 0
     white, asian = result.group("race=White").row_at(0.6), result.group("race=Asian").row_at(0.6)
-    assert asian.fmr_low > white.fmr_high
+    assert asian.fmr > white.fmr_high
     assert asian.fmr_ratio_best_group == "race=White"
     assert asian.fmr_ratio_to_best > 3
+    naive = wilson_interval(asian.false_matches, asian.impostor_pairs)
+    assert asian.fmr_high - asian.fmr_low > naive[1] - naive[0]
+
+
+# Identity-level intervals
+
+
+def _clustered_people(seed: int = 7, people: int = 30):
+    """Synthetic 128-d faces: people at random centres, one to three photos each, some people look-alike-prone."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 0.045, size=(people, 128))
+    centres[: people // 5] *= 0.6  # a few people close to many others drive the FMR, as in real galleries
+    encodings, identities = [], []
+    for person in range(people):
+        for _ in range(rng.integers(1, 4)):
+            encodings.append(centres[person] + rng.normal(0, 0.02, size=128))
+            identities.append(f"p{person}")
+    return np.array(encodings), identities
+
+
+def _cimat():
+    """cimat 0.1.2 (the authors' package), with stand-ins for three imports it uses outside the estimator.
+
+    cimat pulls scikit-learn, SciPy and tqdm; what it uses of them is a 2x2 confusion count
+    (sklearn.metrics.confusion_matrix), the normal quantile (scipy.stats.norm.ppf) and a progress bar.
+    Those are replaced by exact equivalents (the count from numpy, the quantile from the standard
+    library); the variance estimator and the Wilson interval under test are cimat's own code.
+    """
+    import statistics
+    import sys
+    import types
+
+    for name in ("sklearn", "sklearn.metrics", "scipy", "scipy.stats", "tqdm"):
+        try:
+            __import__(name)
+        except ImportError:
+            sys.modules[name] = types.ModuleType(name)
+
+    def confusion_matrix(y_true, y_pred):
+        y_true, y_pred = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
+        return np.array(
+            [[(~y_true & ~y_pred).sum(), (~y_true & y_pred).sum()], [(y_true & ~y_pred).sum(), (y_true & y_pred).sum()]]
+        )
+
+    metrics = sys.modules["sklearn.metrics"]
+    if not hasattr(metrics, "confusion_matrix"):
+        metrics.confusion_matrix = confusion_matrix
+        sys.modules["sklearn"].metrics = metrics
+    stats = sys.modules["scipy.stats"]
+    if not hasattr(stats, "norm"):
+        stats.norm = types.SimpleNamespace(ppf=statistics.NormalDist().inv_cdf)
+        sys.modules["scipy"].stats = stats
+    if not hasattr(sys.modules["tqdm"], "tqdm"):
+        sys.modules["tqdm"].tqdm = lambda iterable, *a, **k: iterable
+    from cimat import UncertaintyEstimator
+
+    return UncertaintyEstimator
+
+
+def test_identity_level_interval_matches_the_cimat_oracle():
+    # Given clustered synthetic faces, scored for cimat as similarities (-distance) per pair of people
+    from matching.audit import fmr_at, fnmr_at, pair_set
+
+    encodings, identities = _clustered_people()
+    codes = np.unique(identities, return_inverse=True)[1]
+    pairs = pair_set(encodings, codes, np.arange(len(identities)))
+    scores: dict[int, dict[int, list[float]]] = {p: {} for p in range(pairs.people)}
+    for distance, (i, j) in zip(pairs.impostor, pairs.impostor_people, strict=True):
+        scores[int(i)].setdefault(int(j), []).append(-float(distance))
+        scores[int(j)].setdefault(int(i), []).append(-float(distance))
+    for distance, i in zip(pairs.genuine, pairs.genuine_people, strict=True):
+        scores[int(i)].setdefault(int(i), []).append(-float(distance))
+    estimator = _cimat()(scores=scores)
+
+    checked = 0
+    for threshold in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
+        # (no distance sits exactly on these thresholds, so cimat's strict comparison agrees with our <=)
+        fmr = fmr_at(pairs.impostor, pairs.impostor_people, threshold)
+        fnmr = fnmr_at(pairs.genuine, pairs.genuine_people, threshold)
+        var_fnr, var_fpr = estimator.compute_variance(threshold=-threshold)
+        fnr_ci, fpr_ci = estimator.get_binerror_ci(var_fnr=var_fnr, var_fpr=var_fpr)
+
+        # Then cimat's rates, variances and intervals equal ours with the plug-in estimator (tolerance 1e-9)
+        ours_fmr = _plugin(pairs.impostor, pairs.impostor_people, threshold, fnmr=False)
+        ours_fnmr = _plugin(pairs.genuine, pairs.genuine_people, threshold, fnmr=True)
+        assert estimator.fp / (estimator.fp + estimator.tn) == pytest.approx(fmr.rate, abs=1e-12)
+        assert estimator.fn / (estimator.fn + estimator.tp) == pytest.approx(fnmr.rate, abs=1e-12)
+        if 2 <= fmr.errors <= fmr.pairs - 2:  # cimat treats 0, 1, n-1 and n errors by special rules
+            assert ours_fmr.rate * (1 - ours_fmr.rate) / ours_fmr.effective_n == pytest.approx(var_fpr, rel=1e-9)
+            assert (ours_fmr.low, ours_fmr.high) == pytest.approx(tuple(fpr_ci), abs=1e-9)
+            # and the interval the portal stores is never narrower than cimat's
+            assert fmr.low <= fpr_ci[0] + 1e-12 and fmr.high >= fpr_ci[1] - 1e-12
+            checked += 1
+        if 2 <= fnmr.errors <= fnmr.pairs - 2:
+            assert (ours_fnmr.low, ours_fnmr.high) == pytest.approx(tuple(fnr_ci), abs=1e-9)
+            assert fnmr.low <= fnr_ci[0] + 1e-12 and fnmr.high >= fnr_ci[1] - 1e-12
+            checked += 1
+    assert checked >= 5
+
+
+def _plugin(sorted_distances, people, threshold, *, fnmr):
+    from matching.audit import count_at_most, identity_rate
+
+    count = count_at_most(sorted_distances, threshold)
+    if fnmr:
+        errors = np.ones(len(sorted_distances), dtype=bool)
+        errors[:count] = False
+        return identity_rate(errors, np.asarray(people), estimator="plugin")
+    errors = np.zeros(len(sorted_distances), dtype=bool)
+    errors[:count] = True
+    people = np.asarray(people)
+    return identity_rate(errors, people[:, 0], people[:, 1], estimator="plugin")
+
+
+def test_pairs_sharing_look_alike_people_widen_the_interval():
+    # Given one person close to everyone (all their 9 pairs match) and 36 other pairs that never do
+    from matching.audit import identity_rate
+
+    first, second = np.triu_indices(10, k=1)
+    errors = first == 0
+
+    rate = identity_rate(errors, first, second)
+
+    # Then the interval rests on far fewer than 45 independent pairs
+    assert rate.rate == pytest.approx(9 / 45)
+    assert rate.effective_n < 45 / 2
+    naive = wilson_interval(9, 45)
+    assert rate.low < naive[0] and rate.high > naive[1]
+
+
+def test_a_derived_attribute_is_not_crossed_with_its_source():
+    attributes = {
+        "age_band": ["0-9", "0-9", "30-44"],
+        "age_group": ["under 18", "under 18", "18 and over"],
+        "sex": ["F", "M", "F"],
+    }
+
+    keys = {g.key for g in enumerate_groups(attributes, 3)}
+
+    assert "age_band=0-9 & age_group=under 18" not in keys
+    assert "age_band=0-9 & age_group=under 18" not in keys
+    assert {"age_band=0-9 & sex=F", "age_group=under 18 & sex=F"} <= keys  # other crossings stay
+
+
+def test_one_to_many_grows_with_the_gallery_and_counts_strangers():
+    from matching.audit import fmr_at, one_to_many, pair_set
+
+    encodings, identities = _clustered_people()
+    codes = np.unique(identities, return_inverse=True)[1]
+    pairs = pair_set(encodings, codes, np.arange(len(identities)))
+    fmr = fmr_at(pairs.impostor, pairs.impostor_people, 0.6)
+
+    empty, one, many = (one_to_many(pairs.impostor, pairs.impostor_people, 0.6, n) for n in (0, 1, 1000))
+
+    assert empty.fpir == 0 and empty.expected == 0
+    assert one.fpir == pytest.approx(fmr.rate, rel=0.25)  # mean of each person's own rate
+    assert many.fpir > one.fpir and many.fpir_low <= many.fpir <= many.fpir_high
+    assert many.expected == pytest.approx(1000 * fmr.rate)
+    assert (many.expected_low, many.expected_high) == pytest.approx((1000 * fmr.low, 1000 * fmr.high))

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from matching.models import AuditGroup
 from portal.models import AuditEvent
-from tests.factories import audit_run_rows
+from tests.factories import audit_run_rows, searchable_subjects
 
 
 def test_org_admin_sees_threshold_advice_from_the_latest_audit(client, dana, audit_run):
@@ -110,3 +110,50 @@ def test_the_audit_download_serves_only_csv_and_json(client, bob, org, fmt):
     assert response.status_code == 404
     assert "Content-Disposition" not in response
     assert not AuditEvent.objects.filter(action="audit.export").exists()
+
+
+def test_settings_show_fpir_per_group_and_the_worst_group_for_this_gallery(client, dana, audit_run, org):
+    # Given a gallery of 300 subjects with nothing recorded: every stranger is compared with all of them
+    searchable_subjects(org, 300)
+    client.force_login(dana)
+
+    page = client.get(reverse("matching:organisation_settings")).content.decode()
+
+    # Then the plot, the worst-group table with FNMR, the per-group table, and the advice in 1:N terms
+    assert "<svg" in page and "worst group (FPIR)" in page
+    assert 'id="fpir-worst"' in page and 'id="fpir-groups"' in page
+    assert "returns a candidate in" in page and "of true matches are missed" in page
+    assert "300</strong> searchable subjects" in page
+    # and at the default 0.6 some sufficient group's strangers get a candidate in most searches: the warning
+    assert 'id="fpir-alarm"' in page and "most searches for a stranger return a candidate" in page
+
+
+def test_the_fpir_warning_goes_once_the_threshold_is_low_enough(client, dana, audit_run, org):
+    searchable_subjects(org, 300)
+    org.distance_threshold = 0.3
+    org.save(update_fields=["distance_threshold"])
+    client.force_login(dana)
+
+    page = client.get(reverse("matching:organisation_settings")).content.decode()
+
+    assert 'id="fpir-alarm"' not in page
+
+
+def test_the_audit_json_carries_intervals_method_effective_n_and_the_spread_of_fmr(client, bob, audit_run):
+    client.force_login(bob)
+
+    document = client.get(reverse("matching:audit_report_download", args=[audit_run.pk, "json"])).json()
+    page = client.get(reverse("matching:audit_report", args=[audit_run.pk])).content.decode()
+
+    assert document["run"]["interval_method"].startswith("identity-level Wilson")
+    group = next(g for g in document["groups"] if g["key"] == "race=Asian")
+    rate = next(r for r in group["rates"] if r["threshold"] == 0.6)
+    assert rate["fmr_effective_n"] < rate["impostor_pairs"] and group["effective_pairs"] == rate["fmr_effective_n"]
+    assert "fnmr_at_target_ci95" in group
+    spread = {row["threshold"]: row for row in document["fmr_max_to_geomean"]}
+    assert spread[0.6]["ratio"] > 1 and spread[0.6]["groups"] >= 2
+    assert not any("age_band=" in g["key"] and "age_group=" in g["key"] for g in document["groups"])
+    # Every group is drawn, or listed with the reason it is not
+    for g in document["groups"]:
+        assert g["key"].replace("&", "&amp;") in page
+    assert "Groups not drawn" in page and "insufficient data:" in page

@@ -46,6 +46,7 @@ def test_disclosure_lists_rejected_candidates_and_null_results(
         assert "face_recognition 1.3.0" in document and "0.6" in document
         assert LEAD_ONLY in document
         assert "Training valid until" in document or "training valid until" in document
+        assert "As the reviewer saw it when deciding (stored snapshot)" in document
 
 
 def test_caseworkers_and_other_organisations_cannot_get_disclosures(
@@ -204,3 +205,22 @@ def test_disclosure_pdf_is_the_html_printed_with_its_face_images_inside_the_marg
         xs = [x for x, _ in _path_points(page)]
         assert xs, "the page draws no table borders"
         assert min(xs) >= margin - 1 and max(xs) <= width - margin + 1, (min(xs), max(xs), width - margin)
+
+
+def test_each_decision_states_the_panel_it_stored_and_whether_the_current_audit_differs():
+    from reviews.disclosure import _bias_summary
+
+    snapshot = {
+        "valid": True,
+        "run_id": 4,
+        "severity": "elevated",
+        "run_label": "audit 4",
+        "involved": [],
+        "headline": "A stranger in group race Asian would have about 9 (4–17) subjects at least this close.",
+    }
+
+    same, newer = _bias_summary(snapshot, 4), _bias_summary(snapshot, 7)
+
+    assert same.startswith("As the reviewer saw it when deciding (stored snapshot).") and "differs" not in same
+    assert "the current audit differs (now audit 7)" in newer
+    assert snapshot["headline"] in same

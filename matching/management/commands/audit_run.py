@@ -26,7 +26,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", type=Path, help="Write the stored results here as JSON.")
         parser.add_argument("--min-identities", type=int)
-        parser.add_argument("--min-impostor-pairs", type=int)
+        parser.add_argument("--min-effective-pairs", type=int)
 
     def handle(self, *args, dataset_id: int, **options) -> None:
         dataset = AuditDataset.objects.filter(pk=dataset_id).first()
@@ -41,7 +41,7 @@ class Command(BaseCommand):
         run_options = {
             "thresholds": thresholds,
             "min_identities": options.get("min_identities"),
-            "min_impostor_pairs": options.get("min_impostor_pairs"),
+            "min_effective_pairs": options.get("min_effective_pairs"),
         }
         try:
             if options.get("organisation"):

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from matching import services
+from matching.models import Photo, PhotoStatus
+from portal.models import AuditEvent, TaskOutbox
+from tests.conftest import OBAMA, OBAMA_2
+from tests.factories import OrganisationFactory
+
+
+@pytest.fixture
+def unconfirmed(org):
+    org.threshold_confirmed_at = None
+    org.save(update_fields=["threshold_confirmed_at"])
+    return org
+
+
+def test_probe_photos_wait_for_the_threshold_and_are_searched_once_an_org_admin_confirms_it(
+    client, unconfirmed, alice, dana, enrol, open_case
+):
+    # Given a new organisation whose threshold nobody has confirmed, with Obama in its gallery
+    enrol("OBAMA-REF", OBAMA)
+    case = open_case(OBAMA_2)
+    photo = case.photos.get()
+
+    # Then the upload is kept, but nothing is detected or searched
+    photo.refresh_from_db()
+    assert photo.status == PhotoStatus.HELD and photo.image
+    assert not photo.faces.exists() and not case.candidates.exists()
+
+    # When the org admin confirms 0.55 on the settings page
+    client.force_login(dana)
+    response = client.post(
+        reverse("matching:organisation_settings"), {"action": "confirm", "threshold": "0.55", "understood": "on"}
+    )
+
+    # Then the photo goes back to the worker through the outbox, and is searched at 0.55
+    assert response.status_code == 302
+    unconfirmed.refresh_from_db()
+    assert unconfirmed.threshold_confirmed_at is not None and unconfirmed.threshold_confirmed_by == dana
+    assert unconfirmed.distance_threshold == 0.55
+    photo.refresh_from_db()
+    assert photo.status == PhotoStatus.QUEUED and photo.attempts == 0
+    assert TaskOutbox.objects.filter(task_name="matching.tasks.process_photo", args=[photo.pk]).exists()
+    event = AuditEvent.objects.get(action="organisation.threshold_confirm")
+    assert event.actor == dana and event.detail["released_photos"] == 1
+    services.photo_process(photo_id=photo.pk)
+    photo.refresh_from_db()
+    assert photo.status == PhotoStatus.DONE
+    assert case.candidates.get().search.threshold == 0.55
+
+
+def test_confirming_needs_the_acknowledgement(client, unconfirmed, dana):
+    client.force_login(dana)
+
+    response = client.post(reverse("matching:organisation_settings"), {"action": "confirm", "threshold": "0.5"})
+
+    assert response.status_code == 400
+    unconfirmed.refresh_from_db()
+    assert unconfirmed.threshold_confirmed_at is None
+
+
+def test_caseworkers_reviewers_and_other_org_admins_cannot_confirm(client, unconfirmed, alice, bob, erin):
+    # Given the insiders most likely to try: the caseworker waiting for results, a reviewer, another org's admin
+    for user in (alice, bob):
+        client.force_login(user)
+        response = client.post(
+            reverse("matching:organisation_settings"), {"action": "confirm", "threshold": "0.9", "understood": "on"}
+        )
+        assert response.status_code == 404
+    with pytest.raises(services.ServiceError):
+        services.organisation_threshold_confirm(organisation=unconfirmed, threshold=0.9, acting_user=erin)
+
+    unconfirmed.refresh_from_db()
+    assert unconfirmed.threshold_confirmed_at is None and unconfirmed.distance_threshold == 0.6
+
+
+def test_a_new_organisation_is_offered_the_shared_audits_advice_not_the_librarys_0_6(client, audit_run, db):
+    # Given a shared audit (run for another organisation) and a brand-new organisation with its own admin
+    from tests.conftest import _member
+
+    fresh = OrganisationFactory(slug="fresh", threshold_confirmed_at=None)
+    admin = _member("frida", fresh, "org_admin")
+    worst = min(
+        (g for g in audit_run.groups.filter(insufficient=False).exclude(key="all") if g.threshold_at_target),
+        key=lambda g: g.threshold_at_target,
+    )
+    client.force_login(admin)
+
+    page = client.get(reverse("matching:organisation_settings")).content.decode()
+
+    assert "Matching is on hold until you confirm the threshold" in page
+    assert f'name="threshold" value="{round(worst.threshold_at_target, 3)}"' in page
+    assert round(worst.threshold_at_target, 3) != 0.6
+
+
+def test_held_photos_are_not_resent_by_the_stale_photo_sweeper(unconfirmed, open_case):
+    case = open_case(OBAMA_2)
+    photo = case.photos.get()
+    Photo.objects.filter(pk=photo.pk).update(status_changed_at=photo.created_at.replace(year=2020))
+
+    services.photos_requeue_stale()
+
+    photo.refresh_from_db()
+    assert photo.status == PhotoStatus.HELD
