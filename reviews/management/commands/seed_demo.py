@@ -100,9 +100,23 @@ class Command(BaseCommand):
                     acting_user=users["dana"],
                 )
 
+        # A real organisation's admin confirms the threshold on /settings/ after reading what it means for this
+        # gallery; the demo does it for dana at the library's 0.6, and says so, so that the journey can start.
+        if organisation.threshold_confirmed_at is None:
+            services.organisation_threshold_confirm(
+                organisation=organisation, threshold=organisation.distance_threshold, acting_user=users["dana"]
+            )
+            threshold_note = (
+                f"dana confirmed the demo's threshold, {organisation.distance_threshold}, for you: see what it "
+                "means for this gallery at /settings/."
+            )
+        else:
+            threshold_note = f"Threshold {organisation.distance_threshold}, confirmed by an org admin."
+
         self.stdout.write(f"Demo organisation “{organisation.name}”. Log in at /accounts/login/ as:")
         self.stdout.write("\n".join(lines))
         self.stdout.write("bob and rita have current training records, recorded by dana.")
+        self.stdout.write(threshold_note)
         self.stdout.write(self._gallery(organisation, users["dana"]))
 
     def _gallery(self, organisation: Organisation, dana) -> str:
