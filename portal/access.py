@@ -93,6 +93,11 @@ def can_manage_organisation(user: AnyUser) -> bool:
     return role_of(user) == Role.ORG_ADMIN
 
 
+def can_read_audits(user: AnyUser) -> bool:
+    """Bias audits: reviewers weigh them, org admins also upload evaluation sets."""
+    return can_review(user) or can_manage_organisation(user)
+
+
 def can_manage_galleries(user: AnyUser) -> bool:
     return role_of(user) == Role.ORG_ADMIN
 

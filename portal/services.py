@@ -7,6 +7,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from portal import access
 from portal.audit import audit_record
 from portal.models import Membership, Organisation, Role
 
@@ -17,7 +18,7 @@ class AccessError(Exception):
 
 @transaction.atomic
 def organisation_create(*, name: str, slug: str, acting_user: Any) -> Organisation:
-    if not acting_user.is_superuser:
+    if not access.is_superuser(acting_user):
         raise AccessError("Only a superuser may create organisations.")
     organisation = Organisation.objects.create(name=name, slug=slug)
     audit_record(action="organisation.create", actor=acting_user, organisation=organisation, target=organisation)
@@ -237,7 +238,7 @@ def organisation_use_case_approve(
 ) -> Organisation:
     from django.utils import timezone
 
-    if not getattr(acting_user, "is_superuser", False):
+    if not access.is_superuser(acting_user):
         raise AccessError("Only a superuser may record an organisation's permitted use.")
     if not permitted_purpose.strip() or not legal_basis.strip():
         raise AccessError("Record both the permitted purpose and the legal basis.")
@@ -261,7 +262,6 @@ def invitation_revoke(*, invitation: Any, acting_user: Any) -> Any:
     """Withdraw an invitation before it is used or expires; its link stops working at once."""
     from django.utils import timezone
 
-    from portal import access
     from portal.models import Invitation
 
     locked = Invitation.objects.select_for_update().get(pk=invitation.pk)

@@ -374,3 +374,18 @@ def test_a_second_org_admin_attests_an_org_admins_training(client, dana, org):
 
     assert response.status_code == 302
     assert TrainingAttestation.objects.get().recorded_by == olga
+
+
+def test_the_queue_leaves_out_what_an_untrained_reviewer_may_not_decide(client, bob, rita, trained, row_candidate):
+    # Given rita's training is current and bob's expired two years ago
+    trained(rita)
+    trained(bob, days_ago=730)
+
+    queues = {}
+    for user in (bob, rita):
+        client.force_login(user)
+        queues[user.username] = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+
+    # Then only rita, who may decide it, has it in her queue
+    assert change_url(row_candidate) in queues["rita"]
+    assert change_url(row_candidate) not in queues["bob"]
