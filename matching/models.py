@@ -81,6 +81,11 @@ class Case(models.Model):
     probe_age_band = models.CharField(max_length=5, choices=AgeBand.choices, blank=True, default=AgeBand.UNKNOWN)
     probe_ethnicity = models.CharField(max_length=10, choices=Ethnicity.choices, blank=True, default=Ethnicity.UNKNOWN)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The person answerable for the case: its creator, or for a case filed through an organisation API key,
+    # the person who made the key. Separation of duties keeps both away from the case's candidates.
+    accountable_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     closed_by = models.ForeignKey(

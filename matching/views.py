@@ -310,11 +310,7 @@ def batch_detail(request, batch_id: int):
 # Bias audits (org admins and reviewers) and organisation settings (org admins)
 
 
-def _can_read_audits(user) -> bool:
-    return access.can_review(user) or access.can_manage_organisation(user)
-
-
-@role_required(_can_read_audits)
+@role_required(access.can_read_audits)
 @require_http_methods(["GET", "POST"])
 def audit_list(request):
     organisation = access.organisation_of(request.user)
@@ -327,7 +323,9 @@ def audit_list(request):
             try:
                 dataset = evaluation.audit_dataset_create(
                     name=form.cleaned_data["name"],
-                    organisation=None if form.cleaned_data["shared"] and request.user.is_superuser else organisation,
+                    organisation=None
+                    if form.cleaned_data["shared"] and access.is_superuser(request.user)
+                    else organisation,
                     manifest=bulk.upload_read(form.cleaned_data["manifest"], limit=5 * 2**20, label="The manifest"),
                     archive=bulk.upload_read(
                         form.cleaned_data["archive"], limit=settings.BULK_MAX_BYTES, label="The zip file"
@@ -353,7 +351,7 @@ def audit_list(request):
     )
 
 
-@role_required(_can_read_audits)
+@role_required(access.can_read_audits)
 @require_GET
 def audit_dataset(request, dataset_id: int):
     dataset = get_object_or_404(AuditDataset, pk=dataset_id)
@@ -371,7 +369,7 @@ def _run_or_404(request, run_id: int) -> AuditRun:
     return run
 
 
-@role_required(_can_read_audits)
+@role_required(access.can_read_audits)
 @require_GET
 def audit_report(request, run_id: int):
     run = _run_or_404(request, run_id)
@@ -420,7 +418,7 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-@role_required(_can_read_audits)
+@role_required(access.can_read_audits)
 @require_GET
 def audit_report_download(request, run_id: int, fmt: str):
     # Only these two: `fmt` also names the saved file, so anything else could forge it.

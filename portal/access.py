@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.http import Http404
 
-from portal.models import Membership, Organisation, Role
+from portal.models import ApiKey, ApiKeyKind, Membership, Organisation, Role
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -46,6 +46,9 @@ def can_work_cases(user: AnyUser) -> bool:
     return role_of(user) in (Role.CASEWORKER, Role.ORG_ADMIN)
 
 
+REVIEW_ROLES = (Role.REVIEWER, Role.ORG_ADMIN)
+
+
 def can_close_case(user: AnyUser) -> bool:
     """Caseworkers and org admins close a case, which starts its retention period."""
     return can_work_cases(user)
@@ -57,11 +60,52 @@ def can_reopen_case(user: AnyUser) -> bool:
 
 
 def can_review(user: AnyUser) -> bool:
-    return role_of(user) in (Role.REVIEWER, Role.ORG_ADMIN)
+    """Reviewers and org admins decide candidates (each decision then has its own blockers)."""
+    return role_of(user) in REVIEW_ROLES
+
+
+def is_senior(user: AnyUser, *, senior_reviewer_id: int | None) -> bool:
+    """Org admins, and the reviewer the review policy names as senior."""
+    if not can_review(user):
+        return False
+    return role_of(user) == Role.ORG_ADMIN or (senior_reviewer_id is not None and senior_reviewer_id == user.pk)
+
+
+def can_settle_escalations(user: AnyUser, *, senior_reviewer_id: int | None) -> bool:
+    """Who decides a candidate on which reviewers disagreed (if they took no part in it)."""
+    return is_senior(user, senior_reviewer_id=senior_reviewer_id)
+
+
+def can_request_disclosure(user: AnyUser, *, senior_reviewer_id: int | None) -> bool:
+    """Org admins and the senior reviewer; the report's content then depends on the case's open candidates."""
+    return is_senior(user, senior_reviewer_id=senior_reviewer_id)
+
+
+def can_attest_training(user: AnyUser, reviewer: AnyUser) -> bool:
+    """An org admin attests someone else's training, never their own."""
+    return can_manage_organisation(user) and getattr(reviewer, "pk", None) != getattr(user, "pk", None)
+
+
+def is_service_user(user: AnyUser) -> bool:
+    """The user an organisation API key acts through."""
+    return ApiKey.objects.filter(user_id=getattr(user, "pk", None), kind=ApiKeyKind.ORGANISATION).exists()
+
+
+def accountable_human(user: AnyUser) -> AnyUser | None:
+    """The person answerable for what this user does: an organisation key's maker, else the user."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    key = ApiKey.objects.select_related("created_by").filter(user=user, kind=ApiKeyKind.ORGANISATION).first()
+    return key.created_by if key is not None else user
 
 
 def can_manage_organisation(user: AnyUser) -> bool:
     return role_of(user) == Role.ORG_ADMIN
+
+
+def can_read_audits(user: AnyUser) -> bool:
+    """Bias audits: reviewers weigh them, org admins also upload evaluation sets."""
+    return can_review(user) or can_manage_organisation(user)
 
 
 def can_manage_galleries(user: AnyUser) -> bool:

@@ -8,7 +8,8 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 
 from portal import access
-from portal.admin_mixins import ScopedAdmin, ServiceErrorsAsMessages
+from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
+from portal.audit import audit_detail_for
 from portal.keys import api_key_create, api_key_revoke
 from portal.models import (
     ApiKey,
@@ -24,6 +25,7 @@ from portal.services import (
     AccessError,
     invitation_create,
     invitation_link,
+    invitation_revoke,
     member_create,
     member_set_active,
     member_set_role,
@@ -139,10 +141,8 @@ class MemberAddForm(forms.ModelForm):
         fields = ["organisation", "role"]
 
     def clean_username(self) -> str:
-        username = self.cleaned_data["username"].strip()
-        if User.objects.filter(username__iexact=username).exists():
-            raise forms.ValidationError("This username is taken.")
-        return username
+        # member_create puts the name in the organisation's namespace and refuses a name already used there.
+        return self.cleaned_data["username"].strip()
 
     def clean_password(self) -> str:
         password = self.cleaned_data["password"]
@@ -230,14 +230,27 @@ class MembershipAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ScopedAdmin, admin.ModelAdmin):
+class AuditEventAdmin(DeclaredLookupsOnly, ScopedAdmin, admin.ModelAdmin):
     list_display = ["created_at", "action", "actor", "organisation", "target_type", "target_id"]
     list_filter = ["action", "created_at"]
     search_fields = ["action", "actor__username", "target_id"]
     list_select_related = ["actor", "organisation"]
-    readonly_fields = ["created_at", "action", "actor", "organisation", "target_type", "target_id", "detail"]
+    fields = readonly_fields = ["created_at", "action", "actor", "organisation", "target_type", "target_id", "shown"]
     view_check = staticmethod(access.can_manage_organisation)
     change_check = add_check = staticmethod(lambda user: False)
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            # Read-only fields are not given the request; blind review depends on who is reading.
+            obj.shown_detail = audit_detail_for(request.user, obj)
+        return obj
+
+    @admin.display(description="detail")
+    def shown(self, obj: AuditEvent) -> str:
+        import json
+
+        return json.dumps(getattr(obj, "shown_detail", {}), indent=1, ensure_ascii=False, sort_keys=True)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
@@ -411,12 +424,35 @@ class InvitationAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     service_errors = (AccessError,)
     form = InvitationForm
     list_display = ["email", "role", "organisation", "invited_by", "created_at", "expires_at", "accepted_at"]
+    list_display += ["revoked_at"]
     list_select_related = ["organisation", "invited_by"]
+    actions = ["revoke"]
     view_check = add_check = staticmethod(access.can_manage_organisation)
-    change_check = staticmethod(lambda user: False)
+    # "change" only lets the revoke action run: the form itself has no editable field for an existing invitation.
+    change_check = staticmethod(access.can_manage_organisation)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["email", "role", "organisation", "invited_by", "created_at", "expires_at", "accepted_at", "revoked_at"]
+
+    def get_fields(self, request, obj=None):
+        return ["email", "role"] if obj is None else self.get_readonly_fields(request, obj)
+
+    @admin.action(description="Withdraw selected invitations (their links stop working)", permissions=["change"])
+    def revoke(self, request, queryset) -> None:
+        for invitation in queryset:
+            try:
+                invitation_revoke(invitation=invitation, acting_user=request.user)
+            except AccessError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(request, f"The invitation of {invitation.email} is withdrawn.")
 
     def save_model(self, request, obj, form, change) -> None:
         # The service queues the mail through the outbox; SMTP being down delays it, the invitation stands.
+        if change:
+            return
         invitation, token = invitation_create(
             organisation=access.organisation_of(request.user),
             email=form.cleaned_data["email"],

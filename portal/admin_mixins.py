@@ -63,3 +63,24 @@ class ServiceErrorsAsMessages:
         except self.service_errors as error:
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+
+class DeclaredLookupsOnly:
+    """Filters the list only by its declared filters: no `?distance__lte=` or `?detail__conclusion=` in the URL.
+
+    Django allows any lookup on a model's own fields, so a crafted URL could binary-search a hidden value.
+    Field filters answer to their own field's lookups (`created_at__gte`, `action__exact`), list filter classes
+    to their parameter name; anything else is refused (400).
+    """
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        for list_filter in self.list_filter:
+            if isinstance(list_filter, (list, tuple)):
+                list_filter = list_filter[0]
+            if isinstance(list_filter, str):
+                field, _, rest = lookup.partition("__")
+                if field == list_filter and "__" not in rest:
+                    return True
+            elif getattr(list_filter, "parameter_name", None) == lookup:
+                return True
+        return False

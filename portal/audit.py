@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -146,6 +146,22 @@ def _append(head: AuditChainHead, event: AuditEvent) -> AuditEvent:
     head.last_seq, head.last_hash = event.seq, event.hash
     head.save(update_fields=["last_seq", "last_hash"])
     return event
+
+
+# How a row's detail reads to one viewer, by target type. The app that owns a target registers a view (reviews
+# hides decisions from whoever may still decide the candidate); portal cannot import it, so it asks here.
+DetailView = Callable[[Any, AuditEvent], dict[str, Any]]
+_detail_views: dict[str, DetailView] = {}
+
+
+def audit_detail_view_register(target_type: str, view: DetailView) -> None:
+    _detail_views[target_type] = view
+
+
+def audit_detail_for(user: Any, event: AuditEvent) -> dict[str, Any]:
+    """The row's detail as this user may read it. The stored row, and its hash, are never changed."""
+    view = _detail_views.get(event.target_type)
+    return view(user, event) if view is not None else event.detail
 
 
 @transaction.atomic

@@ -7,6 +7,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from portal import access
 from portal.audit import audit_record
 from portal.models import Membership, Organisation, Role
 
@@ -17,7 +18,7 @@ class AccessError(Exception):
 
 @transaction.atomic
 def organisation_create(*, name: str, slug: str, acting_user: Any) -> Organisation:
-    if not acting_user.is_superuser:
+    if not access.is_superuser(acting_user):
         raise AccessError("Only a superuser may create organisations.")
     organisation = Organisation.objects.create(name=name, slug=slug)
     audit_record(action="organisation.create", actor=acting_user, organisation=organisation, target=organisation)
@@ -55,6 +56,18 @@ def organisation_update(*, organisation: Organisation, acting_user: Any, **chang
     return locked
 
 
+def member_username(organisation: Organisation, name: str) -> str:
+    """A member's username lives in their organisation's namespace, `<slug>.<name>`.
+
+    Usernames are unique across the instance, so a refusal of a name another organisation uses would tell an
+    org admin (or anyone holding an invitation link) who exists elsewhere. Within a namespace only one's own
+    organisation's members can collide: slugs hold no dot, so no two namespaces overlap.
+    """
+    name = name.strip()
+    prefix = f"{organisation.slug}."
+    return name if name.lower().startswith(prefix) else f"{prefix}{name}"
+
+
 @transaction.atomic
 def member_create(
     *,
@@ -70,8 +83,11 @@ def member_create(
     User = get_user_model()
     if role not in Role.values:
         raise AccessError(f"Unknown role {role}.")
+    if not username.strip():
+        raise AccessError("Choose a username.")
+    username = member_username(organisation, username)
     if User.objects.filter(username__iexact=username).exists():
-        raise AccessError(f"The username {username} is taken.")
+        raise AccessError(f"The username {username} is already used in your organisation; choose another.")
     try:
         validate_password(password)
     except ValidationError as error:
@@ -254,6 +270,8 @@ def invitation_accept(
     invitation = Invitation.objects.select_for_update().get(pk=found.pk)
     if invitation.accepted_at is not None:
         raise AccessError("This invitation has already been used.")
+    if invitation.revoked_at is not None:
+        raise AccessError("This invitation was withdrawn; ask for a new one.")
     if invitation.expires_at <= timezone.now():
         raise AccessError("This invitation has expired; ask for a new one.")
     membership = member_create(
@@ -281,7 +299,7 @@ def organisation_use_case_approve(
 ) -> Organisation:
     from django.utils import timezone
 
-    if not getattr(acting_user, "is_superuser", False):
+    if not access.is_superuser(acting_user):
         raise AccessError("Only a superuser may record an organisation's permitted use.")
     if not permitted_purpose.strip() or not legal_basis.strip():
         raise AccessError("Record both the permitted purpose and the legal basis.")
@@ -296,5 +314,38 @@ def organisation_use_case_approve(
         organisation=locked,
         target=locked,
         detail={"purpose": locked.permitted_purpose, "legal_basis": locked.legal_basis},
+    )
+    return locked
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Any, acting_user: Any) -> Any:
+    """Withdraw an invitation before it is used or expires; its link stops working at once."""
+    from django.utils import timezone
+
+    from portal.models import Invitation
+
+    locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if not (
+        access.is_superuser(acting_user)
+        or (
+            access.can_manage_organisation(acting_user)
+            and access.same_organisation(acting_user, locked.organisation_id)
+        )
+    ):
+        raise AccessError("Only the organisation's admins withdraw its invitations.")
+    if locked.accepted_at is not None:
+        raise AccessError(f"The invitation of {locked.email} was already accepted; deactivate the member instead.")
+    if locked.revoked_at is not None:
+        return locked
+    locked.revoked_at = timezone.now()
+    locked.revoked_by = acting_user
+    locked.save(update_fields=["revoked_at", "revoked_by"])
+    audit_record(
+        action="member.invite_revoke",
+        actor=acting_user,
+        organisation=locked.organisation,
+        target=locked,
+        detail={"email": locked.email, "role": locked.role},
     )
     return locked

@@ -41,9 +41,9 @@ class TwoFactorMiddleware:
         if (
             user.is_authenticated
             and not request.path.startswith(EXEMPT_PREFIXES)
-            and not (request.path.startswith("/api/") and request.headers.get("Authorization"))
             and not user.is_verified()
             and two_factor_required(user)
+            and not _valid_api_key(request)
         ):
             if request.path.startswith("/api/"):
                 message = "Confirm your second factor in the portal first, or use an API key."
@@ -53,6 +53,24 @@ class TwoFactorMiddleware:
             target = "two_factor_verify" if _confirmed_device(user) else "two_factor_setup"
             return HttpResponseRedirect(f"{reverse(target)}?{urlencode({'next': request.get_full_path()})}")
         return self.get_response(request)
+
+
+def _valid_api_key(request) -> bool:
+    """Whether this API request carries a valid key or token, which then acts instead of the session.
+
+    Any other Authorization header (a wrong scheme, garbage, a revoked key) leaves the request to the
+    password-only session, and so to the second factor.
+    """
+    if not request.path.startswith("/api/"):
+        return False
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from portal.keys import ApiKeyAuthentication
+
+    try:
+        return ApiKeyAuthentication().authenticate(request) is not None
+    except AuthenticationFailed:
+        return False
 
 
 def _confirmed_device(user):
@@ -66,6 +84,30 @@ class TokenForm(forms.Form):
         label="Code from your authenticator app",
         max_length=8,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+    )
+
+
+def _code_error(device, token: str) -> str | None:
+    """None when the code is right; otherwise what to tell the user, saying so when they are throttled."""
+    allowed, data = device.verify_is_allowed()
+    if not allowed:
+        return _throttled_message(device, data)
+    if device.verify_token(token.strip()):
+        return None
+    return "That code is not valid. Check the time on your phone and try again."
+
+
+def _throttled_message(device, data) -> str:
+    from django.utils import timezone
+    from django_otp.models import MAX_THROTTLE_DELAY_SECONDS
+
+    count = (data or {}).get("failure_count", device.throttling_failure_count) or 1
+    required = min(device.get_throttle_factor() * 2 ** (count - 1), MAX_THROTTLE_DELAY_SECONDS)
+    waited = (timezone.now() - device.throttling_failure_timestamp).total_seconds()
+    seconds = max(1, int(required - waited + 0.999))
+    return (
+        f"Too many wrong codes: you are throttled. Wait {seconds} second{'s' if seconds != 1 else ''} "
+        "before trying again."
     )
 
 
@@ -87,14 +129,15 @@ def two_factor_setup(request):
     device, _ = TOTPDevice.objects.get_or_create(user=request.user, confirmed=False, defaults={"name": "Authenticator"})
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if device.verify_token(form.cleaned_data["token"].strip()):
+        error = _code_error(device, form.cleaned_data["token"])
+        if error is None:
             with transaction.atomic():
                 device.confirmed = True
                 device.save(update_fields=["confirmed"])
                 audit_record(action="2fa.enrol", actor=request.user, organisation=access.organisation_of(request.user))
             otp_login(request, device)
             return redirect(_next(request))
-        form.add_error("token", "That code is not valid. Check the time on your phone and try again.")
+        form.add_error("token", error)
     import segno
 
     qr = segno.make(device.config_url, error="m").svg_inline(scale=4)
@@ -116,11 +159,12 @@ def two_factor_verify(request):
         return redirect(f"{reverse('two_factor_setup')}?{urlencode({'next': _next(request)})}")
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if device.verify_token(form.cleaned_data["token"].strip()):
+        error = _code_error(device, form.cleaned_data["token"])
+        if error is None:
             otp_login(request, device)
             audit_record(action="2fa.verify", actor=request.user, organisation=access.organisation_of(request.user))
             return redirect(_next(request))
-        form.add_error("token", "That code is not valid.")
+        form.add_error("token", error)
     return render(
         request,
         "portal/two_factor_verify.html",

@@ -16,7 +16,8 @@ from django.utils.timesince import timesince
 from matching.models import Case, Outcome
 from matching.services import OPEN_OUTCOMES, ServiceError
 from portal import access
-from portal.admin_mixins import ScopedAdmin, ServiceErrorsAsMessages
+from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
+from portal.models import ApiKeyKind
 from reviews import services
 from reviews.bias import bias_panel_html
 from reviews.models import (
@@ -126,7 +127,7 @@ class OpenFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value() or "mine"
         if value == "mine":
-            return ReviewItemAdmin.decidable_by(request.user, queryset)
+            return services.candidates_decidable_by(request.user, queryset)
         if value == "escalated":
             return queryset.filter(outcome=Outcome.ESCALATED)
         if value == "open":
@@ -220,7 +221,7 @@ class QueueCountPaginator(Paginator):
 
 
 @admin.register(ReviewItem)
-class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
+class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin, admin.ModelAdmin):
     service_errors = (ServiceError,)
     form = ReviewForm
     list_display = [
@@ -250,20 +251,6 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     actions = ["claim"]
     view_check = staticmethod(access.can_review)
     add_check = staticmethod(lambda user: False)
-
-    @staticmethod
-    def decidable_by(user, queryset):
-        """Open items this user may still decide: not their own cases, not already decided by them,
-        and escalations only for those who settle them."""
-        queryset = queryset.filter(outcome__in=OPEN_OUTCOMES).exclude(case__created_by=user)
-        queryset = queryset.exclude(decisions__reviewer=user)
-        organisation = access.organisation_of(user)
-        if organisation is None:
-            return queryset.none()
-        policy = services.review_policy_for(organisation)
-        if not services.may_decide_escalations(user, policy):
-            queryset = queryset.exclude(outcome=Outcome.ESCALATED)
-        return queryset
 
     def get_queryset(self, request):
         match = getattr(request, "resolver_match", None)
@@ -542,10 +529,9 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
     def history(self, obj: ReviewItem) -> str:
         worksheet = obj.worksheet
         if worksheet.hidden_decisions:
-            return (
-                f"{worksheet.hidden_decisions} other reviewer(s) have decided. "
-                "Blind review: you see their decisions once you record yours."
-            )
+            count = worksheet.hidden_decisions
+            others = "1 other reviewer has" if count == 1 else f"{count} other reviewers have"
+            return f"{others} decided. Blind review: you see their decisions once you record yours."
         return (
             format_html_join(
                 "",
@@ -582,7 +568,10 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
 
 
 @admin.register(ReviewDecision)
-class ReviewDecisionAdmin(ScopedAdmin, admin.ModelAdmin):
+class ReviewDecisionAdmin(DeclaredLookupsOnly, ScopedAdmin, admin.ModelAdmin):
+    """The decisions, read-only. Blind review holds here too: an org admin who may still decide a candidate
+    sees none of its decisions (nor, while scores are hidden to them, the scores in the bias snapshots)."""
+
     organisation_path = "candidate__organisation"
     list_display = ["created_at", "candidate", "conclusion", "reviewer", "escalation", "corrects"]
     list_filter = ["conclusion", "escalation", "created_at"]
@@ -601,6 +590,14 @@ class ReviewDecisionAdmin(ScopedAdmin, admin.ModelAdmin):
         "created_at",
     ]
     view_check = staticmethod(access.can_manage_organisation)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if access.is_superuser(request.user):
+            return queryset
+        return queryset.exclude(candidate__in=services.candidates_blind_to(request.user).values("pk")).exclude(
+            candidate__in=services.candidates_scores_hidden_from(request.user).values("pk")
+        )
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
@@ -641,7 +638,7 @@ class ReviewPolicyAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
 
             organisation = access.organisation_of(request.user)
             kwargs["queryset"] = get_user_model().objects.filter(
-                membership__organisation=organisation, membership__role__in=["reviewer", "org_admin"]
+                membership__organisation=organisation, membership__role__in=access.REVIEW_ROLES
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -672,8 +669,17 @@ class TrainingAttestationAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.Model
         if db_field.name == "reviewer":
             from django.contrib.auth import get_user_model
 
-            kwargs["queryset"] = get_user_model().objects.filter(
-                membership__organisation=access.organisation_of(request.user)
+            # Reviewers and org admins only, never oneself: nobody attests their own training.
+            kwargs["queryset"] = (
+                get_user_model()
+                .objects.filter(
+                    membership__organisation=access.organisation_of(request.user),
+                    membership__role__in=access.REVIEW_ROLES,
+                    is_active=True,
+                )
+                .exclude(pk=request.user.pk)
+                .exclude(api_keys__kind=ApiKeyKind.ORGANISATION)
+                .order_by("username")
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -696,7 +702,7 @@ class DisclosureReportAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdm
     organisation_path = "case__organisation"
     list_display = ["case", "status", "requested_by", "created_at", "downloads"]
     list_select_related = ["case", "requested_by"]
-    view_check = add_check = staticmethod(access.can_review)
+    view_check = add_check = staticmethod(services.may_request_disclosure)
     change_check = staticmethod(lambda user: False)
 
     def get_fields(self, request, obj=None):

@@ -13,14 +13,19 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from matching.evaluation import audit_validity
-from matching.models import Case, Photo, Search
-from matching.services import BiometricsRemoved
+from matching.models import Candidate, Case, Outcome, Photo, Search
+from matching.services import OPEN_OUTCOMES, BiometricsRemoved
 from portal import access
 from portal.audit import audit_record
 from portal.outbox import outbox_enqueue
 from reviews.bias import percent
 from reviews.models import FEATURES, DisclosureReport, DisclosureStatus, ReviewDecision
-from reviews.services import ServiceError, review_policy_for
+from reviews.services import (
+    ServiceError,
+    may_decide_escalations,
+    may_request_disclosure,
+    review_policy_for,
+)
 
 LEAD_ONLY = (
     "A face match is an investigative lead only. It is not an identification and is not, on its own, grounds "
@@ -54,6 +59,8 @@ class FaceRow:
     search: Search | None
     crop_uri: str = ""
     candidates: list[CandidateRow] = field(default_factory=list)
+    # Candidates still under review: counted, never listed (see `disclosure_context`).
+    open_candidates: int = 0
 
 
 @dataclass
@@ -123,7 +130,12 @@ def _data_uri(file) -> str:
         return ""
 
 
+OPEN_LEFT_OUT = "candidate(s) still under review: left out of this report until their review closes."
+
+
 def disclosure_context(case: Case) -> dict[str, Any]:
+    """The closed record of a case. A candidate still under review is only counted: its subject, rank,
+    distance and decisions would tell a reader who may yet decide it what blind review hides."""
     current = audit_validity(case.organisation)
     current_run_id = current.run.pk if current.valid else None
     photos = []
@@ -149,6 +161,9 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                     .order_by("rank")
                 )
                 for candidate in candidates:
+                    if candidate.outcome in OPEN_OUTCOMES:
+                        face_row.open_candidates += 1
+                        continue
                     decisions = [
                         DecisionRow(
                             decision=d,
@@ -170,6 +185,7 @@ def disclosure_context(case: Case) -> dict[str, Any]:
             row.faces.append(face_row)
         photos.append(row)
     validity = audit_validity(case.organisation)
+    open_total = sum(face.open_candidates for row in photos for face in row.faces)
     searches = Search.objects.filter(face__photo__case=case)
     return {
         "case": case,
@@ -180,6 +196,8 @@ def disclosure_context(case: Case) -> dict[str, Any]:
         "audit": validity,
         "generated_at": timezone.now(),
         "lead_only": LEAD_ONLY,
+        "open_candidates": open_total,
+        "open_left_out": OPEN_LEFT_OUT,
     }
 
 
@@ -192,10 +210,36 @@ def _pdf(html: str) -> bytes:
     return HTML(string=html, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf()
 
 
+def disclosure_blockers(user: Any, case: Case) -> list[str]:
+    """Why this user may not request a report on this case now; empty when they may.
+
+    Org admins and the senior reviewer request reports, and not while they could still decide one of the
+    case's open candidates: a report must not be a way round blind review or hidden scores.
+    """
+    if not (may_request_disclosure(user) and access.same_organisation(user, case.organisation_id)):
+        return ["Only the organisation's admins and its senior reviewer may request disclosure reports."]
+    # Training is left out: it lapses and is renewed, and the candidates are still theirs to decide.
+    undecided = (
+        Candidate.objects.filter(case=case, outcome__in=OPEN_OUTCOMES)
+        .exclude(case__created_by=user)
+        .exclude(case__accountable_by=user)
+        .exclude(decisions__reviewer=user)
+    )
+    if not may_decide_escalations(user, review_policy_for(case.organisation)):
+        undecided = undecided.exclude(outcome=Outcome.ESCALATED)
+    if undecided.exists():
+        return [
+            "You could still decide open candidates on this case; request its report once you have decided "
+            "them, or ask another org admin."
+        ]
+    return []
+
+
 @transaction.atomic
 def disclosure_request(*, case: Case, acting_user: Any) -> DisclosureReport:
-    if not (access.can_review(acting_user) and access.same_organisation(acting_user, case.organisation_id)):
-        raise ServiceError("Only the organisation's reviewers and admins may generate disclosure reports.")
+    blockers = disclosure_blockers(acting_user, case)
+    if blockers:
+        raise ServiceError(" ".join(blockers))
     report = DisclosureReport.objects.create(case=case, requested_by=acting_user)
     audit_record(action="disclosure.request", actor=acting_user, organisation=case.organisation, target=report)
     # Through the outbox: a broker outage delays the report rather than failing the committed request.

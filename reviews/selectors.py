@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from matching.models import Candidate, Outcome
-from matching.services import OPEN_OUTCOMES
+from matching.models import Candidate
 from reviews import services
 from reviews.models import ReviewDecision, ReviewPolicy
 from reviews.services import TrainingStatus
@@ -36,12 +35,9 @@ class Worksheet:
 def worksheet_for(user: Any, candidate: Candidate, *, correcting: bool = False) -> Worksheet:
     policy = services.review_policy_for(candidate.case.organisation)
     own_latest = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
-    decided = own_latest is not None
     blockers = services.decision_blockers(user, candidate, correcting=correcting)
-    compared = services.has_compared(user, candidate)
-    hide_scores = policy.hide_scores_until_compared and not (compared or decided)
-    senior = candidate.outcome == Outcome.ESCALATED and services.may_decide_escalations(user, policy)
-    may_see_others = decided or senior or candidate.outcome not in OPEN_OUTCOMES
+    hide_scores = services.scores_hidden_from(user, candidate)
+    may_see_others = services.may_see_decisions(user, candidate)
     return Worksheet(
         policy=policy,
         training=services.training_status(user, candidate.case.organisation),

@@ -8,13 +8,16 @@ from django.views.decorators.http import require_GET
 from portal import access
 from portal.audit import audit_record
 from reviews.models import DisclosureReport, DisclosureStatus
+from reviews.services import may_request_disclosure
 
 
 @login_required
 @require_GET
 def disclosure_download(request, report_id: int, fmt: str):
     report = get_object_or_404(DisclosureReport.objects.select_related("case"), pk=report_id)
-    if not (access.can_review(request.user) and access.same_organisation(request.user, report.case.organisation_id)):
+    if not (
+        may_request_disclosure(request.user) and access.same_organisation(request.user, report.case.organisation_id)
+    ):
         raise Http404
     if report.status != DisclosureStatus.DONE or fmt not in ("html", "pdf"):
         raise Http404

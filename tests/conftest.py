@@ -178,6 +178,14 @@ def _member(username: str, organisation, role: str):
     return MembershipFactory(user=UserFactory(username=username), organisation=organisation, role=role).user
 
 
+def _second_admin(organisation):
+    """olga, a second org admin, for what dana may not do for herself (attest her own training)."""
+    from portal.models import Membership
+
+    existing = Membership.objects.filter(user__username="olga", organisation=organisation).first()
+    return existing.user if existing else _member("olga", organisation, "org_admin")
+
+
 @pytest.fixture
 def alice(org):
     return _member("alice", org, "caseworker")
@@ -565,12 +573,14 @@ def trained(dana):
 
     def _trained(*users, days_ago: int = 30):
         for user in users:
+            # Nobody attests their own training: dana's is attested by a second org admin.
+            attester = dana if user != dana else _second_admin(dana.membership.organisation)
             training_record(
                 organisation=user.membership.organisation,
                 reviewer=user,
                 trained_on=timezone.localdate() - datetime.timedelta(days=days_ago),
                 course="FISWG facial comparison",
-                acting_user=dana,
+                acting_user=attester,
             )
 
     return _trained

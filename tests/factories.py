@@ -75,19 +75,27 @@ class CaseFactory(factory.django.DjangoModelFactory):
 
 
 def candidate_with(
-    *, organisation, created_by=None, distance: float = 0.45, subject: dict | None = None, probe: dict | None = None
+    *,
+    organisation,
+    created_by=None,
+    distance: float = 0.45,
+    subject: dict | None = None,
+    probe: dict | None = None,
+    case=None,
+    rank: int = 1,
 ):
     """A pending candidate built from rows alone, for tests about what surrounds a candidate rather than how
-    it was found (the matching tests use real photos)."""
+    it was found (the matching tests use real photos). `case` puts it on an existing case."""
     import numpy as np
 
     from matching.models import Candidate, Face, Photo, Search
 
     gallery = GalleryFactory(organisation=organisation)
     subject_row = SubjectFactory(gallery=gallery, **(subject or {}))
-    case = CaseFactory(
-        organisation=organisation, created_by=created_by, **{f"probe_{k}": v for k, v in (probe or {}).items()}
-    )
+    if case is None:
+        case = CaseFactory(
+            organisation=organisation, created_by=created_by, **{f"probe_{k}": v for k, v in (probe or {}).items()}
+        )
     from matching.sealing import encoding_seal
 
     encoding = encoding_seal(np.zeros(128))
@@ -141,7 +149,7 @@ def candidate_with(
         case=case,
         subject=subject_row,
         reference_face=reference_face,
-        rank=1,
+        rank=rank,
         distance=distance,
     )
 

@@ -17,6 +17,7 @@ from matching.models import (
 )
 from matching.services.exceptions import CandidateAlreadyDecided, ServiceError
 from matching.services.uploads import StoredFiles, UploadedImage, photo_queue, photo_store
+from portal import access
 from portal.audit import audit_record
 from portal.models import Organisation
 
@@ -51,6 +52,7 @@ def case_create(
                 probe_age_band=probe_age_band,
                 probe_ethnicity=probe_ethnicity,
                 created_by=acting_user,
+                accountable_by=access.accountable_human(acting_user),
             )
     except IntegrityError:
         raise ServiceError(f"A case with reference “{reference}” already exists.") from None

@@ -124,7 +124,7 @@ def test_org_admin_adds_a_member_only_to_their_organisation(client, dana, other_
     )
 
     assert response.status_code == 302
-    membership = Membership.objects.get(user__username="frank")
+    membership = Membership.objects.get(user__username="acme.frank")
     assert (membership.organisation, membership.role) == (dana.membership.organisation, "reviewer")
     assert AuditEvent.objects.filter(action="member.create", actor=dana).exists()
 

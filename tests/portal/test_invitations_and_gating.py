@@ -38,7 +38,7 @@ def test_an_org_admin_invites_by_email_and_the_link_works_once(client, dana, org
     again = client.get(link)
 
     assert joined.status_code == 302
-    membership = Membership.objects.get(user__username="nina")
+    membership = Membership.objects.get(user__username="acme.nina")
     assert (membership.organisation, membership.role, membership.user.email) == (org, "reviewer", "nina@example.org")
     assert again.status_code == 404 and "has been used" in again.content.decode()
     assert {"member.invite", "member.invite_accept"} <= set(AuditEvent.objects.values_list("action", flat=True))
@@ -112,3 +112,60 @@ def test_only_a_superuser_records_the_use_case(client, dana, org, django_user_mo
     org.refresh_from_db()
     assert response.status_code == 302 and org.use_case_approved_at is not None
     assert AuditEvent.objects.filter(action="organisation.use_case", actor=root).exists()
+
+
+def test_adding_a_member_reveals_no_username_of_another_organisation(client, dana, erin):
+    # Given erin, a member of another organisation
+    client.force_login(dana)
+
+    # When dana adds a member and picks the name "erin"
+    response = client.post(
+        reverse("admin:portal_membership_add"),
+        {"username": "erin", "password": "a long enough passphrase", "role": "reviewer", "_save": "Save"},
+    )
+
+    # Then nothing says the name is used elsewhere: the member gets it in dana's organisation's namespace
+    assert response.status_code == 302
+    assert "taken" not in response.content.decode()
+    assert Membership.objects.get(user__username="acme.erin").organisation == dana.membership.organisation
+    assert Membership.objects.get(user=erin).organisation != dana.membership.organisation
+
+
+def test_an_invitee_learns_no_username_of_another_organisation(client, dana, erin, invite):
+    link = invite(client, dana)
+
+    joined = client.post(link, {"username": "erin", "password": "a long enough passphrase"})
+
+    assert joined.status_code == 302
+    assert Membership.objects.filter(user__username="acme.erin").exists()
+
+
+def test_a_name_already_used_in_ones_own_organisation_is_refused_plainly(client, dana, org):
+    client.force_login(dana)
+    data = {"username": "frank", "password": "a long enough passphrase", "role": "reviewer", "_save": "Save"}
+    client.post(reverse("admin:portal_membership_add"), data)
+
+    again = client.post(reverse("admin:portal_membership_add"), data, follow=True)
+
+    assert "The username acme.frank is already used in your organisation" in again.content.decode()
+    assert Membership.objects.filter(user__username__iexact="acme.frank").count() == 1
+
+
+def test_an_org_admin_withdraws_an_invitation_before_it_expires(client, dana, invite):
+    link = invite(client, dana)
+    invitation = Invitation.objects.get()
+    client.force_login(dana)
+
+    withdrawn = client.post(
+        reverse("admin:portal_invitation_changelist"),
+        {"action": "revoke", "_selected_action": [invitation.pk], "index": 0},
+        follow=True,
+    )
+    client.logout()
+    page = client.get(link)
+    accept = client.post(link, {"username": "nina", "password": "a long enough passphrase"})
+
+    assert "is withdrawn" in withdrawn.content.decode()
+    assert page.status_code == 404 and accept.status_code == 404
+    assert not Membership.objects.filter(user__username__endswith="nina").exists()
+    assert AuditEvent.objects.filter(action="member.invite_revoke", actor=dana).exists()

@@ -71,7 +71,8 @@ EXPECTED: dict[str, tuple] = {
     "matching:audit_dataset": ACME_AUDIT_PAGE,
     "matching:audit_report": ACME_AUDIT_PAGE,
     "matching:audit_report_download": ACME_AUDIT_PAGE,
-    "reviews:disclosure_download": ACME_AUDIT_PAGE,
+    # Org admins and the senior reviewer (the route lets reviewers in; the view asks who is senior)
+    "reviews:disclosure_download": ACME_ORG_ADMIN_PAGE,
     "api-schema": EVERYONE,
     "api-docs": EVERYONE,
     "api-root": API_MEMBERS,

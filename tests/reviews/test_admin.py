@@ -5,7 +5,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from matching.models import Candidate, Outcome
+from matching.models import Candidate, Case, Outcome
 from portal.models import AuditEvent
 from reviews.models import FeatureComparison, ReviewDecision
 from reviews.services import review_policy_update
@@ -86,7 +86,7 @@ def test_blind_review_hides_the_first_reason_from_the_second_reviewer(client, re
     decide(candidate, rita, reason="Jaw line and ears agree.")
     after = client.get(change_url(candidate)).content.decode()
 
-    assert "scar above the left eyebrow" not in before and "1 other reviewer(s) have decided" in before
+    assert "scar above the left eyebrow" not in before and "1 other reviewer has decided" in before
     assert "scar above the left eyebrow" in after
 
 
@@ -189,3 +189,211 @@ def test_queue_filters_by_severity_and_claims(client, reviewers, candidate, audi
 
     assert change_url(candidate) in elevated and change_url(candidate) not in standard
     assert change_url(candidate) in claimed and ">bob<" in claimed
+
+
+# Insiders: the attacks a reviewer in a hurry or an org admin who wants a result would try. Candidates are
+# built from rows: these tests are about the workflow, not about finding faces.
+
+
+@pytest.fixture
+def row_candidate(org, alice):
+    from tests.factories import candidate_with
+
+    return candidate_with(organisation=org, created_by=alice, distance=0.4321)
+
+
+def _escalate(candidate, confirming, rejecting):
+    decide(candidate, confirming, reason="Ears, nose and jaw agree.")
+    decide(candidate, rejecting, conclusion="exclusion", reason="The chin differs clearly.")
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.ESCALATED
+
+
+def test_a_participant_cannot_settle_an_escalation_by_correcting_their_own_decision(
+    client, reviewers, dana, trained, row_candidate
+):
+    # Given bob confirmed and dana, an org admin, rejected: the candidate is escalated
+    trained(dana)
+    _escalate(row_candidate, reviewers[0], dana)
+    own = ReviewDecision.objects.get(reviewer=dana)
+    client.force_login(dana)
+
+    # When dana "corrects" her rejection into a confirmation
+    page = client.get(change_url(row_candidate) + f"?correct={own.pk}").content.decode()
+    client.post(change_url(row_candidate) + f"?correct={own.pk}", review_post(corrects=own.pk), follow=True)
+
+    # Then the escalation stays open for someone who took no part
+    row_candidate.refresh_from_db()
+    assert row_candidate.outcome == Outcome.ESCALATED
+    assert ReviewDecision.objects.filter(reviewer=dana).count() == 1
+    assert "You took part in the disagreement" in page
+
+
+def test_an_org_admin_who_may_still_decide_sees_no_decision_in_the_decisions_admin_or_the_log(
+    client, reviewers, dana, trained, row_candidate
+):
+    # Given bob has decided, and dana (an org admin who may still decide) has not
+    trained(dana)
+    decision = decide(row_candidate, reviewers[0], conclusion="probable", reason="A distinctive scar on the chin.")
+    event = AuditEvent.objects.get(action="review.decide")
+    client.force_login(dana)
+
+    # When she opens the decision, the list of decisions and the log entry
+    change = client.get(reverse("admin:reviews_reviewdecision_change", args=[decision.pk]))
+    listing = client.get(reverse("admin:reviews_reviewdecision_changelist")).content.decode()
+    log = client.get(reverse("admin:portal_auditevent_change", args=[event.pk])).content.decode()
+
+    # Then none of them shows bob's conclusion or reason
+    assert change.status_code == 404
+    assert reverse("admin:reviews_reviewdecision_change", args=[decision.pk]) not in listing
+    assert "probable" not in log and "Blind review" in log
+    # And once she has decided, she sees them
+    decide(row_candidate, dana, conclusion="identification", reason="Ears and jaw agree.")
+    assert (
+        "distinctive scar"
+        in client.get(reverse("admin:reviews_reviewdecision_change", args=[decision.pk])).content.decode()
+    )
+    assert "probable" in client.get(reverse("admin:portal_auditevent_change", args=[event.pk])).content.decode()
+
+
+@pytest.mark.parametrize("lookup", ["distance__lte=0.5", "distance__gt=0.4", "rank=1", "rank__lte=2", "outcome=x"])
+def test_the_queue_accepts_only_its_declared_filters(client, reviewers, dana, org, row_candidate, lookup):
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
+    client.force_login(reviewers[0])
+
+    response = client.get(reverse("admin:reviews_reviewitem_changelist") + f"?items=all&{lookup}")
+
+    assert response.status_code == 400
+    assert change_url(row_candidate) not in response.content.decode()
+
+
+def test_the_queue_still_takes_its_declared_filters(client, reviewers, row_candidate):
+    client.force_login(reviewers[0])
+
+    response = client.get(reverse("admin:reviews_reviewitem_changelist") + "?items=open&waiting=day&claimed=nobody")
+
+    assert response.status_code == 200 and change_url(row_candidate) in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "admin:reviews_reviewdecision_changelist?candidate__distance__lte=0.5",
+        "admin:portal_auditevent_changelist?detail__distance__lte=0.5",
+        "admin:portal_auditevent_changelist?detail__conclusion=probable",
+    ],
+)
+def test_the_decisions_admin_and_the_log_refuse_lookups_on_scores_and_conclusions(
+    client, reviewers, dana, trained, row_candidate, url
+):
+    trained(dana)
+    decide(row_candidate, reviewers[0], conclusion="probable")
+    client.force_login(dana)
+    name, _, query = url.partition("?")
+
+    response = client.get(reverse(name) + "?" + query)
+
+    assert response.status_code == 400
+
+
+def test_hidden_scores_stay_hidden_from_the_senior_decider_in_the_log(
+    client, reviewers, dana, trained, org, row_candidate
+):
+    # Given scores hidden until compared, and an escalation dana may settle but has not yet compared
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
+    trained(dana)
+    _escalate(row_candidate, *reviewers)
+    event = AuditEvent.objects.filter(action="review.decide").first()
+    decision = ReviewDecision.objects.first()
+    client.force_login(dana)
+
+    log = client.get(reverse("admin:portal_auditevent_change", args=[event.pk])).content.decode()
+    snapshot = client.get(reverse("admin:reviews_reviewdecision_change", args=[decision.pk]))
+    page = client.get(change_url(row_candidate)).content.decode()
+
+    assert "0.4321" not in log and '"distance"' not in log and '"rank"' not in log
+    assert snapshot.status_code == 404
+    assert "0.432" not in page and 'name="conclusion"' not in page
+
+
+def test_the_maker_of_an_api_key_cannot_review_a_case_filed_with_it(client, dana, org, trained, faces):
+    from portal.keys import api_key_create
+    from tests.factories import candidate_with
+
+    # Given dana made a caseworker key and filed a case with it
+    trained(dana)
+    _, secret = api_key_create(organisation=org, name="Intake", role="caseworker", acting_user=dana)
+    filed = client.post(
+        "/api/cases/",
+        {
+            "reference": "KEY-1",
+            "title": "Filed by key",
+            "purpose": "Locate a missing child",
+            "photos": faces.upload(OBAMA_2),
+        },
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert filed.status_code == 201, filed.content
+    case = Case.objects.get(reference="KEY-1")
+    candidate = candidate_with(organisation=org, case=case)
+    client.force_login(dana)
+
+    # When dana opens the queue and tries to confirm the case's candidate
+    queue = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+    page = client.get(change_url(candidate)).content.decode()
+    client.post(change_url(candidate), review_post(), follow=True)
+
+    # Then the key's maker is kept away from it, as its creator would be
+    assert not ReviewDecision.objects.exists()
+    assert change_url(candidate) not in queue
+    assert "separation of duties" in page
+    case.refresh_from_db()
+    assert case.accountable_by == dana
+
+
+def test_an_org_admin_cannot_attest_their_own_training(client, dana, alice, bob):
+    from reviews.models import TrainingAttestation
+
+    client.force_login(dana)
+    form = client.get(reverse("admin:reviews_trainingattestation_add")).content.decode()
+
+    response = client.post(
+        reverse("admin:reviews_trainingattestation_add"),
+        {"reviewer": dana.pk, "trained_on": "2026-01-05", "course": "Self-taught", "_save": "Save"},
+    )
+
+    assert response.status_code == 200 and not TrainingAttestation.objects.exists()
+    # The form offers reviewers only: neither dana herself nor alice, a caseworker
+    assert f'value="{bob.pk}"' in form
+    assert f'value="{dana.pk}"' not in form and f'value="{alice.pk}"' not in form
+
+
+def test_a_second_org_admin_attests_an_org_admins_training(client, dana, org):
+    from reviews.models import TrainingAttestation
+    from tests.conftest import _second_admin
+
+    olga = _second_admin(org)
+    client.force_login(olga)
+
+    response = client.post(
+        reverse("admin:reviews_trainingattestation_add"),
+        {"reviewer": dana.pk, "trained_on": "2026-01-05", "course": "FISWG", "_save": "Save"},
+    )
+
+    assert response.status_code == 302
+    assert TrainingAttestation.objects.get().recorded_by == olga
+
+
+def test_the_queue_leaves_out_what_an_untrained_reviewer_may_not_decide(client, bob, rita, trained, row_candidate):
+    # Given rita's training is current and bob's expired two years ago
+    trained(rita)
+    trained(bob, days_ago=730)
+
+    queues = {}
+    for user in (bob, rita):
+        client.force_login(user)
+        queues[user.username] = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+
+    # Then only rita, who may decide it, has it in her queue
+    assert change_url(row_candidate) in queues["rita"]
+    assert change_url(row_candidate) not in queues["bob"]

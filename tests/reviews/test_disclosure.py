@@ -4,6 +4,7 @@ import io
 import os
 from datetime import timedelta
 
+import pytest
 from django.urls import reverse
 from django.utils import timezone
 from pypdf import PdfReader
@@ -14,7 +15,9 @@ from portal.models import AuditEvent
 from reviews import disclosure
 from reviews.disclosure import LEAD_ONLY, disclosure_request
 from reviews.models import DisclosureReport
+from reviews.services import review_policy_update
 from tests.conftest import OBAMA, OBAMA_2, decide
+from tests.factories import candidate_with
 
 
 def test_disclosure_lists_rejected_candidates_and_null_results(
@@ -27,8 +30,8 @@ def test_disclosure_lists_rejected_candidates_and_null_results(
     decide(candidate, reviewers[0], conclusion="exclusion", reason="The ear lobes differ clearly.")
     decide(candidate, reviewers[1], conclusion="probable_exclusion", reason="Jaw line differs.")
 
-    # When a reviewer asks for the disclosure report and the task runs
-    client.force_login(reviewers[0])
+    # When the org admin asks for the disclosure report and the task runs
+    client.force_login(dana)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("admin:reviews_disclosurereport_add"), {"case": case.pk, "_save": "Save"})
     report = DisclosureReport.objects.get()
@@ -50,10 +53,10 @@ def test_disclosure_lists_rejected_candidates_and_null_results(
 
 
 def test_caseworkers_and_other_organisations_cannot_get_disclosures(
-    client, alice, charlie, reviewers, open_case, eager_tasks, django_capture_on_commit_callbacks
+    client, alice, charlie, dana, reviewers, open_case, eager_tasks, django_capture_on_commit_callbacks
 ):
     case = open_case(OBAMA_2, reference="D-2")
-    client.force_login(reviewers[0])
+    client.force_login(dana)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("admin:reviews_disclosurereport_add"), {"case": case.pk, "_save": "Save"})
     report = DisclosureReport.objects.get()
@@ -63,7 +66,23 @@ def test_caseworkers_and_other_organisations_cannot_get_disclosures(
         assert client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"])).status_code == 404
 
 
-def _documents(client, report) -> list[str]:
+# Who may request a report, and what it shows while candidates are open. Rows stand in for real searches.
+
+
+@pytest.fixture
+def stored_photos(settings):
+    """The tiny JPEGs the row-built candidates' photos point at, so that the report can embed them."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    for name in ("p.jpg", "r.jpg"):
+        path = Path(settings.MEDIA_ROOT) / name
+        if not path.exists():
+            Image.new("RGB", (10, 10), (120, 90, 60)).save(path, "JPEG")
+
+
+def _report_text(client, report) -> list[str]:
     pdf = client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"]))
     html = b"".join(client.get(reverse("reviews:disclosure_download", args=[report.pk, "html"])).streaming_content)
     text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(b"".join(pdf.streaming_content))).pages)
@@ -89,7 +108,7 @@ def test_a_disclosure_of_a_purged_case_says_the_photos_were_purged(
     # Then it is generated, without the photo, saying why
     assert report.status == "done", report.failure_reason
     client.force_login(reviewers[0])
-    for document in _documents(client, report):
+    for document in _report_text(client, report):
         assert "The photo was purged on" in document and "retention policy" in document
     assert b"data:image/jpeg" not in report.html.open("rb").read()
 
@@ -105,7 +124,7 @@ def test_a_disclosure_made_before_an_erasure_is_regenerated_without_the_subject(
     report.refresh_from_db()
     old_files = [report.html.path, report.pdf.path]
     client.force_login(reviewers[0])
-    assert all("Barack Obama" in document for document in _documents(client, report))
+    assert all("Barack Obama" in document for document in _report_text(client, report))
 
     # When the subject is erased
     with django_capture_on_commit_callbacks(execute=True):
@@ -115,7 +134,7 @@ def test_a_disclosure_made_before_an_erasure_is_regenerated_without_the_subject(
     report.refresh_from_db()
     assert report.status == "done" and report.regenerated_at is not None
     assert not any(os.path.exists(path) for path in old_files)
-    for document in _documents(client, report):
+    for document in _report_text(client, report):
         assert "Barack Obama" not in document and "erased from the gallery" in document
     event = AuditEvent.objects.get(action="disclosure.regenerate", target_id=str(report.pk))
     assert event.actor == dana and event.detail == {
@@ -224,3 +243,58 @@ def test_each_decision_states_the_panel_it_stored_and_whether_the_current_audit_
     assert same.startswith("As the reviewer saw it when deciding (stored snapshot).") and "differs" not in same
     assert "the current audit differs (now audit 7)" in newer
     assert snapshot["headline"] in same
+
+
+def test_a_reviewer_cannot_request_a_disclosure_report(client, reviewers, alice, org, stored_photos):
+    candidate = candidate_with(organisation=org, created_by=alice)
+    decide(candidate, reviewers[1], reason="Open reason of rita.")
+    client.force_login(reviewers[0])
+
+    response = client.post(reverse("admin:reviews_disclosurereport_add"), {"case": candidate.case_id, "_save": "Save"})
+
+    assert response.status_code == 403
+    assert not DisclosureReport.objects.exists()
+
+
+def test_an_org_admin_who_could_still_decide_an_open_candidate_cannot_request_a_report(
+    client, reviewers, dana, alice, org, trained
+):
+    trained(dana)
+    candidate = candidate_with(organisation=org, created_by=alice)
+    decide(candidate, reviewers[0], reason="Open reason of bob.")
+    client.force_login(dana)
+
+    response = client.post(
+        reverse("admin:reviews_disclosurereport_add"), {"case": candidate.case_id, "_save": "Save"}, follow=True
+    )
+
+    assert "You could still decide open candidates on this case" in response.content.decode()
+    assert not DisclosureReport.objects.exists()
+
+
+def test_a_report_made_while_candidates_are_open_holds_only_the_closed_record(
+    client, reviewers, dana, alice, org, trained, stored_photos, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Given a case with a rejected candidate and one still open (two of three confirmations, dana's included)
+    review_policy_update(organisation=org, acting_user=dana, required_confirmations=3)
+    trained(dana)
+    bob, rita = reviewers
+    closed = candidate_with(organisation=org, created_by=alice, distance=0.5561, subject={"code": "CLOSED-1"})
+    still_open = candidate_with(organisation=org, case=closed.case, distance=0.4321, rank=2, subject={"code": "OPEN-2"})
+    for reviewer in (bob, rita, dana):
+        decide(closed, reviewer, conclusion="exclusion", reason=f"Closed reason of {reviewer.username}.")
+    decide(still_open, bob, reason="Open reason of bob.")
+    decide(still_open, dana, reason="Open reason of dana.")
+
+    # When dana, who can no longer decide anything on it, requests the report
+    client.force_login(dana)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:reviews_disclosurereport_add"), {"case": closed.case_id, "_save": "Save"})
+    report = DisclosureReport.objects.get()
+
+    # Then the closed candidate is there in full, and the open one only as a count
+    assert response.status_code == 302 and report.status == "done"
+    for document in _report_text(client, report):
+        assert "CLOSED-1" in document and "Closed reason of rita." in document and "0.556" in document
+        assert "1 candidate(s) still under review" in document
+        assert "OPEN-2" not in document and "Open reason" not in document and "0.432" not in document
