@@ -383,9 +383,19 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
             return HttpResponseRedirect(request.path)
         # Say what happened to the candidate, not the admin's "was changed successfully".
         obj.refresh_from_db(fields=["outcome"])
+        mine = obj.decisions.filter(reviewer=request.user).order_by("-created_at", "-id").first()
+        confirmed_by_me = mine is not None and mine.confirms
         outcome = {
-            Outcome.PENDING: "it needs more confirmations before the caseworker sees it",
-            Outcome.ESCALATED: "reviewers disagree, so an org admin or the senior reviewer decides it",
+            Outcome.PENDING: (
+                "it needs more confirmations before the caseworker sees it"
+                if confirmed_by_me
+                else "it stays open until enough reviewers have decided; the caseworker sees nothing of it"
+            ),
+            Outcome.ESCALATED: (
+                "it needs another confirmation, from an org admin or the senior reviewer who has taken no part"
+                if mine is not None and mine.escalation
+                else "reviewers disagree, so an org admin or the senior reviewer decides it"
+            ),
             Outcome.CONFIRMED: "it is now confirmed, and the caseworker sees it",
             Outcome.REJECTED: "it is now rejected",
         }[obj.outcome]

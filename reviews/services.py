@@ -384,9 +384,17 @@ def _candidate_advance(candidate: Candidate, decision: ReviewDecision, policy: R
     active = active_decisions(candidate)
     confirming = [d for d in active if d.confirms]
     if decision.escalation:
+        # A settler who confirms counts as one confirmation, never as all of them: the candidate is confirmed only
+        # once as many distinct people as the policy requires have confirmed it, so with three required another
+        # settler who took no part must confirm too. One settler who does not confirm rejects it.
+        settlers = [d for d in candidate.decisions.filter(escalation=True).order_by("created_at", "id") if d.confirms]
+        if decision.pk not in {d.pk for d in settlers} and decision.confirms:
+            settlers.append(decision)
+        confirming += settlers
+        if decision.confirms and len({d.reviewer_id for d in confirming}) < policy.required_confirmations:
+            return
         outcome = Outcome.CONFIRMED if decision.confirms else Outcome.REJECTED
         reason = f"Escalation decided by {acting_user.get_username()}: {decision.reason}"
-        confirming.append(decision)
     else:
         other = [d for d in active if not d.confirms]
         if confirming and other:

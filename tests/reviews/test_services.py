@@ -75,6 +75,31 @@ def test_an_escalation_can_go_to_a_designated_senior_reviewer(
     assert candidate.outcome == Outcome.CONFIRMED
 
 
+def test_a_settler_is_one_confirmation_not_all_that_the_policy_requires(reviewers, candidate, dana, org, trained):
+    from tests.conftest import _member
+
+    # Given a policy of three confirmations, a senior reviewer, and a disagreement between two reviewers
+    senior = _member("sam", org, "reviewer")
+    trained(senior)
+    trained(dana)
+    review_policy_update(organisation=org, acting_user=dana, senior_reviewer=senior, required_confirmations=3)
+    decide(candidate, reviewers[0])
+    decide(candidate, reviewers[1], conclusion="exclusion", reason="Different ears.")
+
+    # When the org admin settles it with a confirmation: one reviewer and one settler are two people, not three
+    decide(candidate, dana, conclusion="probable", reason="The sharper second photo shows the same ears.")
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.ESCALATED
+
+    # Then the org admin cannot add a second one, and the senior reviewer, who took no part, makes the third
+    with pytest.raises(ServiceError):
+        decide(candidate, dana, conclusion="identification", reason="I am sure now, having looked again.")
+    decide(candidate, senior, conclusion="identification", reason="Ears, nose and the scar agree.")
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.CONFIRMED
+    assert sorted(u.username for u in candidate.confirmed_by.all()) == sorted([reviewers[0].username, "dana", "sam"])
+
+
 def test_a_plain_reviewer_cannot_settle_an_escalation(reviewers, candidate, org, trained):
     from tests.conftest import _member
 

@@ -317,7 +317,9 @@ class ReviewWorkflow(RuleBasedStateMachine):
                 if user.pk in first and not first[user.pk].escalation:
                     assert (name, index) not in self.saw_before_deciding, f"{name} saw others before deciding"
             settled = [d for d in decisions if d.escalation]
-            assert len(settled) <= 1
+            # Several settlers only when each confirmed and the confirmations were not yet enough
+            assert len({d.reviewer_id for d in settled}) == len(settled)
+            assert all(d.conclusion in CONFIRMING for d in settled[:-1])
             for decision in settled:
                 # Settled only by someone who took no other part in it, and who may settle escalations
                 assert not any(d.reviewer_id == decision.reviewer_id and not d.escalation for d in decisions)
@@ -326,13 +328,15 @@ class ReviewWorkflow(RuleBasedStateMachine):
                 active = services.active_decisions(candidate)
                 confirming = {d.reviewer_id for d in active if d.conclusion in CONFIRMING}
                 if settled:
-                    # Escalation: a reviewer confirmed, and the settler's confirmation closed the disagreement
-                    assert settled[0].conclusion in CONFIRMING and confirming
+                    # Escalation: every settler confirmed, and reviewers and settlers together are enough people
+                    assert all(d.conclusion in CONFIRMING for d in settled)
+                    confirming |= {d.reviewer_id for d in settled}
                 else:
-                    assert len(confirming) >= self.policy.required_confirmations
                     assert not any(d.conclusion not in CONFIRMING for d in active)
+                assert len(confirming) >= self.policy.required_confirmations
             if candidate.outcome in OPEN_OUTCOMES:
-                assert not settled
+                # Open after a settlement only while the settlers' confirmations are not yet enough
+                assert all(d.conclusion in CONFIRMING for d in settled)
 
     def _caseworkers_see_only_confirmed_candidates(self) -> None:
         unconfirmed = [
