@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,7 +283,7 @@ def hits_merge(per_shard: list[list[Hit]], k: int) -> list[Hit]:
 
 
 class GalleryCache:
-    """Per-process cache of gallery matrices, each entry tagged with the organisation's version counter.
+    """Per-process cache of gallery matrices, each entry tagged with a stamp of the organisation's gallery version.
 
     Keys are (organisation, engine version) for a whole gallery, plus the shard's subject range for a
     shard. A shard worker may be handed any shard of any organisation, so entries for shards are
@@ -299,7 +299,7 @@ class GalleryCache:
         self,
         organisation_id: int,
         engine_version: str,
-        gallery_version: int,
+        gallery_version: Hashable,
         max_faces: int,
         loader: Callable[[], list[Shard]],
     ) -> list[Shard]:
@@ -318,7 +318,7 @@ class GalleryCache:
         self,
         organisation_id: int,
         engine_version: str,
-        gallery_version: int,
+        gallery_version: Hashable,
         loader: Callable[[], GalleryMatrix],
         *,
         shard: tuple[int, int | None] | None = None,

@@ -273,6 +273,13 @@ class WorkerProcess:
         self.env, self.log, self.queues = env, log, queues
         self.process: subprocess.Popen | None = None
 
+    def mails(self) -> list[str]:
+        """Every message the worker has sent so far, as text (the file backend writes one file per connection)."""
+        folder = Path(self.env.get("EMAIL_FILE_PATH", ""))
+        if not folder.is_dir():
+            return []
+        return [path.read_text() for path in sorted(folder.iterdir())]
+
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
@@ -319,6 +326,9 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_url, media_r
         "CELERY_BROKER_URL": redis_url,
         "MEDIA_ROOT": str(media_root),
         "FACES_DIR": str(settings.FACES_DIR),
+        # The worker sends the mail (through the outbox), so tests read what it sent from these files.
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(tmp_path_factory.mktemp("worker-mail")),
     }
     worker = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
     worker.start()

@@ -61,7 +61,16 @@ def gallery_shards(organisation: Organisation, version: str) -> list[Shard]:
         subject_ids, face_counts = zip(*counts, strict=True)
         return shards_plan(np.array(subject_ids), np.array(face_counts), max_faces)
 
-    return gallery_cache.plan(organisation.id, version, organisation.gallery_version, max_faces, plan)
+    return gallery_cache.plan(organisation.id, version, _cache_stamp(organisation), max_faces, plan)
+
+
+def _cache_stamp(organisation: Organisation) -> tuple:
+    """What a cached matrix must match: the gallery version, and which organisation row holds that id.
+
+    SQLite hands a deleted row's id to the next row, so an id alone could name another organisation whose
+    counter has reached the same number; its creation time tells the two apart.
+    """
+    return (organisation.gallery_version, organisation.created_at.isoformat() if organisation.created_at else "")
 
 
 def organisation_gallery(organisation: Organisation, shard: Shard | None = None) -> GalleryMatrix:
@@ -71,13 +80,13 @@ def organisation_gallery(organisation: Organisation, shard: Shard | None = None)
         return gallery_cache.get(
             organisation.id,
             version,
-            organisation.gallery_version,
+            _cache_stamp(organisation),
             lambda: gallery_matrix_load(organisation, version),
         )
     return gallery_cache.get(
         organisation.id,
         version,
-        organisation.gallery_version,
+        _cache_stamp(organisation),
         lambda: gallery_matrix_load(
             organisation, version, subject_from=shard.subject_from, subject_to=shard.subject_to
         ),

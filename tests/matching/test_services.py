@@ -118,3 +118,25 @@ def test_a_photo_whose_processing_fails_leaves_other_photos_alone(obama_and_bide
     second.refresh_from_db()
     assert (first.status, second.status) == (PhotoStatus.FAILED, PhotoStatus.DONE)
     assert first.failure_reason == "The stored file is unreadable."
+
+
+def test_a_cached_gallery_is_never_served_to_another_organisation_holding_the_same_id(dana, org, enrol):
+    from datetime import timedelta
+
+    from matching.models import Face
+    from matching.services.searching import organisation_gallery
+    from portal.models import Organisation
+
+    # Given a worker that has cached an organisation's gallery of one face
+    enrol("OBAMA-REF", OBAMA)
+    org.refresh_from_db()
+    assert organisation_gallery(org).size == 1
+
+    # When the row is replaced by another organisation that SQLite gives the same id, at the same gallery version
+    # (simulated: the faces go without a version bump, and the row's creation time is another's)
+    Face.objects.filter(organisation=org).delete()
+    Organisation.objects.filter(pk=org.pk).update(created_at=org.created_at + timedelta(days=1))
+    org.refresh_from_db()
+
+    # Then the cache does not hand it the old organisation's faces
+    assert organisation_gallery(org).size == 0

@@ -286,11 +286,10 @@ def test_an_edited_view_is_detected(org, alice):
         verify()
 
 
+@pytest.mark.postgresql_only("Row locks need PostgreSQL; SQLite locks the whole database.")
 @pytest.mark.django_db(transaction=True)
 def test_no_write_waits_on_another_organisations_chain(org, other_org, alice, bob, charlie):
     # Given one of Acme's services holds Acme's chain lock in an open transaction
-    if connection.vendor != "postgresql":
-        pytest.skip("Row locks need PostgreSQL; SQLite locks the whole database.")
     holding, release = threading.Event(), threading.Event()
 
     def long_service() -> None:
