@@ -1,0 +1,69 @@
+"""The reviewer's comparison page in headless Chromium: one screen to compare and decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import log_in
+from tests.conftest import OBAMA, OBAMA_2
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SHOTS = Path("/work/shots/c14")
+
+
+def _in_viewport(page, selector: str, width: int, height: int) -> bool:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height
+
+
+def _transform(page, selector: str) -> str:
+    return page.eval_on_selector(selector, "img => getComputedStyle(img).transform")
+
+
+def test_reviewer_compares_and_marks_in_one_screen(page, live_server, reviewers, enrol, open_case, password):
+    # Given a candidate bob may decide, opened at 1440x900
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
+    candidate = open_case(OBAMA_2).candidates.get()
+    page.set_viewport_size({"width": 1440, "height": 900})
+    log_in(page, live_server, "bob", password)
+    page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.face-img')].every(img => img.complete && img.naturalWidth > 0)"
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "compare-1440x900.png"))
+
+    # Then both faces, the whole worksheet grid and the save button are on screen without scrolling
+    assert page.evaluate("window.scrollY") == 0
+    for selector in ["#face-probe", "#face-gallery", "#worksheet-grid", "#review-save", "#review-status"]:
+        assert _in_viewport(page, selector, 1440, 900), selector
+    assert page.is_enabled("#review-save")
+    assert page.is_visible("#key-legend")
+
+    # When bob zooms one face with the wheel, the other follows
+    before = _transform(page, "#face-gallery")
+    page.hover(".face-view:has(#face-probe)")
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("getComputedStyle(document.querySelector('#face-gallery')).transform !== 'none'")
+    probe, gallery = _transform(page, "#face-probe"), _transform(page, "#face-gallery")
+    assert probe == gallery != before and probe != "matrix(1, 0, 0, 1, 0, 0)"
+
+    # And a keyboard mark lands on the focused row: "2" marks the first feature dissimilar, then the next row
+    page.keyboard.press("2")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("3")
+    assert page.is_checked("input[name=feature_face_shape][value=dissimilar]")
+    assert page.is_checked("input[name=feature_forehead][value=not_visible]")
+    page.screenshot(path=str(SHOTS / "compare-1440x900-zoomed-marked.png"))
+
+    # At 1280x800 it still fits
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.keyboard.press("0")  # reset the zoom
+    page.mouse.move(5, 5)
+    page.screenshot(path=str(SHOTS / "compare-1280x800.png"))
+    for selector in ["#face-probe", "#face-gallery", "#worksheet-grid", "#review-save"]:
+        assert _in_viewport(page, selector, 1280, 800), selector
