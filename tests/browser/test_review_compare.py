@@ -67,3 +67,36 @@ def test_reviewer_compares_and_marks_in_one_screen(page, live_server, reviewers,
     page.screenshot(path=str(SHOTS / "compare-1280x800.png"))
     for selector in ["#face-probe", "#face-gallery", "#worksheet-grid", "#review-save"]:
         assert _in_viewport(page, selector, 1280, 800), selector
+
+
+def test_blocked_and_decided_pages_say_why_save_is_off(
+    page, live_server, bob, rita, trained, enrol, open_case, password
+):
+    from tests.conftest import decide
+
+    # Given an untrained bob, and rita (trained) who has decided the candidate
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
+    candidate = open_case(OBAMA_2).candidates.get()
+    trained(rita)
+    decide(candidate, rita, reason="Jaw and hairline agree; ears hidden.")
+    page.set_viewport_size({"width": 1440, "height": 900})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    url = f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/"
+
+    # When bob opens it, Save is disabled and the reason sits beside it, on screen
+    log_in(page, live_server, "bob", password)
+    page.goto(url)
+    page.wait_for_selector("#review-save")
+    page.screenshot(path=str(SHOTS / "compare-untrained-1440x900.png"))
+    assert page.is_disabled("#review-save")
+    assert "no recorded facial-comparison training" in page.inner_text("#save-disabled")
+    assert _in_viewport(page, "#save-disabled", 1440, 900) and _in_viewport(page, "#review-status", 1440, 900)
+
+    # And rita sees her own recorded worksheet, read-only
+    page.context.clear_cookies()
+    log_in(page, live_server, "rita", password)
+    page.goto(url)
+    page.wait_for_selector("#worksheet-grid.readonly")
+    page.screenshot(path=str(SHOTS / "compare-decided-1440x900.png"))
+    assert "Jaw and hairline agree; ears hidden." in page.inner_text("#worksheet")
+    assert page.locator("#worksheet-grid .mark-on").count() == 10
