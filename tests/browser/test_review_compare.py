@@ -100,3 +100,33 @@ def test_blocked_and_decided_pages_say_why_save_is_off(
     page.screenshot(path=str(SHOTS / "compare-decided-1440x900.png"))
     assert "Jaw and hairline agree; ears hidden." in page.inner_text("#worksheet")
     assert page.locator("#worksheet-grid .mark-on").count() == 10
+
+
+def test_with_hidden_scores_the_page_shows_no_distance_or_rank_until_the_comparison(
+    page, live_server, reviewers, dana, org, enrol, open_case, password
+):
+    from reviews.services import review_policy_update
+
+    # Given a policy that hides the scores until the comparison is recorded
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
+    candidate = open_case(OBAMA_2).candidates.get()
+    page.set_viewport_size({"width": 1440, "height": 900})
+    log_in(page, live_server, "bob", password)
+
+    # When bob opens it, neither distance nor rank shows anywhere on the page, breadcrumbs included
+    page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
+    page.wait_for_selector("#review-save")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "compare-hidden-scores-1440x900.png"))
+    text = page.inner_text("body")
+    assert f"{candidate.distance:.3f}" not in text and "rank" not in text.lower()
+    assert page.inner_text("#review-save") == "Record comparison"
+
+    # and marking every row by keyboard and recording it opens the decision
+    for _ in range(10):
+        page.keyboard.press("1")
+    page.click("#review-save")
+    page.wait_for_selector("input[name=conclusion]")
+    assert f"{candidate.distance:.3f}" in page.inner_text("body")
+    page.screenshot(path=str(SHOTS / "compare-after-comparison-1440x900.png"))
