@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from matching.models import Photo
 from tests.browser.conftest import log_in
-from tests.conftest import OBAMA, OBAMA_2
+from tests.conftest import OBAMA, OBAMA_2, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -20,14 +21,23 @@ def _in_viewport(page, selector: str, width: int, height: int) -> bool:
     return box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height
 
 
+def _candidate(enrol, open_case):
+    """A candidate for OBAMA_2 against OBAMA-REF. A worker left running by an earlier test may claim a photo
+    before this process does, so wait until every photo is finished."""
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
+    wait_for(lambda: all(p.is_finished for p in Photo.objects.filter(kind="reference")), message="gallery")
+    case = open_case(OBAMA_2)
+    wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="probe photo")
+    return case.candidates.get()
+
+
 def _transform(page, selector: str) -> str:
     return page.eval_on_selector(selector, "img => getComputedStyle(img).transform")
 
 
 def test_reviewer_compares_and_marks_in_one_screen(page, live_server, reviewers, enrol, open_case, password):
     # Given a candidate bob may decide, opened at 1440x900
-    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
-    candidate = open_case(OBAMA_2).candidates.get()
+    candidate = _candidate(enrol, open_case)
     page.set_viewport_size({"width": 1440, "height": 900})
     log_in(page, live_server, "bob", password)
     page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
@@ -75,8 +85,7 @@ def test_blocked_and_decided_pages_say_why_save_is_off(
     from tests.conftest import decide
 
     # Given an untrained bob, and rita (trained) who has decided the candidate
-    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
-    candidate = open_case(OBAMA_2).candidates.get()
+    candidate = _candidate(enrol, open_case)
     trained(rita)
     decide(candidate, rita, reason="Jaw and hairline agree; ears hidden.")
     page.set_viewport_size({"width": 1440, "height": 900})
@@ -109,8 +118,7 @@ def test_with_hidden_scores_the_page_shows_no_distance_or_rank_until_the_compari
 
     # Given a policy that hides the scores until the comparison is recorded
     review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
-    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", sex="M", age_band="45-59", ethnicity="Black")
-    candidate = open_case(OBAMA_2).candidates.get()
+    candidate = _candidate(enrol, open_case)
     page.set_viewport_size({"width": 1440, "height": 900})
     log_in(page, live_server, "bob", password)
 
