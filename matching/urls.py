@@ -15,6 +15,7 @@ urlpatterns = [
     path("cases/<int:case_id>/reopen/", views.case_reopen, name="case_reopen"),
     path("media/photos/<int:photo_id>/", views.photo_image, name="photo_image"),
     path("media/faces/<int:face_id>/", views.face_crop, name="face_crop"),
+    path("media/faces/<int:face_id>/aligned/", views.face_aligned, name="face_aligned"),
     path("galleries/", views.gallery_list, name="gallery_list"),
     path("galleries/<int:gallery_id>/", views.gallery_detail, name="gallery_detail"),
     path("galleries/batches/<int:batch_id>/", views.batch_detail, name="batch_detail"),

@@ -224,6 +224,33 @@ def face_crop(request, face_id: int):
     return _private_image(face.crop)
 
 
+@login_required
+@require_GET
+def face_aligned(request, face_id: int):
+    """The face turned and scaled to fixed eye positions, for the reviewer's side-by-side comparison.
+
+    The same checks and log row as the crop: it shows the same face, only from the photo it came from."""
+    from matching.alignment import aligned_face_jpeg
+
+    face = get_object_or_404(Face.objects.defer("encoding").select_related("photo"), pk=face_id)
+    if not selectors.may_view_face(request.user, face):
+        raise Http404
+    photo = face.photo
+    if face.purged_at is not None or photo.purged_at is not None or not photo.image:
+        return _gone()
+    try:
+        handle = photo.image.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404 from None
+    with handle:
+        jpeg = aligned_face_jpeg(handle, (face.top, face.right, face.bottom, face.left))
+    audit_view_record(action="media.face", actor=request.user, organisation_id=face.organisation_id, target=face)
+    response = HttpResponse(jpeg, content_type="image/jpeg")
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 # Galleries (org admins)
 
 

@@ -165,6 +165,7 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     # Photos and crops: the view decides per photo (a caseworker sees a gallery photo only once confirmed)
     "matching:photo_image": frozenset({MEMBER}),
     "matching:face_crop": frozenset({MEMBER}),
+    "matching:face_aligned": frozenset({MEMBER}),
     # Galleries, enrolment and settings
     "matching:gallery_list": _ORG_ADMIN,
     "matching:gallery_detail": _ORG_ADMIN,

@@ -48,14 +48,14 @@ def _review(browser, live_server, username: str, candidate: Candidate, reason: s
 
     page.goto(f"{live_server.url}/admin/reviews/reviewitem/")
     page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
-    page.wait_for_selector(".comparison img")
+    page.wait_for_selector(".face-view img")
     assert "You have no recorded facial-comparison training" not in page.content()
     for name, mark in ALL_SIMILAR.items():
         page.check(f"input[name=feature_{name}][value={mark}]")
     page.check("input[name=conclusion][value=identification]")
     page.fill("textarea[name=reason]", reason)
     page.check("input[name=bias_acknowledged]")
-    page.click("input[name=_save]")
+    page.click("#review-save")
     page.wait_for_selector(".messagelist")
     _shot(page, f"first-hour-{username}-decided")
     message = page.inner_text(".messagelist")

@@ -65,7 +65,7 @@ def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
     log_in(page, live_server, "bob", password)
     page.goto(f"{live_server.url}/admin/reviews/reviewitem/")
     page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
-    page.wait_for_selector(".comparison img")
+    page.wait_for_selector(".face-view img")
     assert page.is_visible(".bias-panel.severity-elevated")
     assert "race=Black" in page.inner_text(".bias-panel")
     screenshot("reviewer-review-item")
@@ -76,7 +76,7 @@ def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
     page.fill("textarea[name=reason]", "Hairline, eyebrows, nose and ears agree; no dissimilar features.")
     page.check("input[name=bias_acknowledged]")
     screenshot("reviewer-worksheet-filled")
-    page.click("input[name=_save]")
+    page.click("#review-save")
 
     page.wait_for_selector(".messagelist")
     assert f"Your decision on candidate {candidate.pk} is recorded; it is now confirmed" in page.inner_text(

@@ -63,6 +63,7 @@ EXPECTED: dict[str, tuple] = {
     "matching:case_reopen": (405, 404, 405, 405, 405, LOGIN),
     "matching:photo_image": ACME_MEDIA,
     "matching:face_crop": ACME_MEDIA,
+    "matching:face_aligned": ACME_MEDIA,
     "matching:gallery_list": ORG_ADMIN_PAGE,
     "matching:gallery_detail": ACME_ORG_ADMIN_PAGE,
     "matching:batch_detail": ACME_ORG_ADMIN_PAGE,

@@ -9,7 +9,7 @@ from matching.models import Candidate, Case, Outcome
 from portal.models import AuditEvent
 from reviews.models import FeatureComparison, ReviewDecision
 from reviews.services import review_policy_update
-from tests.conftest import OBAMA, OBAMA_2, decide, review_post
+from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide, review_post
 
 
 @pytest.fixture
@@ -397,3 +397,53 @@ def test_the_queue_leaves_out_what_an_untrained_reviewer_may_not_decide(client, 
     # Then only rita, who may decide it, has it in her queue
     assert change_url(row_candidate) in queues["rita"]
     assert change_url(row_candidate) not in queues["bob"]
+
+
+def test_an_untrained_reviewer_sees_save_disabled_with_the_reason_beside_it(client, bob, candidate):
+    client.force_login(bob)
+
+    page = client.get(change_url(candidate)).content.decode()
+
+    save = re.search(r'<button[^>]*id="review-save"[^>]*>', page).group(0)
+    assert " disabled" in save and 'aria-describedby="save-disabled"' in save
+    reason = re.search(r'<span class="disabled-reason" id="save-disabled">([^<]*)</span>', page).group(1)
+    assert "no recorded facial-comparison training" in reason
+    # and the blocker is said at the top of the page, before the faces
+    assert page.index("The decision controls are disabled") < page.index('id="face-viewer"')
+
+
+def test_a_trained_reviewer_sees_save_enabled_and_no_disabled_reason(client, reviewers, candidate):
+    client.force_login(reviewers[0])
+
+    page = client.get(change_url(candidate)).content.decode()
+
+    save = re.search(r'<button[^>]*id="review-save"[^>]*>', page).group(0)
+    assert " disabled" not in save and 'id="save-disabled"' not in page
+
+
+def test_a_decided_open_item_shows_the_reviewers_own_recorded_worksheet(client, reviewers, candidate):
+    # Given bob's decision, with the nose marked dissimilar, on a candidate still waiting for a second reviewer
+    bob, _ = reviewers
+    features = {**ALL_SIMILAR, "nose": "dissimilar", "ears": "not_visible"}
+    decide(candidate, bob, conclusion="probable", reason="Jaw and hairline agree; nose differs.", features=features)
+    candidate.refresh_from_db()
+    assert candidate.outcome == Outcome.PENDING
+    client.force_login(bob)
+
+    page = client.get(change_url(candidate)).content.decode()
+
+    # Then the page shows his own worksheet, read-only, rather than an empty greyed form
+    assert "Your recorded worksheet" in page and "Jaw and hairline agree; nose differs." in page
+    assert "Probable: probably the same person" in page
+    assert 'name="feature_' not in page
+    grid = re.search(r'<table class="worksheet-grid readonly".*?</table>', page, re.S).group(0)
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th>(.*?)</tr>', grid, re.S))
+    marked = {
+        label: re.findall(r"<td>(.*?)</td>", cells).index('<span class="mark-on" aria-label="marked">●</span>')
+        for label, cells in rows.items()
+    }
+    assert marked["Nose"] == 1 and marked["Ears"] == 2 and marked["Eyes"] == 0 and len(marked) == 10
+    # and Save says why it is off
+    assert re.search(
+        r'<button type="button" disabled>Save</button>\s*<span class="disabled-reason">You have recorded', page
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reviews.selectors import worksheet_for
 from reviews.services import review_compare, review_policy_update
-from tests.conftest import ALL_SIMILAR, decide
+from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide
 from tests.factories import candidate_with
 
 
@@ -52,3 +52,18 @@ def test_the_case_creator_gets_reasons_instead_of_decision_controls(org, alice, 
     assert any("separation of duties" in b for b in worksheet.blockers)
     assert any("training" in b for b in worksheet.blockers)
     assert worksheet.compare_only is False
+
+
+def test_queue_neighbours_follow_the_queue_order_and_skip_what_the_reviewer_may_not_decide(reviewers, enrol, open_case):
+    from reviews.selectors import queue_neighbours
+
+    # Given three candidates in bob's queue, oldest first, and a fourth he has already decided
+    bob, _ = reviewers
+    enrol("OBAMA-REF", OBAMA)
+    first, second, third, decided = (open_case(OBAMA_2, reference=f"C-{n}").candidates.get() for n in range(4))
+    decide(decided, bob)
+
+    # Then each one's neighbours are the items before and after it that he may still decide
+    assert queue_neighbours(bob, first) == (None, second.pk)
+    assert queue_neighbours(bob, second) == (first.pk, third.pk)
+    assert queue_neighbours(bob, third) == (second.pk, None)
