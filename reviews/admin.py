@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from matching.models import Case, Outcome
-from matching.services import OPEN_OUTCOMES, ServiceError
+from matching.services import ServiceError
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
 from portal.models import ApiKeyKind
@@ -131,9 +131,9 @@ class OpenFilter(admin.SimpleListFilter):
         if value == "escalated":
             return queryset.filter(outcome=Outcome.ESCALATED)
         if value == "open":
-            return queryset.filter(outcome__in=OPEN_OUTCOMES)
+            return queryset.open()
         if value == "decided":
-            return queryset.exclude(outcome__in=OPEN_OUTCOMES)
+            return queryset.decided()
         return queryset
 
 
@@ -149,7 +149,7 @@ class CaseFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         # Cases with open items (closed ones stay reachable through "items"), found from the case side: a
         # DISTINCT over the candidates would read every one of them to list a handful of cases.
-        open_items = model_admin.get_queryset(request).filter(case=OuterRef("pk"), outcome__in=OPEN_OUTCOMES)
+        open_items = model_admin.get_queryset(request).open().filter(case=OuterRef("pk"))
         cases = list(
             Case.objects.filter(organisation=access.organisation_of(request.user))
             .filter(Exists(open_items.order_by().values("pk")))
@@ -283,7 +283,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
     def has_change_permission(self, request, obj=None) -> bool:
         if not access.can_review(request.user):
             return False
-        return obj is None or obj.outcome in OPEN_OUTCOMES
+        return obj is None or obj.is_open
 
     # What this user may see and do on one item
 
@@ -459,7 +459,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     @admin.display(description="waiting")
     def waiting(self, obj: ReviewItem) -> str:
-        if obj.outcome not in OPEN_OUTCOMES:
+        if not obj.is_open:
             return "—"
         age = timezone.now() - obj.created_at
         css = "old" if age > timedelta(days=7) else "ageing" if age > timedelta(days=1) else "fresh"
@@ -524,7 +524,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         lines = [f"Required confirmations: {worksheet.policy.required_confirmations}. {worksheet.training.message}"]
         if worksheet.blockers:
             lines.append("The decision controls are disabled: " + " ".join(worksheet.blockers))
-        if worksheet.own_latest is not None and obj.outcome in OPEN_OUTCOMES and not worksheet.correcting:
+        if worksheet.own_latest is not None and obj.is_open and not worksheet.correcting:
             url = reverse("admin:reviews_reviewitem_change", args=[obj.pk]) + f"?correct={worksheet.own_latest.pk}"
             lines.append(
                 format_html(

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from matching.models import Candidate, Outcome
-from matching.services import OPEN_OUTCOMES, ServiceError, candidate_set_outcome
+from matching.services import ServiceError, candidate_set_outcome
 from portal import access
 from portal.audit import audit_record
 from portal.models import Organisation
@@ -149,7 +149,7 @@ def decision_blockers(user: Any, candidate: Candidate, *, correcting: bool = Fal
     if not access.can_review(user) or not access.same_organisation(user, candidate.organisation_id):
         return ["You may not review this organisation's candidates."]
     blockers = []
-    if candidate.outcome not in OPEN_OUTCOMES:
+    if not candidate.is_open:
         blockers.append(f"This candidate is closed ({candidate.get_outcome_display().lower()}).")
     if _answerable_for(user, candidate):
         blockers.append("You are accountable for this case; separation of duties means someone else must review it.")
@@ -176,7 +176,8 @@ def candidates_decidable_by(user: Any, queryset: QuerySet[Candidate]) -> QuerySe
         return queryset.none()
     policy = review_policy_for(organisation)
     queryset = (
-        queryset.filter(organisation=organisation, outcome__in=OPEN_OUTCOMES)
+        queryset.open()
+        .filter(organisation=organisation)
         .exclude(case__created_by=user)
         .exclude(case__accountable_by=user)
         .exclude(Exists(ReviewDecision.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
@@ -194,7 +195,7 @@ def may_see_decisions(user: Any, candidate: Candidate) -> bool:
     Everyone else who could still decide it sees none, in any view: training lapses and is renewed, so it
     does not count here.
     """
-    if candidate.outcome not in OPEN_OUTCOMES:
+    if not candidate.is_open:
         return True
     if not (access.can_review(user) and access.same_organisation(user, candidate.organisation_id)):
         return True
@@ -226,7 +227,8 @@ def candidates_scores_hidden_from(user: Any) -> QuerySet[Candidate]:
     if not review_policy_for(organisation).hide_scores_until_compared:
         return Candidate.objects.none()
     return (
-        Candidate.objects.filter(organisation=organisation, outcome__in=OPEN_OUTCOMES)
+        Candidate.objects.open()
+        .filter(organisation=organisation)
         .exclude(case__created_by=user)
         .exclude(case__accountable_by=user)
         .exclude(Exists(ReviewDecision.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
@@ -238,7 +240,7 @@ def scores_hidden_from(user: Any, candidate: Candidate) -> bool:
     """Distance, rank and score-local rates stay hidden until this user has compared the features (or decided),
     when the policy says so. Closed candidates and people who cannot decide them are not concerned."""
     policy = review_policy_for(candidate.case.organisation)
-    if not policy.hide_scores_until_compared or candidate.outcome not in OPEN_OUTCOMES:
+    if not policy.hide_scores_until_compared or not candidate.is_open:
         return False
     if not (access.can_review(user) and access.same_organisation(user, candidate.organisation_id)):
         return False
@@ -436,7 +438,7 @@ def notify_caseworker(*, case_id: int, confirmed: bool) -> None:
     if case.created_by is None or not case.created_by.email:
         return
     url = f"{settings.PORTAL_BASE_URL}{reverse('matching:case_detail', args=[case.pk])}"
-    open_left = case.candidates.filter(outcome__in=OPEN_OUTCOMES).exists()
+    open_left = case.candidates.open().exists()
     unfinished = case.photos.exclude(status__in=["done", "failed"]).exists()
     lines = []
     if confirmed:
@@ -484,14 +486,16 @@ def warnings_refresh(*, organisation: Organisation, limit: int = 500) -> int:
     if _warnings_fresh_at.get(organisation.pk) == mark:
         return 0
     stale = (
-        Candidate.objects.filter(organisation=organisation, outcome__in=OPEN_OUTCOMES)
+        Candidate.objects.open()
+        .filter(organisation=organisation)
         .exclude(warning__run_id=run_id)
         .select_related("case__organisation", "subject", "search")
         .order_by("created_at")[:limit]
     )
     if run_id is None:
         stale = (
-            Candidate.objects.filter(organisation=organisation, outcome__in=OPEN_OUTCOMES)
+            Candidate.objects.open()
+            .filter(organisation=organisation)
             .exclude(warning__run_id__isnull=True, warning__severity="unknown")
             .select_related("case__organisation", "subject", "search")
             .order_by("created_at")[:limit]
