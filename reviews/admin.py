@@ -285,6 +285,20 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
             return False
         return obj is None or obj.is_open
 
+    def _scores_hidden(self, request) -> bool:
+        organisation = access.organisation_of(request.user)
+        return bool(organisation) and services.review_policy_for(organisation).hide_scores_until_compared
+
+    # While scores are hidden the severity goes too: it comes from the error rate at the candidate's own
+    # distance, so sorting or filtering by it would rank candidates by score.
+    def get_list_display(self, request):
+        hidden = self._scores_hidden(request)
+        return [name for name in super().get_list_display(request) if not (hidden and name == "severity")]
+
+    def get_list_filter(self, request):
+        hidden = self._scores_hidden(request)
+        return [f for f in super().get_list_filter(request) if not (hidden and f is SeverityFilter)]
+
     # What this user may see and do on one item
 
     def _worksheet(self, request, obj) -> Worksheet:
@@ -407,9 +421,6 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         return None
 
     def changelist_view(self, request, extra_context=None):
-        organisation = access.organisation_of(request.user)
-        if organisation is not None:
-            services.warnings_refresh(organisation=organisation)
         extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
         return super().changelist_view(request, extra_context)
 
@@ -570,8 +581,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
-        organisation = access.organisation_of(request.user)
-        hidden = bool(organisation) and services.review_policy_for(organisation).hide_scores_until_compared
+        hidden = self._scores_hidden(request)
         for item in changelist.result_list:
             item.hide_scores = hidden
         return changelist
@@ -634,13 +644,15 @@ class ReviewPolicyAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         "senior_reviewer",
     ]
     view_check = change_check = staticmethod(access.can_manage_organisation)
-    add_check = staticmethod(lambda user: False)
 
-    def get_queryset(self, request):
+    def has_add_permission(self, request) -> bool:
+        # Until an admin first saves it the policy is the defaults, unsaved: adding it is that first save.
         organisation = access.organisation_of(request.user)
-        if organisation is not None:
-            services.review_policy_for(organisation)
-        return super().get_queryset(request)
+        return (
+            organisation is not None
+            and access.can_manage_organisation(request.user)
+            and not ReviewPolicy.objects.filter(organisation=organisation).exists()
+        )
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "senior_reviewer":
@@ -653,11 +665,12 @@ class ReviewPolicyAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change) -> None:
-        services.review_policy_update(
-            organisation=obj.organisation,
+        policy = services.review_policy_update(
+            organisation=obj.organisation if change else access.organisation_of(request.user),
             acting_user=request.user,
             **{field: form.cleaned_data[field] for field in form.changed_data},
         )
+        obj.pk, obj.organisation = policy.pk, policy.organisation
 
 
 class TrainingForm(forms.ModelForm):

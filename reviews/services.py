@@ -34,8 +34,8 @@ POLICY_FIELDS = ("required_confirmations", "hide_scores_until_compared", "traini
 
 
 def review_policy_for(organisation: Organisation) -> ReviewPolicy:
-    policy, _ = ReviewPolicy.objects.get_or_create(organisation=organisation)
-    return policy
+    """The organisation's policy; the defaults, unsaved, until an admin first changes it (a read never writes)."""
+    return ReviewPolicy.objects.filter(organisation=organisation).first() or ReviewPolicy(organisation=organisation)
 
 
 @transaction.atomic
@@ -45,7 +45,7 @@ def review_policy_update(*, organisation: Organisation, acting_user: Any, **chan
     unknown = set(changes) - set(POLICY_FIELDS)
     if unknown:
         raise ServiceError(f"Cannot change {', '.join(sorted(unknown))}.")
-    review_policy_for(organisation)
+    ReviewPolicy.objects.get_or_create(organisation=organisation)
     policy = ReviewPolicy.objects.select_for_update().get(organisation=organisation)
     senior = changes.get("senior_reviewer")
     if senior is not None and not (access.can_review(senior) and access.same_organisation(senior, organisation.pk)):
@@ -425,6 +425,7 @@ def _candidate_advance(candidate: Candidate, decision: ReviewDecision, policy: R
     )
     # Through the outbox, in this transaction: SMTP being down delays the mail and never fails the decision.
     outbox_enqueue("reviews.tasks.notify_caseworker", candidate.case_id, outcome == Outcome.CONFIRMED)
+    outbox_enqueue("reviews.tasks.refresh_warnings", candidate.organisation_id)
 
 
 def notify_caseworker(*, case_id: int, confirmed: bool) -> None:
