@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseRedirect
@@ -18,7 +19,7 @@ from matching.services import ServiceError
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
 from portal.models import ApiKeyKind
-from reviews import services
+from reviews import selectors, services
 from reviews.bias import bias_panel_html
 from reviews.models import (
     FEATURES,
@@ -127,7 +128,7 @@ class OpenFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value() or "mine"
         if value == "mine":
-            return services.candidates_decidable_by(request.user, queryset)
+            return selectors.candidates_decidable_by(request.user, queryset)
         if value == "escalated":
             return queryset.filter(outcome=Outcome.ESCALATED)
         if value == "open":
@@ -253,31 +254,13 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
     add_check = staticmethod(lambda user: False)
 
     def get_queryset(self, request):
-        match = getattr(request, "resolver_match", None)
-        if match is not None and match.url_name == "reviews_reviewitem_changelist":
-            # The queue's columns need only these. The change form's eleven joins cost PostgreSQL's planner
-            # about 40 ms per page at 100k candidates, twenty times the query itself.
-            return (
-                super()
-                .get_queryset(request)
-                .select_related("case", "search", "warning")
-                .prefetch_related("claims__reviewer")
-            )
+        # The queue's columns need only these; get_object adds the change form's joins. Those eleven joins
+        # cost PostgreSQL's planner about 40 ms per page at 100k candidates, twenty times the query itself.
         return (
             super()
             .get_queryset(request)
-            .select_related(
-                # get_queryset's select_related makes the changelist skip list_select_related, so "warning"
-                # (the severity column) is named here too, or each row costs a query.
-                "case__organisation",
-                "search__face__photo",
-                "reference_face__photo",
-                "subject",
-                "outcome_by",
-                "warning",
-            )
+            .select_related("case", "search", "warning")
             .prefetch_related("claims__reviewer")
-            .defer("search__face__encoding", "reference_face__encoding")
         )
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -287,7 +270,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def _scores_hidden(self, request) -> bool:
         organisation = access.organisation_of(request.user)
-        return bool(organisation) and services.review_policy_for(organisation).hide_scores_until_compared
+        return bool(organisation) and selectors.review_policy_for(organisation).hide_scores_until_compared
 
     # While scores are hidden the severity goes too: it comes from the error rate at the candidate's own
     # distance, so sorting or filtering by it would rank candidates by score.
@@ -572,7 +555,22 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         )
 
     def get_object(self, request, object_id, from_field=None):
-        obj = super().get_object(request, object_id, from_field)
+        queryset = (
+            self.get_queryset(request)
+            .select_related(
+                "case__organisation",
+                "search__face__photo",
+                "reference_face__photo",
+                "subject",
+                "outcome_by",
+            )
+            .defer("search__face__encoding", "reference_face__encoding")
+        )
+        field = self.model._meta.pk if from_field is None else self.model._meta.get_field(from_field)
+        try:
+            obj = queryset.get(**{field.name: field.to_python(object_id)})
+        except (self.model.DoesNotExist, ValidationError, ValueError):
+            obj = None
         if obj is not None:
             # The read-only fields above render from it; they are not given the request.
             obj.worksheet = self._worksheet(request, obj)
@@ -615,8 +613,8 @@ class ReviewDecisionAdmin(DeclaredLookupsOnly, ScopedAdmin, admin.ModelAdmin):
         queryset = super().get_queryset(request)
         if access.is_superuser(request.user):
             return queryset
-        return queryset.exclude(candidate__in=services.candidates_blind_to(request.user).values("pk")).exclude(
-            candidate__in=services.candidates_scores_hidden_from(request.user).values("pk")
+        return queryset.exclude(candidate__in=selectors.candidates_blind_to(request.user).values("pk")).exclude(
+            candidate__in=selectors.candidates_scores_hidden_from(request.user).values("pk")
         )
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -725,7 +723,7 @@ class DisclosureReportAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdm
     organisation_path = "case__organisation"
     list_display = ["case", "status", "requested_by", "created_at", "downloads"]
     list_select_related = ["case", "requested_by"]
-    view_check = add_check = staticmethod(services.may_request_disclosure)
+    view_check = add_check = staticmethod(selectors.may_request_disclosure)
     change_check = staticmethod(lambda user: False)
 
     def get_fields(self, request, obj=None):
