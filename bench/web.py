@@ -6,7 +6,7 @@ The script creates (or reuses) a PostgreSQL database, migrates it and seeds one 
 generate_series in PostgreSQL: the rows are synthetic, their encodings a 1-byte dummy and their photos
 and crops names of files that do not exist. No page measured here opens a file or an encoding.
 Each candidate's bias-warning cache row is seeded too ("unknown", no audit run), which is the steady state
-the queue reaches once `warnings_refresh` (500 rows per page view) has caught up.
+the queue reads once the `reviews.tasks.refresh_warnings` sweep has caught up.
 
 It then starts gunicorn (2 workers, persistent database connections) on loopback and loads each URL with
 wrk for --duration seconds, as a signed-in user (session cookie). The reviewer's second factor is off

@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from matching import evaluation, filters, selectors, services
 from matching.bulk import BulkRejected
 from matching.forms import BulkEnrolForm, CaseForm, PhotosField, SubjectForm
-from matching.models import AuditRun, Candidate, Case, EnrolmentBatch, Gallery, Outcome, Photo, Subject
+from matching.models import AuditRun, Candidate, Case, EnrolmentBatch, Gallery, Photo, Subject
 from portal import access
 from portal.api import BoundedJSONParser, Conflict, StrictSerializer, form_invalid, unknown_fields_refuse
 
@@ -301,7 +301,8 @@ class MatchSerializer(ConfirmedMatchSerializer):
 def organisation_confirmed_matches(organisation) -> QuerySet[Candidate]:
     """selectors.case_confirmed_matches across every case of the organisation: confirmed candidates only."""
     return (
-        Candidate.objects.filter(organisation=organisation, case__organisation=organisation, outcome=Outcome.CONFIRMED)
+        Candidate.objects.confirmed()
+        .filter(organisation=organisation, case__organisation=organisation)
         .select_related("case", "subject", "reference_face", "search__face", "outcome_by")
         .prefetch_related("confirmed_by")
         .defer("reference_face__encoding", "search__face__encoding")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from matching.models import AgeBand, Ethnicity, Sex
+from portal.errors import Refusal
 
 REQUIRED_COLUMNS = ("code", "file")
 OPTIONAL_COLUMNS = ("display_name", "sex", "age_band", "ethnicity")
@@ -26,8 +27,8 @@ ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz")
 UNKNOWN_WORDS = {"", "unknown", "u", "n/a", "na", "?"}
 
 
-class BulkRejected(ValueError):
-    """The upload or one of its members is refused. The message is shown to the user."""
+class BulkRejected(Refusal, ValueError):
+    """The upload or one of its members is refused."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from matching.imaging import ImageRejected, image_normalise, rgb_array
 from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, AuditSample, BatchStatus
 from matching.sealing import encoding_seal, encodings_open
 from portal.audit import audit_record
+from portal.errors import Refusal
 from portal.models import Organisation
 from portal.outbox import outbox_enqueue
 
@@ -52,8 +53,8 @@ AGE_GROUP = "age_group"
 CHILD, ADULT = "under 18", "18 and over"
 
 
-class AuditError(ValueError):
-    """A refusal with a message meant for the user."""
+class AuditError(Refusal, ValueError):
+    """The audit cannot run on this data set."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from portal.errors import Refusal
+
 # MPO is how Pillow names a JPEG that carries extra frames (many phone cameras
 # add a preview or depth image); the first frame is the photo.
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
@@ -25,8 +27,8 @@ ACCEPTED_LABEL = "JPEG, PNG or WebP"
 MIN_SIDE = 40
 
 
-class ImageRejected(ValueError):
-    """The upload is not a photo we can use. The message is shown to the user."""
+class ImageRejected(Refusal, ValueError):
+    """The upload is not a photo we can use."""
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,24 @@ class Outcome(models.TextChoices):
     REJECTED = "rejected", "Rejected"
 
 
+# The one definition of an open candidate: a reviewer may still decide it. Everything else asks the model.
+_OPEN_OUTCOMES = (Outcome.PENDING, Outcome.ESCALATED)
+
+
+class CandidateQuerySet(models.QuerySet["Candidate"]):
+    def open(self) -> CandidateQuerySet:
+        """Candidates still waiting for a decision (pending, or escalated after a disagreement)."""
+        return self.filter(Candidate.open_q())
+
+    def decided(self) -> CandidateQuerySet:
+        """Candidates closed for good: confirmed or rejected."""
+        return self.exclude(Candidate.open_q())
+
+    def confirmed(self) -> CandidateQuerySet:
+        """Candidates a reviewer confirmed: the only ones a caseworker may see."""
+        return self.filter(outcome=Outcome.CONFIRMED)
+
+
 class Candidate(models.Model):
     """A gallery subject within the threshold of a probe face: a lead, until a reviewer says otherwise."""
 
@@ -270,20 +288,30 @@ class Candidate(models.Model):
     confirmed_by = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    objects = CandidateQuerySet.as_manager()
+
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(fields=["search", "subject"], name="candidate_unique_subject"),
             models.UniqueConstraint(fields=["search", "rank"], name="candidate_unique_rank"),
             models.CheckConstraint(
-                condition=Q(outcome__in=["pending", "escalated"])
-                | (Q(outcome_at__isnull=False) & ~Q(outcome_reason="")),
+                condition=Q(outcome__in=list(_OPEN_OUTCOMES)) | (Q(outcome_at__isnull=False) & ~Q(outcome_reason="")),
                 name="candidate_decided_has_reason",
             ),
         ]
 
     def __str__(self) -> str:
         return f"Candidate {self.pk} (rank {self.rank}, case {self.case_id})"
+
+    @staticmethod
+    def open_q(prefix: str = "") -> Q:
+        """The condition "open", for filters and annotations (`prefix` reaches it through a relation)."""
+        return Q(**{f"{prefix}outcome__in": list(_OPEN_OUTCOMES)})
+
+    @property
+    def is_open(self) -> bool:
+        return self.outcome in _OPEN_OUTCOMES
 
     @property
     def probe_face(self) -> Face:

@@ -36,7 +36,7 @@ def case_list_rows(cases: list[Case]) -> list[dict]:
         for row in Candidate.objects.filter(case_id__in=ids)
         .values("case_id")
         .annotate(
-            pending=Count("id", filter=Q(outcome__in=[Outcome.PENDING, Outcome.ESCALATED])),
+            pending=Count("id", filter=Candidate.open_q()),
             confirmed=Count("id", filter=Q(outcome=Outcome.CONFIRMED)),
         )
         .order_by()
@@ -64,7 +64,7 @@ def case_list_rows(cases: list[Case]) -> list[dict]:
 def case_confirmed_matches(case: Case) -> QuerySet[Candidate]:
     """The only candidates a caseworker may see: those a reviewer confirmed."""
     return (
-        case.candidates.filter(outcome=Outcome.CONFIRMED)
+        case.candidates.confirmed()
         .select_related("subject", "reference_face", "search__face", "outcome_by")
         .prefetch_related("confirmed_by")
         .defer("reference_face__encoding", "search__face__encoding")
@@ -74,7 +74,7 @@ def case_confirmed_matches(case: Case) -> QuerySet[Candidate]:
 
 def case_candidate_counts(case: Case) -> dict[str, int]:
     counts = case.candidates.aggregate(
-        pending=Count("id", filter=Q(outcome__in=[Outcome.PENDING, Outcome.ESCALATED])),
+        pending=Count("id", filter=Candidate.open_q()),
         confirmed=Count("id", filter=Q(outcome=Outcome.CONFIRMED)),
         rejected=Count("id", filter=Q(outcome=Outcome.REJECTED)),
     )
@@ -92,9 +92,11 @@ def may_view_photo(user, photo: Photo) -> bool:
         return False
     if photo.kind == PhotoKind.PROBE or access.can_review(user) or access.can_manage_galleries(user):
         return True
-    return Candidate.objects.filter(
-        organisation_id=photo.organisation_id, reference_face__photo=photo, outcome=Outcome.CONFIRMED
-    ).exists()
+    return (
+        Candidate.objects.confirmed()
+        .filter(organisation_id=photo.organisation_id, reference_face__photo=photo)
+        .exists()
+    )
 
 
 def may_view_face(user, face: Face) -> bool:
@@ -102,9 +104,7 @@ def may_view_face(user, face: Face) -> bool:
         return False
     if face.subject_id is None or access.can_review(user) or access.can_manage_galleries(user):
         return True
-    return Candidate.objects.filter(
-        organisation_id=face.organisation_id, reference_face=face, outcome=Outcome.CONFIRMED
-    ).exists()
+    return Candidate.objects.confirmed().filter(organisation_id=face.organisation_id, reference_face=face).exists()
 
 
 def galleries_for(organisation) -> QuerySet:

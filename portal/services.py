@@ -9,11 +9,12 @@ from django.db import transaction
 
 from portal import access
 from portal.audit import audit_record
+from portal.errors import Refusal
 from portal.models import Membership, Organisation, Role
 
 
-class AccessError(Exception):
-    """A refusal with a message meant for the user."""
+class AccessError(Refusal):
+    """Refused by the access rules."""
 
 
 @transaction.atomic

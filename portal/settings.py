@@ -310,6 +310,14 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-flush": {"task": "portal.tasks.outbox_flush", "schedule": OUTBOX_FLUSH_SECONDS},
     "photos-requeue-stale": {"task": "matching.tasks.requeue_stale_photos", "schedule": PHOTO_SWEEP_SECONDS},
 }
+# The review queue reads stored warning severities; this sweep catches new candidates and audit runs (a
+# decision queues its own refresh). Cheap when nothing changed: each organisation costs three queries.
+WARNINGS_SWEEP_SECONDS = envfloat("WARNINGS_SWEEP_SECONDS", "30")
+CELERY_BEAT_SCHEDULE["warnings-refresh"] = {
+    "task": "reviews.tasks.refresh_all_warnings",
+    "schedule": WARNINGS_SWEEP_SECONDS,
+    "options": {"expires": WARNINGS_SWEEP_SECONDS},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # A photo in a working state this long belongs to a lost worker; longer than
 # process_photo's hard time limit (300 s), so a slow photo is never taken twice.

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseRedirect
@@ -14,11 +15,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from matching.models import Case, Outcome
-from matching.services import OPEN_OUTCOMES, ServiceError
+from matching.services import ServiceError
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
 from portal.models import ApiKeyKind
-from reviews import services
+from reviews import selectors, services
 from reviews.bias import bias_panel_html
 from reviews.models import (
     FEATURES,
@@ -127,13 +128,13 @@ class OpenFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value() or "mine"
         if value == "mine":
-            return services.candidates_decidable_by(request.user, queryset)
+            return selectors.candidates_decidable_by(request.user, queryset)
         if value == "escalated":
             return queryset.filter(outcome=Outcome.ESCALATED)
         if value == "open":
-            return queryset.filter(outcome__in=OPEN_OUTCOMES)
+            return queryset.open()
         if value == "decided":
-            return queryset.exclude(outcome__in=OPEN_OUTCOMES)
+            return queryset.decided()
         return queryset
 
 
@@ -149,7 +150,7 @@ class CaseFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         # Cases with open items (closed ones stay reachable through "items"), found from the case side: a
         # DISTINCT over the candidates would read every one of them to list a handful of cases.
-        open_items = model_admin.get_queryset(request).filter(case=OuterRef("pk"), outcome__in=OPEN_OUTCOMES)
+        open_items = model_admin.get_queryset(request).open().filter(case=OuterRef("pk"))
         cases = list(
             Case.objects.filter(organisation=access.organisation_of(request.user))
             .filter(Exists(open_items.order_by().values("pk")))
@@ -253,37 +254,33 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
     add_check = staticmethod(lambda user: False)
 
     def get_queryset(self, request):
-        match = getattr(request, "resolver_match", None)
-        if match is not None and match.url_name == "reviews_reviewitem_changelist":
-            # The queue's columns need only these. The change form's eleven joins cost PostgreSQL's planner
-            # about 40 ms per page at 100k candidates, twenty times the query itself.
-            return (
-                super()
-                .get_queryset(request)
-                .select_related("case", "search", "warning")
-                .prefetch_related("claims__reviewer")
-            )
+        # The queue's columns need only these; get_object adds the change form's joins. Those eleven joins
+        # cost PostgreSQL's planner about 40 ms per page at 100k candidates, twenty times the query itself.
         return (
             super()
             .get_queryset(request)
-            .select_related(
-                # get_queryset's select_related makes the changelist skip list_select_related, so "warning"
-                # (the severity column) is named here too, or each row costs a query.
-                "case__organisation",
-                "search__face__photo",
-                "reference_face__photo",
-                "subject",
-                "outcome_by",
-                "warning",
-            )
+            .select_related("case", "search", "warning")
             .prefetch_related("claims__reviewer")
-            .defer("search__face__encoding", "reference_face__encoding")
         )
 
     def has_change_permission(self, request, obj=None) -> bool:
         if not access.can_review(request.user):
             return False
-        return obj is None or obj.outcome in OPEN_OUTCOMES
+        return obj is None or obj.is_open
+
+    def _scores_hidden(self, request) -> bool:
+        organisation = access.organisation_of(request.user)
+        return bool(organisation) and selectors.review_policy_for(organisation).hide_scores_until_compared
+
+    # While scores are hidden the severity goes too: it comes from the error rate at the candidate's own
+    # distance, so sorting or filtering by it would rank candidates by score.
+    def get_list_display(self, request):
+        hidden = self._scores_hidden(request)
+        return [name for name in super().get_list_display(request) if not (hidden and name == "severity")]
+
+    def get_list_filter(self, request):
+        hidden = self._scores_hidden(request)
+        return [f for f in super().get_list_filter(request) if not (hidden and f is SeverityFilter)]
 
     # What this user may see and do on one item
 
@@ -407,9 +404,6 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         return None
 
     def changelist_view(self, request, extra_context=None):
-        organisation = access.organisation_of(request.user)
-        if organisation is not None:
-            services.warnings_refresh(organisation=organisation)
         extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
         return super().changelist_view(request, extra_context)
 
@@ -459,7 +453,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     @admin.display(description="waiting")
     def waiting(self, obj: ReviewItem) -> str:
-        if obj.outcome not in OPEN_OUTCOMES:
+        if not obj.is_open:
             return "—"
         age = timezone.now() - obj.created_at
         css = "old" if age > timedelta(days=7) else "ageing" if age > timedelta(days=1) else "fresh"
@@ -524,7 +518,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         lines = [f"Required confirmations: {worksheet.policy.required_confirmations}. {worksheet.training.message}"]
         if worksheet.blockers:
             lines.append("The decision controls are disabled: " + " ".join(worksheet.blockers))
-        if worksheet.own_latest is not None and obj.outcome in OPEN_OUTCOMES and not worksheet.correcting:
+        if worksheet.own_latest is not None and obj.is_open and not worksheet.correcting:
             url = reverse("admin:reviews_reviewitem_change", args=[obj.pk]) + f"?correct={worksheet.own_latest.pk}"
             lines.append(
                 format_html(
@@ -561,7 +555,22 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         )
 
     def get_object(self, request, object_id, from_field=None):
-        obj = super().get_object(request, object_id, from_field)
+        queryset = (
+            self.get_queryset(request)
+            .select_related(
+                "case__organisation",
+                "search__face__photo",
+                "reference_face__photo",
+                "subject",
+                "outcome_by",
+            )
+            .defer("search__face__encoding", "reference_face__encoding")
+        )
+        field = self.model._meta.pk if from_field is None else self.model._meta.get_field(from_field)
+        try:
+            obj = queryset.get(**{field.name: field.to_python(object_id)})
+        except (self.model.DoesNotExist, ValidationError, ValueError):
+            obj = None
         if obj is not None:
             # The read-only fields above render from it; they are not given the request.
             obj.worksheet = self._worksheet(request, obj)
@@ -570,8 +579,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
-        organisation = access.organisation_of(request.user)
-        hidden = bool(organisation) and services.review_policy_for(organisation).hide_scores_until_compared
+        hidden = self._scores_hidden(request)
         for item in changelist.result_list:
             item.hide_scores = hidden
         return changelist
@@ -605,8 +613,8 @@ class ReviewDecisionAdmin(DeclaredLookupsOnly, ScopedAdmin, admin.ModelAdmin):
         queryset = super().get_queryset(request)
         if access.is_superuser(request.user):
             return queryset
-        return queryset.exclude(candidate__in=services.candidates_blind_to(request.user).values("pk")).exclude(
-            candidate__in=services.candidates_scores_hidden_from(request.user).values("pk")
+        return queryset.exclude(candidate__in=selectors.candidates_blind_to(request.user).values("pk")).exclude(
+            candidate__in=selectors.candidates_scores_hidden_from(request.user).values("pk")
         )
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -634,13 +642,15 @@ class ReviewPolicyAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         "senior_reviewer",
     ]
     view_check = change_check = staticmethod(access.can_manage_organisation)
-    add_check = staticmethod(lambda user: False)
 
-    def get_queryset(self, request):
+    def has_add_permission(self, request) -> bool:
+        # Until an admin first saves it the policy is the defaults, unsaved: adding it is that first save.
         organisation = access.organisation_of(request.user)
-        if organisation is not None:
-            services.review_policy_for(organisation)
-        return super().get_queryset(request)
+        return (
+            organisation is not None
+            and access.can_manage_organisation(request.user)
+            and not ReviewPolicy.objects.filter(organisation=organisation).exists()
+        )
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "senior_reviewer":
@@ -653,11 +663,12 @@ class ReviewPolicyAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change) -> None:
-        services.review_policy_update(
-            organisation=obj.organisation,
+        policy = services.review_policy_update(
+            organisation=obj.organisation if change else access.organisation_of(request.user),
             acting_user=request.user,
             **{field: form.cleaned_data[field] for field in form.changed_data},
         )
+        obj.pk, obj.organisation = policy.pk, policy.organisation
 
 
 class TrainingForm(forms.ModelForm):
@@ -712,7 +723,7 @@ class DisclosureReportAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdm
     organisation_path = "case__organisation"
     list_display = ["case", "status", "requested_by", "created_at", "downloads"]
     list_select_related = ["case", "requested_by"]
-    view_check = add_check = staticmethod(services.may_request_disclosure)
+    view_check = add_check = staticmethod(selectors.may_request_disclosure)
     change_check = staticmethod(lambda user: False)
 
     def get_fields(self, request, obj=None):

@@ -499,9 +499,7 @@ def bias_panel_html(candidate: Candidate, *, hide_scores: bool) -> str:
     """The panel for the reviewer's page: the snapshots reviewers saw once a candidate is closed, else the live one."""
     from django.template.loader import render_to_string
 
-    from matching.services import OPEN_OUTCOMES
-
-    if candidate.outcome not in OPEN_OUTCOMES and candidate.decisions.exists():
+    if not candidate.is_open and candidate.decisions.exists():
         seen = panels_seen(candidate, hide_scores=hide_scores)
         return render_to_string("reviews/bias_seen.html", {"seen_panels": seen})
     return render_to_string("reviews/bias_panel.html", {"panel": panel_for(candidate, hide_scores=hide_scores)})

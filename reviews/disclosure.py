@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from matching.evaluation import audit_validity
 from matching.models import Candidate, Case, Outcome, Photo, Search
-from matching.services import OPEN_OUTCOMES, BiometricsRemoved
+from matching.services import BiometricsRemoved
 from portal import access
 from portal.audit import audit_record
 from portal.outbox import outbox_enqueue
@@ -161,7 +161,7 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                     .order_by("rank")
                 )
                 for candidate in candidates:
-                    if candidate.outcome in OPEN_OUTCOMES:
+                    if candidate.is_open:
                         face_row.open_candidates += 1
                         continue
                     decisions = [
@@ -220,7 +220,8 @@ def disclosure_blockers(user: Any, case: Case) -> list[str]:
         return ["Only the organisation's admins and its senior reviewer may request disclosure reports."]
     # Training is left out: it lapses and is renewed, and the candidates are still theirs to decide.
     undecided = (
-        Candidate.objects.filter(case=case, outcome__in=OPEN_OUTCOMES)
+        Candidate.objects.open()
+        .filter(case=case)
         .exclude(case__created_by=user)
         .exclude(case__accountable_by=user)
         .exclude(decisions__reviewer=user)

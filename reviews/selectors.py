@@ -3,14 +3,205 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
-from matching.models import Candidate
-from reviews import services
-from reviews.models import FEATURES, FeatureMark, ReviewDecision, ReviewPolicy
-from reviews.services import TrainingStatus
+from matching.models import Candidate, Outcome
+from portal import access
+from portal.models import Organisation
+from reviews.models import FEATURES, FeatureComparison, FeatureMark, ReviewDecision, ReviewPolicy, TrainingAttestation
+
+
+def review_policy_for(organisation: Organisation) -> ReviewPolicy:
+    """The organisation's policy; the defaults, unsaved, until an admin first changes it (a read never writes)."""
+    return ReviewPolicy.objects.filter(organisation=organisation).first() or ReviewPolicy(organisation=organisation)
+
+
+@dataclass(frozen=True)
+class TrainingStatus:
+    current: bool
+    valid_until: date | None
+    message: str
+
+
+def training_status(user: Any, organisation: Organisation) -> TrainingStatus:
+    policy = review_policy_for(organisation)
+    latest = TrainingAttestation.objects.filter(organisation=organisation, reviewer=user).first()
+    if latest is None:
+        return TrainingStatus(False, None, "You have no recorded facial-comparison training; ask an org admin.")
+    until = latest.valid_until(policy.training_valid_months)
+    if until < timezone.localdate():
+        return TrainingStatus(False, until, f"Your training expired on {until:%Y-%m-%d}; ask an org admin to renew it.")
+    return TrainingStatus(True, until, f"Training current until {until:%Y-%m-%d}.")
+
+
+def may_request_disclosure(user: Any) -> bool:
+    """The role half of who may request a disclosure report (`reviews.disclosure.disclosure_blockers` adds
+    the case's open candidates)."""
+    organisation = access.organisation_of(user)
+    if organisation is None:
+        return False
+    return access.can_request_disclosure(user, senior_reviewer_id=review_policy_for(organisation).senior_reviewer_id)
+
+
+def may_decide_escalations(user: Any, policy: ReviewPolicy) -> bool:
+    return access.can_settle_escalations(user, senior_reviewer_id=policy.senior_reviewer_id)
+
+
+def _answerable_for(user: Any, candidate: Candidate) -> bool:
+    """The case's creator, or the person accountable for it (the maker of the key that filed it)."""
+    case = candidate.case
+    return user.pk is not None and user.pk in (case.created_by_id, case.accountable_by_id)
+
+
+def active_decisions(candidate: Candidate) -> list[ReviewDecision]:
+    """Each reviewer's latest non-escalation decision: a correction replaces what it corrects."""
+    latest: dict[int, ReviewDecision] = {}
+    for decision in candidate.decisions.filter(escalation=False).order_by("created_at", "id"):
+        latest[decision.reviewer_id] = decision
+    return list(latest.values())
+
+
+def decision_blockers(user: Any, candidate: Candidate, *, correcting: bool = False) -> list[str]:
+    """Why this user may not decide this candidate now; empty when they may.
+
+    `candidates_decidable_by` is the same rule as a query (without `correcting`); keep the two together.
+    """
+    if not access.can_review(user) or not access.same_organisation(user, candidate.organisation_id):
+        return ["You may not review this organisation's candidates."]
+    blockers = []
+    if not candidate.is_open:
+        blockers.append(f"This candidate is closed ({candidate.get_outcome_display().lower()}).")
+    if _answerable_for(user, candidate):
+        blockers.append("You are accountable for this case; separation of duties means someone else must review it.")
+    policy = review_policy_for(candidate.case.organisation)
+    mine = candidate.decisions.filter(reviewer=user).exists()
+    if candidate.outcome == Outcome.ESCALATED:
+        if mine:
+            # Not even as a correction: a participant's change of mind must not settle the disagreement.
+            blockers.append("You took part in the disagreement; another senior decider must close it.")
+        elif not may_decide_escalations(user, policy):
+            blockers.append("Reviewers disagreed; an org admin or the senior reviewer decides this candidate.")
+    elif mine and not correcting:
+        blockers.append("You have already decided this candidate. A reviewer decides a candidate once.")
+    status = training_status(user, candidate.case.organisation)
+    if not status.current:
+        blockers.append(status.message)
+    return blockers
+
+
+def candidates_decidable_by(user: Any, queryset: QuerySet[Candidate]) -> QuerySet[Candidate]:
+    """The candidates of `queryset` this user may decide now: `decision_blockers` as a query."""
+    organisation = access.organisation_of(user)
+    if organisation is None or not access.can_review(user) or not training_status(user, organisation).current:
+        return queryset.none()
+    policy = review_policy_for(organisation)
+    queryset = (
+        queryset.open()
+        .filter(organisation=organisation)
+        .exclude(case__created_by=user)
+        .exclude(case__accountable_by=user)
+        .exclude(Exists(ReviewDecision.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
+    )
+    if not may_decide_escalations(user, policy):
+        queryset = queryset.exclude(outcome=Outcome.ESCALATED)
+    return queryset
+
+
+def may_see_decisions(user: Any, candidate: Candidate) -> bool:
+    """Blind review: whether this user may see the other reviewers' decisions and reasons on this candidate.
+
+    Yes once it is closed, once they have recorded their own decision, to whoever settles an escalation, and
+    to those who could never decide it (caseworkers, the case's accountable people, other organisations).
+    Everyone else who could still decide it sees none, in any view: training lapses and is renewed, so it
+    does not count here.
+    """
+    if not candidate.is_open:
+        return True
+    if not (access.can_review(user) and access.same_organisation(user, candidate.organisation_id)):
+        return True
+    if _answerable_for(user, candidate) or candidate.decisions.filter(reviewer=user).exists():
+        return True
+    if candidate.outcome == Outcome.ESCALATED:
+        return True  # the senior decider weighs the disagreement; other reviewers can no longer decide it
+    return False
+
+
+def candidates_blind_to(user: Any) -> QuerySet[Candidate]:
+    """The candidates whose decisions this user may not see yet: `may_see_decisions` as a query."""
+    organisation = access.organisation_of(user)
+    if organisation is None or not access.can_review(user):
+        return Candidate.objects.none()
+    return (
+        Candidate.objects.filter(organisation=organisation, outcome=Outcome.PENDING)
+        .exclude(case__created_by=user)
+        .exclude(case__accountable_by=user)
+        .exclude(Exists(ReviewDecision.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
+    )
+
+
+def candidates_scores_hidden_from(user: Any) -> QuerySet[Candidate]:
+    """The candidates whose scores this user may not see yet: `scores_hidden_from` as a query."""
+    organisation = access.organisation_of(user)
+    if organisation is None or not access.can_review(user):
+        return Candidate.objects.none()
+    if not review_policy_for(organisation).hide_scores_until_compared:
+        return Candidate.objects.none()
+    return (
+        Candidate.objects.open()
+        .filter(organisation=organisation)
+        .exclude(case__created_by=user)
+        .exclude(case__accountable_by=user)
+        .exclude(Exists(ReviewDecision.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
+        .exclude(Exists(FeatureComparison.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
+    )
+
+
+def scores_hidden_from(user: Any, candidate: Candidate) -> bool:
+    """Distance, rank and score-local rates stay hidden until this user has compared the features (or decided),
+    when the policy says so. Closed candidates and people who cannot decide them are not concerned."""
+    policy = review_policy_for(candidate.case.organisation)
+    if not policy.hide_scores_until_compared or not candidate.is_open:
+        return False
+    if not (access.can_review(user) and access.same_organisation(user, candidate.organisation_id)):
+        return False
+    if _answerable_for(user, candidate):
+        return False
+    return not (has_compared(user, candidate) or candidate.decisions.filter(reviewer=user).exists())
+
+
+SCORE_KEYS = ("rank", "distance", "bias_severity")
+
+
+def audit_detail_of_candidate(user: Any, event: Any) -> dict[str, Any]:
+    """An audit row about a candidate, as this user may read it: blind review and hidden scores hold in the
+    log too. Superusers run the instance and decide nothing; they read the row as stored."""
+    if access.is_superuser(user):
+        return event.detail
+    candidate = (
+        Candidate.objects.select_related("case__organisation").filter(pk=event.target_id).first()
+        if str(event.target_id).isdigit()
+        else None
+    )
+    if candidate is None:
+        return event.detail
+    if not may_see_decisions(user, candidate):
+        return {"hidden": "Blind review: you may still decide this candidate, so its decisions are not shown."}
+    if scores_hidden_from(user, candidate):
+        return {k: v for k, v in event.detail.items() if k not in SCORE_KEYS}
+    return event.detail
+
+
+def has_compared(user: Any, candidate: Candidate) -> bool:
+    return FeatureComparison.objects.filter(candidate=candidate, reviewer=user).exists()
+
+
+def review_queue(user: Any) -> QuerySet[Candidate]:
+    """The reviewer's queue: exactly the open candidates this user may decide now, oldest first."""
+    return candidates_decidable_by(user, Candidate.objects.all()).order_by("created_at", "id")
 
 
 @dataclass(frozen=True)
@@ -55,7 +246,7 @@ class Worksheet:
 
 def queue_neighbours(user: Any, candidate: Candidate) -> tuple[int | None, int | None]:
     """The items before and after this one in the user's queue, in its order (oldest first)."""
-    queue = services.candidates_decidable_by(user, Candidate.objects.all()).exclude(pk=candidate.pk)
+    queue = candidates_decidable_by(user, Candidate.objects.all()).exclude(pk=candidate.pk)
     before = Q(created_at__lt=candidate.created_at) | Q(created_at=candidate.created_at, id__lt=candidate.pk)
     previous = queue.filter(before).order_by("-created_at", "-id").values_list("id", flat=True).first()
     following = queue.exclude(before).order_by("created_at", "id").values_list("id", flat=True).first()
@@ -63,15 +254,15 @@ def queue_neighbours(user: Any, candidate: Candidate) -> tuple[int | None, int |
 
 
 def worksheet_for(user: Any, candidate: Candidate, *, correcting: bool = False) -> Worksheet:
-    policy = services.review_policy_for(candidate.case.organisation)
+    policy = review_policy_for(candidate.case.organisation)
     own_latest = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
-    blockers = services.decision_blockers(user, candidate, correcting=correcting)
-    hide_scores = services.scores_hidden_from(user, candidate)
-    may_see_others = services.may_see_decisions(user, candidate)
+    blockers = decision_blockers(user, candidate, correcting=correcting)
+    hide_scores = scores_hidden_from(user, candidate)
+    may_see_others = may_see_decisions(user, candidate)
     previous_id, next_id = queue_neighbours(user, candidate)
     return Worksheet(
         policy=policy,
-        training=services.training_status(user, candidate.case.organisation),
+        training=training_status(user, candidate.case.organisation),
         blockers=blockers,
         hide_scores=hide_scores,
         compare_only=hide_scores and not blockers,

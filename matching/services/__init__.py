@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from matching.services.cases import OPEN_OUTCOMES, candidate_set_outcome, case_add_photos, case_create
+from matching.services.cases import candidate_set_outcome, case_add_photos, case_create
 from matching.services.exceptions import CandidateAlreadyDecided, ServiceError
 from matching.services.galleries import (
     enrolment_batch_create,
@@ -53,7 +53,6 @@ from matching.services.thresholds import THRESHOLD_HOLD, organisation_threshold_
 from matching.services.uploads import StoredFiles, UploadedImage, uploaded_image_read
 
 __all__ = [
-    "OPEN_OUTCOMES",
     "THRESHOLD_HOLD",
     "USE_CASE_REFUSAL",
     "BiometricsRemoved",

@@ -95,9 +95,6 @@ def case_add_photos(*, case: Case, photos: list[UploadedImage], acting_user: Any
     return added
 
 
-OPEN_OUTCOMES = (Outcome.PENDING, Outcome.ESCALATED)
-
-
 @transaction.atomic
 def candidate_set_outcome(
     *, candidate_id: int, outcome: str, reason: str, acting_user: Any, confirmed_by: Sequence[Any] = ()
@@ -112,9 +109,7 @@ def candidate_set_outcome(
     if not reason.strip():
         raise ServiceError("A written reason is required.")
     candidate = Candidate.objects.select_for_update().get(id=candidate_id)
-    if candidate.outcome not in OPEN_OUTCOMES or (
-        outcome == Outcome.ESCALATED and candidate.outcome == Outcome.ESCALATED
-    ):
+    if not candidate.is_open or (outcome == Outcome.ESCALATED and candidate.outcome == Outcome.ESCALATED):
         raise CandidateAlreadyDecided(f"This candidate was already {candidate.get_outcome_display().lower()}.")
     candidate.outcome = outcome
     candidate.outcome_by = acting_user

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from portal.errors import Refusal
 
-class ServiceError(Exception):
-    """A refusal with a message meant for the user."""
+
+class ServiceError(Refusal):
+    """A service refused: the state or the input does not allow it."""
 
 
 class CandidateAlreadyDecided(ServiceError):

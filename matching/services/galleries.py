@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from matching import bulk
 from matching.engine import detect_faces
-from matching.imaging import ImageRejected, image_normalise, rgb_array
+from matching.imaging import image_normalise, rgb_array
 from matching.models import (
     BatchStatus,
     EnrolmentBatch,
@@ -24,6 +24,7 @@ from matching.services.exceptions import ServiceError
 from matching.services.processing import reference_faces_store
 from matching.services.uploads import StoredFiles, UploadedImage, photo_queue, photo_store
 from portal.audit import audit_record
+from portal.errors import Refusal
 from portal.models import Organisation
 from portal.outbox import outbox_enqueue
 
@@ -149,7 +150,7 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
             )
             reference_faces_store(photo=photo, detected=detected, files=files)
         entry.update(status="enrolled", detail="new subject" if created else "photo added to existing subject")
-    except (ImageRejected, ServiceError, bulk.BulkRejected, IntegrityError) as error:
+    except (Refusal, IntegrityError) as error:  # any refusal is reported on its row
         entry.update(status="refused", detail=str(error))
     return entry
 

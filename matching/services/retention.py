@@ -26,7 +26,7 @@ from matching.models import (
     Photo,
     Subject,
 )
-from matching.services.cases import OPEN_OUTCOMES, candidate_set_outcome
+from matching.services.cases import candidate_set_outcome
 from matching.services.exceptions import ServiceError
 from portal import access
 from portal.audit import audit_record
@@ -117,7 +117,7 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     for photo in photos:
         _photo_purge(photo, now)
     Face.objects.filter(subject=subject).exclude(purged_at__isnull=False).update(encoding=b"", crop="", purged_at=now)
-    for candidate in Candidate.objects.filter(subject=subject, outcome__in=OPEN_OUTCOMES):
+    for candidate in Candidate.objects.open().filter(subject=subject):
         candidate_set_outcome(
             candidate_id=candidate.pk,
             outcome=Outcome.REJECTED,

@@ -175,7 +175,10 @@ def test_the_queue_lists_what_this_reviewer_may_still_decide_oldest_first(client
 
 
 def test_queue_filters_by_severity_and_claims(client, reviewers, candidate, audit_run):
+    from reviews.tasks import refresh_warnings
+
     bob, rita = reviewers
+    refresh_warnings(candidate.organisation_id)
     client.force_login(bob)
     client.post(
         reverse("admin:reviews_reviewitem_changelist"),
@@ -447,3 +450,55 @@ def test_a_decided_open_item_shows_the_reviewers_own_recorded_worksheet(client, 
     assert re.search(
         r'<button type="button" disabled>Save</button>\s*<span class="disabled-reason">You have recorded', page
     )
+
+
+# Reads: opening the queue or a candidate writes nothing but the activity log.
+
+WRITE = re.compile(r'^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE)
+ACTIVITY_LOG_TABLES = {"portal_auditevent", "portal_auditchainhead"}
+
+
+def test_opening_the_queue_and_a_candidate_writes_only_the_activity_log(client, reviewers, candidate, audit_run):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # Given a reviewer with a candidate waiting, and an organisation that never saved its review policy
+    bob, _ = reviewers
+    client.force_login(bob)
+    from reviews.models import ReviewPolicy
+
+    ReviewPolicy.objects.filter(organisation=candidate.organisation).delete()
+
+    # When they open the queue and the candidate's page
+    with CaptureQueriesContext(connection) as queries:
+        queue = client.get(reverse("admin:reviews_reviewitem_changelist"))
+        page = client.get(change_url(candidate))
+
+    # Then both pages render, and the only rows written are the activity log's
+    assert queue.status_code == 200 and page.status_code == 200
+    written = {m.group(2).lower() for q in queries.captured_queries if (m := WRITE.match(q["sql"]))}
+    assert written <= ACTIVITY_LOG_TABLES, written
+    assert not ReviewPolicy.objects.filter(organisation=candidate.organisation).exists()
+
+
+def test_while_scores_are_hidden_the_queue_shows_no_severity_to_sort_by(
+    client, org, dana, reviewers, candidate, audit_run
+):
+    from reviews.services import warnings_refresh
+
+    # Given a policy that hides scores until compared, and a candidate whose severity (from the error rate
+    # at its own distance) is stored as elevated
+    bob, _ = reviewers
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
+    warnings_refresh(organisation=org)
+    client.force_login(bob)
+
+    # When the reviewer opens the queue, and tries the severity filter both ways
+    queue = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+    elevated = client.get(reverse("admin:reviews_reviewitem_changelist") + "?severity=elevated")
+    standard = client.get(reverse("admin:reviews_reviewitem_changelist") + "?severity=standard")
+
+    # Then no severity is shown, and the filter cannot tell the two apart
+    assert change_url(candidate) in queue
+    assert "severity-" not in queue and "warning severity" not in queue
+    assert (change_url(candidate) in elevated.content.decode()) == (change_url(candidate) in standard.content.decode())

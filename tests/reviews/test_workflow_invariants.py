@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from matching.models import Candidate, Outcome
-from matching.services import OPEN_OUTCOMES, ServiceError
+from matching.services import ServiceError
 from portal import access
 from portal.audit import audit_chain_verify
 from portal.keys import api_key_create
@@ -334,7 +334,7 @@ class ReviewWorkflow(RuleBasedStateMachine):
                 else:
                     assert not any(d.conclusion not in CONFIRMING for d in active)
                 assert len(confirming) >= self.policy.required_confirmations
-            if candidate.outcome in OPEN_OUTCOMES:
+            if candidate.is_open:
                 # Open after a settlement only while the settlers' confirmations are not yet enough
                 assert all(d.conclusion in CONFIRMING for d in settled)
 
