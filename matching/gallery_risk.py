@@ -12,7 +12,7 @@ from the gallery's current counts; nothing is recomputed from photos.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -141,18 +141,21 @@ class GroupRisk:
 
     @property
     def expected_text(self) -> str:
-        if self.expected is None:
-            return "—"
-        return f"{count_text(self.expected)} ({count_text(self.expected_low)}–{count_text(self.expected_high)})"
+        return interval_text(self.expected, self.expected_low, self.expected_high, count_text)
 
     @property
     def fpir_text(self) -> str:
-        if self.fpir is None:
-            return "—"
-        return f"{share_text(self.fpir)} ({share_text(self.fpir_low)}–{share_text(self.fpir_high)})"
+        return interval_text(self.fpir, self.fpir_low, self.fpir_high, share_text)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def interval_text(value: float | None, low: float | None, high: float | None, shown: Callable) -> str:
+    """A figure with its 95% interval, each formatted by `shown`; a dash when there is no figure."""
+    if value is None:
+        return "—"
+    return f"{shown(value)} ({shown(low)}–{shown(high)})"
 
 
 def count_text(value: float | None) -> str:

@@ -17,6 +17,7 @@ from matching.gallery_risk import (
     count_text,
     gallery_composition,
     group_matches,
+    interval_text,
     share_text,
 )
 from matching.models import AuditGroup, AuditRate, Candidate
@@ -65,9 +66,7 @@ class GroupFigure:
 
     @property
     def fmr_short(self) -> str:
-        if self.fmr is None:
-            return "—"
-        return f"{percent(self.fmr)} ({percent(self.fmr_low)}–{percent(self.fmr_high)})"
+        return interval_text(self.fmr, self.fmr_low, self.fmr_high, percent)
 
     @property
     def local_short(self) -> str:
@@ -82,28 +81,19 @@ class GroupFigure:
 
     @property
     def fpir_text(self) -> str:
-        if self.fpir is None:
-            return "—"
-        return f"{share_text(self.fpir)} ({share_text(self.fpir_low)}–{share_text(self.fpir_high)})"
+        return interval_text(self.fpir, self.fpir_low, self.fpir_high, share_text)
 
     @property
     def expected_text(self) -> str:
-        if self.expected is None:
-            return "—"
-        return f"{count_text(self.expected)} ({count_text(self.expected_low)}–{count_text(self.expected_high)})"
+        return interval_text(self.expected, self.expected_low, self.expected_high, count_text)
 
     @property
     def local_fpir_text(self) -> str:
-        if self.local_fpir is None:
-            return "—"
-        return f"{share_text(self.local_fpir)} ({share_text(self.local_fpir_low)}–{share_text(self.local_fpir_high)})"
+        return interval_text(self.local_fpir, self.local_fpir_low, self.local_fpir_high, share_text)
 
     @property
     def local_expected_text(self) -> str:
-        if self.local_expected is None:
-            return "—"
-        low, high = count_text(self.local_expected_low), count_text(self.local_expected_high)
-        return f"{count_text(self.local_expected)} ({low}–{high})"
+        return interval_text(self.local_expected, self.local_expected_low, self.local_expected_high, count_text)
 
     @property
     def local_interval_text(self) -> str:
