@@ -290,13 +290,16 @@ def seed(
 
 
 def thumbnail_write(media_root: Path) -> None:
-    """The one small JPEG every synthetic photo and crop names, so that thumbnails are real file responses."""
+    """The one JPEG every synthetic photo and crop names, so that images are real file responses: 300 px
+    and about 30 KB, the size of a real face crop from a phone photo (crops from the test photos are 10-40 KB)."""
     from PIL import Image
 
     path = media_root / "synthetic.jpg"
     if not path.exists():
         media_root.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (96, 96), (128, 110, 100)).save(path, "JPEG", quality=85)
+        skin = Image.new("RGB", (300, 300), (176, 132, 110))
+        grain = Image.merge("RGB", [Image.effect_noise((300, 300), 24)] * 3)
+        Image.blend(skin, grain, 0.35).save(path, "JPEG", quality=90)
 
 
 def session_cookie(user) -> str:

@@ -14,8 +14,9 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from matching.models import Case, Outcome
+from matching.models import Case, Face, Outcome
 from matching.services import ServiceError
+from matching.thumbnails import face_thumbnails
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
 from portal.models import ApiKeyKind
@@ -38,6 +39,12 @@ from reviews.selectors import Worksheet, worksheet_for
 
 def _image(url: str, alt: str, height: int) -> str:
     return format_html('<img src="{}" alt="{}" style="max-height:{}px;max-width:100%">', url, alt, height)
+
+
+def _thumbnail(data_uri: str | None, alt: str) -> str:
+    if data_uri is None:
+        return format_html('<span class="thumbnail-gone">{}: erased or purged</span>', alt)
+    return format_html('<img src="{}" alt="{}" class="thumbnail">', data_uri, alt)
 
 
 class ReviewFormBase(forms.ModelForm):
@@ -420,11 +427,11 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     @admin.display(description="probe")
     def probe_thumb(self, obj: ReviewItem) -> str:
-        return _image(reverse("matching:face_crop", args=[obj.search.face_id]), "probe face", 64)
+        return _thumbnail(obj.thumbnails.get(obj.search.face_id), "probe face")
 
     @admin.display(description="gallery")
     def gallery_thumb(self, obj: ReviewItem) -> str:
-        return _image(reverse("matching:face_crop", args=[obj.reference_face_id]), "gallery face", 64)
+        return _thumbnail(obj.thumbnails.get(obj.reference_face_id), "gallery face")
 
     @admin.display(description="case", ordering="case__reference")
     def case_reference(self, obj: ReviewItem) -> str:
@@ -580,8 +587,13 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
         hidden = self._scores_hidden(request)
-        for item in changelist.result_list:
+        # The page's thumbnails come embedded, with their views logged in one INSERT (matching/thumbnails.py).
+        items = list(changelist.result_list)
+        face_ids = {item.search.face_id for item in items} | {item.reference_face_id for item in items}
+        thumbnails = face_thumbnails(request.user, Face.objects.defer("encoding").filter(pk__in=face_ids))
+        for item in items:
             item.hide_scores = hidden
+            item.thumbnails = thumbnails
         return changelist
 
 

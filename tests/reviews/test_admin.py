@@ -37,6 +37,37 @@ def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(client, re
     assert "Identification: the same person" in page and "I have read the bias warning" in page
 
 
+def test_the_queue_embeds_its_thumbnails_and_logs_each_face_shown(client, reviewers, candidate):
+    # Given a reviewer with a candidate waiting
+    bob, _ = reviewers
+    client.force_login(bob)
+
+    # When they open the queue
+    page = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+
+    # Then both faces are in the page itself, not behind fifty image requests, and each view is logged
+    assert page.count('src="data:image/jpeg;base64,') == 2
+    assert reverse("matching:face_crop", args=[candidate.search.face_id]) not in page
+    viewed = set(AuditEvent.objects.filter(action="media.face", actor=bob).values_list("target_id", flat=True))
+    assert viewed == {str(candidate.search.face_id), str(candidate.reference_face_id)}
+
+
+def test_the_queue_says_where_a_face_was_erased(client, dana, reviewers, candidate):
+    from matching.services import subject_erase
+
+    # Given a candidate whose gallery subject has been erased while the item is still listed
+    bob, _ = reviewers
+    subject_erase(subject=candidate.subject, acting_user=dana)
+    client.force_login(bob)
+
+    # When the reviewer opens the full list
+    page = client.get(reverse("admin:reviews_reviewitem_changelist") + "?items=all").content.decode()
+
+    # Then no image of the erased face is shown, and no view of it is logged
+    assert "gallery face: erased or purged" in page
+    assert not AuditEvent.objects.filter(action="media.face", target_id=str(candidate.reference_face_id)).exists()
+
+
 def test_two_reviewers_confirm_through_the_admin_form(client, reviewers, candidate):
     bob, rita = reviewers
 
