@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from matching.audit import fmr_at, local_rate, one_to_many, wilson_interval
+from matching.error_rates import fmr_at, local_rate, one_to_many, wilson_interval
 from matching.evaluation import AuditValidity, age_band_lower, audit_validity
 from matching.gallery_risk import (
     GalleryComposition,
