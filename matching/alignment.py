@@ -1,7 +1,7 @@
 """Face crops aligned to fixed eye positions, so that a reviewer compares two faces at the same scale and tilt.
 
-Computed at request time from the stored photo and the face box: nothing is stored, so an erased photo leaves
-no aligned copy behind.
+Made once, when the face is detected, and stored beside the crop (`Face.aligned`): erasure and the purge delete
+it with the crop. Faces detected before it was stored are aligned at request time from the photo, as before.
 """
 
 from __future__ import annotations
@@ -71,13 +71,11 @@ def similarity_coefficients(eyes: Eyes) -> tuple[float, float, float, float, flo
     return (cos, -sin, ix - cos * ox + sin * oy, sin, cos, iy - sin * ox - cos * oy)
 
 
-def aligned_face_jpeg(image_file, box: tuple[int, int, int, int]) -> bytes:
-    """The face in `box` of the photo in `image_file`, turned and scaled so that its eyes sit on LEFT_EYE and
+def aligned_face_from_image(image, box: tuple[int, int, int, int]) -> bytes:
+    """The face in `box` of `image` (a PIL RGB image), turned and scaled so that its eyes sit on LEFT_EYE and
     RIGHT_EYE of a WIDTH × HEIGHT JPEG."""
     from PIL import Image
 
-    with Image.open(image_file) as source:
-        image = source.convert("RGB")
     eyes = eyes_in(image, box)
     aligned = image.transform(
         (WIDTH, HEIGHT),
@@ -89,3 +87,12 @@ def aligned_face_jpeg(image_file, box: tuple[int, int, int, int]) -> bytes:
     out = io.BytesIO()
     aligned.save(out, format="JPEG", quality=90)
     return out.getvalue()
+
+
+def aligned_face_jpeg(image_file, box: tuple[int, int, int, int]) -> bytes:
+    """As `aligned_face_from_image`, from a stored photo's file."""
+    from PIL import Image
+
+    with Image.open(image_file) as source:
+        image = source.convert("RGB")
+    return aligned_face_from_image(image, box)

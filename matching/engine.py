@@ -12,8 +12,10 @@ from functools import cache
 from importlib.metadata import version
 
 import numpy as np
+from PIL import Image
 
-from matching.imaging import downscale, jpeg_bytes
+from matching.alignment import aligned_face_from_image
+from matching.imaging import downscale, jpeg_bytes, thumbnail_jpeg
 
 ENGINE_NAME = "face_recognition"
 
@@ -35,6 +37,9 @@ class DetectedFace:
     encoding: np.ndarray
     crop_jpeg: bytes
     blur: float
+    # Made only when asked for (review_images=True): what a reviewer is shown, beside the crop.
+    aligned_jpeg: bytes = b""
+    thumbnail_jpeg: bytes = b""
 
     @property
     def width(self) -> int:
@@ -68,11 +73,14 @@ def detect_faces(
     upsample: int = 1,
     max_side: int = 1024,
     crop_margin: float = 0.25,
+    review_images: bool = False,
 ) -> list[DetectedFace]:
     """Find, encode and measure every face in an RGB array.
 
     Detection and encoding run on a copy downscaled to `max_side`; the boxes
-    are mapped back to the full array, and the crops are cut from it.
+    are mapped back to the full array, and the crops are cut from it. With
+    `review_images`, each face also gets its eye-aligned image and thumbnail,
+    so that no page has to make them from the photo again.
     """
     import face_recognition
 
@@ -84,6 +92,7 @@ def detect_faces(
         return []
     encodings = face_recognition.face_encodings(small, known_face_locations=locations)
     faces = []
+    whole = Image.fromarray(array) if review_images else None
     for (top, right, bottom, left), encoding in zip(locations, encodings, strict=True):
         box = (
             max(0, round(top * sy)),
@@ -94,6 +103,13 @@ def detect_faces(
         crop = _crop(array, *box, margin=crop_margin)
         inner = array[box[0] : box[2], box[3] : box[1]]
         grey = inner.mean(axis=2) if inner.size else np.zeros((1, 1))
+        crop_jpeg = jpeg_bytes(np.ascontiguousarray(crop))
+        views = {}
+        if whole is not None:
+            views = {
+                "aligned_jpeg": aligned_face_from_image(whole, box),
+                "thumbnail_jpeg": thumbnail_jpeg(Image.fromarray(np.ascontiguousarray(crop))),
+            }
         faces.append(
             DetectedFace(
                 top=box[0],
@@ -101,8 +117,9 @@ def detect_faces(
                 bottom=box[2],
                 left=box[3],
                 encoding=np.asarray(encoding, dtype=np.float64),
-                crop_jpeg=jpeg_bytes(np.ascontiguousarray(crop)),
+                crop_jpeg=crop_jpeg,
                 blur=laplacian_variance(grey),
+                **views,
             )
         )
     return faces

@@ -194,6 +194,10 @@ class Face(models.Model):
     bottom = models.PositiveIntegerField()
     left = models.PositiveIntegerField()
     crop = models.FileField(upload_to="crops/%Y/%m/", max_length=300)
+    # What a reviewer is shown, made with the crop (empty for faces detected before they were stored, and for
+    # evaluation faces): the face turned to fixed eye positions, and a 96 px thumbnail for lists.
+    aligned = models.FileField(upload_to="aligned/%Y/%m/", max_length=300, blank=True)
+    thumbnail = models.FileField(upload_to="thumbnails/%Y/%m/", max_length=300, blank=True)
     # Encrypted (matching.sealing); emptied when the face is purged by retention or erasure.
     encoding = models.BinaryField()
     purged_at = models.DateTimeField(null=True, blank=True)

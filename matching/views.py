@@ -238,6 +238,10 @@ def face_aligned(request, face_id: int):
     photo = face.photo
     if face.purged_at is not None or photo.purged_at is not None or not photo.image:
         return _gone()
+    if face.aligned:
+        # Made when the face was detected; the fallback below is for faces detected before that.
+        audit_view_record(action="media.face", actor=request.user, organisation_id=face.organisation_id, target=face)
+        return _private_image(face.aligned)
     try:
         handle = photo.image.open("rb")
     except (FileNotFoundError, ValueError):

@@ -124,6 +124,7 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
             upsample=settings.FACE_UPSAMPLE,
             max_side=settings.FACE_MAX_SIDE,
             crop_margin=settings.FACE_CROP_MARGIN,
+            review_images=True,
         )
         if len(detected) != 1:
             raise ServiceError(

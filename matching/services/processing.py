@@ -156,6 +156,7 @@ def photo_detect(photo: Photo) -> list[DetectedFace]:
         upsample=settings.FACE_UPSAMPLE,
         max_side=settings.FACE_MAX_SIDE,
         crop_margin=settings.FACE_CROP_MARGIN,
+        review_images=True,
     )
 
 
@@ -180,6 +181,10 @@ def _faces_store(photo: Photo, detected: list[DetectedFace], files: StoredFiles)
             blur=found.blur,
         )
         files.save(face.crop, f"{uuid.uuid4().hex}.jpg", found.crop_jpeg)
+        if found.aligned_jpeg:
+            files.save(face.aligned, f"{uuid.uuid4().hex}.jpg", found.aligned_jpeg)
+        if found.thumbnail_jpeg:
+            files.save(face.thumbnail, f"{uuid.uuid4().hex}.jpg", found.thumbnail_jpeg)
         faces.append(face)
     return Face.objects.bulk_create(faces)
 

@@ -88,9 +88,13 @@ def _batch_reports_redact(subject: Subject) -> int:
     return redacted
 
 
+FACE_FILES_EMPTY = {"crop": "", "aligned": "", "thumbnail": ""}
+
+
 def _face_purge(face: Face, now) -> None:
-    field_file_delete(face.crop)
-    Face.objects.filter(pk=face.pk).update(encoding=b"", crop="", purged_at=now)
+    for field_file in (face.crop, face.aligned, face.thumbnail):
+        field_file_delete(field_file)
+    Face.objects.filter(pk=face.pk).update(encoding=b"", purged_at=now, **FACE_FILES_EMPTY)
 
 
 def _photo_purge(photo: Photo, now) -> None:
@@ -116,7 +120,9 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     photos = list(subject.photos.all())
     for photo in photos:
         _photo_purge(photo, now)
-    Face.objects.filter(subject=subject).exclude(purged_at__isnull=False).update(encoding=b"", crop="", purged_at=now)
+    Face.objects.filter(subject=subject).exclude(purged_at__isnull=False).update(
+        encoding=b"", purged_at=now, **FACE_FILES_EMPTY
+    )
     for candidate in Candidate.objects.open().filter(subject=subject):
         candidate_set_outcome(
             candidate_id=candidate.pk,

@@ -94,3 +94,37 @@ def test_an_erased_photo_gives_410_for_its_aligned_face(client, reviewers, candi
     client.force_login(reviewers[0])
 
     assert client.get(aligned_url(candidate.reference_face_id)).status_code == 410
+
+
+def test_detection_stores_each_faces_aligned_image_and_the_page_serves_it(client, reviewers, candidate):
+    # Given a candidate whose two faces were detected by the worker
+    probe, reference = candidate.search.face, candidate.reference_face
+    client.force_login(reviewers[0])
+
+    for face in (probe, reference):
+        # Then each face has its aligned image stored beside the crop, with the eyes on the fixed positions
+        assert face.aligned and face.thumbnail
+        with face.aligned.open("rb") as handle:
+            stored = handle.read()
+        found_left, found_right = _eyes_of(stored)
+        assert abs(found_left[0] - alignment.LEFT_EYE[0]) <= 4 and abs(found_right[0] - alignment.RIGHT_EYE[0]) <= 4
+
+        # And the comparison page's image is that file, not one made again from the photo
+        response = client.get(aligned_url(face.pk))
+        assert response.status_code == 200 and b"".join(response.streaming_content) == stored
+
+
+def test_a_face_detected_before_aligned_images_were_stored_is_aligned_from_its_photo(client, reviewers, candidate):
+    # Given a face with no stored aligned image, as faces detected by an earlier version have
+    face = candidate.reference_face
+    face.aligned.delete(save=False)
+    face.save(update_fields=["aligned"])
+    client.force_login(reviewers[0])
+
+    # When the reviewer asks for it
+    response = client.get(aligned_url(face.pk))
+
+    # Then it is made from the photo, with the eyes in place
+    assert response.status_code == 200
+    found_left, _ = _eyes_of(response.content)
+    assert abs(found_left[0] - alignment.LEFT_EYE[0]) <= 4

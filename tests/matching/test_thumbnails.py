@@ -1,4 +1,4 @@
-"""Thumbnails embedded in a page: the crop's bytes, one log row per face shown, nothing for faces not shown."""
+"""Thumbnails embedded in a page: the stored thumbnail, one log row per face shown, nothing for faces not shown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from matching.thumbnails import THUMBNAIL_SIDE, face_thumbnails
+from matching.imaging import THUMBNAIL_SIDE
+from matching.thumbnails import face_thumbnails
 from portal.models import AuditEvent
 from tests.conftest import OBAMA, OBAMA_2
 
@@ -30,16 +31,18 @@ def _face_views() -> list[str]:
     return sorted(AuditEvent.objects.filter(action="media.face").values_list("target_id", flat=True))
 
 
-def test_each_face_is_its_crop_shrunk_and_each_view_is_logged_once(reviewers, candidate):
-    # Given a reviewer and a candidate's two faces
+def test_each_face_is_its_stored_thumbnail_and_each_view_is_logged_once(reviewers, candidate):
+    # Given a reviewer and a candidate's two faces, detected by the worker
     bob, _ = reviewers
     probe, reference = candidate.search.face, candidate.reference_face
 
     # When the thumbnails are made for a page that shows the probe twice
     thumbnails = face_thumbnails(bob, [probe, reference, probe])
 
-    # Then each is the stored crop at thumbnail size, and the log holds one signed view per face, by bob
+    # Then each is the thumbnail stored with the crop, at its shape, and the log holds one view per face, by bob
     for face in (probe, reference):
+        with face.thumbnail.open("rb") as handle:
+            assert _decoded(thumbnails[face.pk]) == handle.read()
         with face.crop.open("rb") as handle, Image.open(handle) as crop:
             crop_ratio = crop.width / crop.height
         with Image.open(io.BytesIO(_decoded(thumbnails[face.pk]))) as thumbnail:
@@ -49,10 +52,11 @@ def test_each_face_is_its_crop_shrunk_and_each_view_is_logged_once(reviewers, ca
     assert set(AuditEvent.objects.filter(action="media.face").values_list("actor", flat=True)) == {bob.pk}
 
 
-def test_a_large_crop_is_shrunk_to_a_thumbnail(reviewers, candidate):
-    # Given a face whose crop is a large photo
+def test_a_face_without_a_stored_thumbnail_is_shrunk_from_its_crop(reviewers, candidate):
+    # Given a face detected before thumbnails were stored, whose crop is a large photo
     bob, _ = reviewers
     face = candidate.reference_face
+    face.thumbnail.delete(save=False)
     big = io.BytesIO()
     Image.effect_noise((1600, 1600), 60).convert("RGB").save(big, format="JPEG", quality=95)
     face.crop.storage.delete(face.crop.name)
@@ -61,15 +65,18 @@ def test_a_large_crop_is_shrunk_to_a_thumbnail(reviewers, candidate):
     # When its thumbnail is made
     thumbnail = _decoded(face_thumbnails(bob, [face])[face.pk])
 
-    # Then it is a JPEG of at most the thumbnail's side
+    # Then it is a JPEG of the thumbnail's side
     with Image.open(io.BytesIO(thumbnail)) as image:
         assert image.format == "JPEG" and max(image.size) == THUMBNAIL_SIDE
 
 
 def test_an_unreadable_or_missing_crop_shows_nothing_and_logs_nothing(reviewers, candidate):
-    # Given one face whose crop file is corrupt and another whose file is gone from storage
+    # Given one face whose thumbnail and crop files are corrupt, and another whose files are gone from storage
     bob, _ = reviewers
     probe, reference = candidate.search.face, candidate.reference_face
+    for name in (probe.thumbnail.name, reference.thumbnail.name):
+        probe.crop.storage.delete(name)
+    probe.crop.storage.save(probe.thumbnail.name, ContentFile(b"not a jpeg"))
     probe.crop.storage.delete(probe.crop.name)
     probe.crop.storage.save(probe.crop.name, ContentFile(b"\xff\xd8 not a jpeg" * 5000))
     reference.crop.storage.delete(reference.crop.name)
