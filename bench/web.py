@@ -3,8 +3,9 @@
 The script creates (or reuses) a PostgreSQL database, migrates it and seeds one organisation with
 --faces reference faces (333k subjects with one reference photo each) and --candidates pending candidates
 (1,000 cases x 4 probe photos x 5 faces, 5 candidates per search), all with INSERT ... SELECT over
-generate_series in PostgreSQL: the rows are synthetic, their encodings a 1-byte dummy and their photos
-and crops names of files that do not exist. No page measured here opens a file or an encoding.
+generate_series in PostgreSQL: the rows are synthetic, their encodings a 1-byte dummy, and their photos,
+crops, aligned faces and thumbnails name three real JPEGs (a 300 px crop of about 30 KB, the 480x576 aligned
+face, the 96 px thumbnail). No page measured here opens an encoding.
 Each candidate's bias-warning cache row is seeded too ("unknown", no audit run), which is the steady state
 the queue reads once the `reviews.tasks.refresh_warnings` sweep has caught up.
 
@@ -22,8 +23,8 @@ organisations (2) work at once: each loads the review queue, then a candidate's 
 page (a browser's --image-connections parallel requests, 6), waits --think seconds, and starts again, for
 --duration seconds, while a probe requests /healthz every 20 ms. It reports the page alone, the page with its
 images, each image, and the queue per organisation, each with its ratio to /healthz during the same load.
-Every synthetic photo and crop names one small real JPEG, so that the images are real file responses and
-each one records its view in the activity log, as in production; views are sealed every --seal-seconds meanwhile,
+The images are real file responses (the queue's are embedded in the page) and each one records its view in
+the activity log, as in production; views are sealed every --seal-seconds meanwhile,
 as the beat would. --writer-hold-ms adds a long writer in the last organisation, which holds an activity-log
 write's transaction open (as a bulk enrolment does): no other organisation's request may wait for it. A
 reduced size for a busy machine:
@@ -197,6 +198,7 @@ def seed(
             )
             face_constants = {
                 **org, "top": 0, "right": 1, "bottom": 1, "left": 0, "crop": "synthetic.jpg", "encoding": b"\0",
+                "aligned": "synthetic-aligned.jpg", "thumbnail": "synthetic-thumbnail.jpg",
                 "engine": ENGINE_NAME, "engine_version": version, "detector": "hog", "face_width": 1,
                 "face_height": 1, "blur": 100.0,
             }  # fmt: skip
@@ -291,15 +293,23 @@ def seed(
 
 def thumbnail_write(media_root: Path) -> None:
     """The one JPEG every synthetic photo and crop names, so that images are real file responses: 300 px
-    and about 30 KB, the size of a real face crop from a phone photo (crops from the test photos are 10-40 KB)."""
+    and about 30 KB, the size of a real face crop from a phone photo (crops from the test photos are 10-40 KB);
+    and the aligned image and thumbnail every synthetic face names."""
     from PIL import Image
+
+    from matching.alignment import HEIGHT, WIDTH
+    from matching.imaging import thumbnail_jpeg
 
     path = media_root / "synthetic.jpg"
     if not path.exists():
         media_root.mkdir(parents=True, exist_ok=True)
         skin = Image.new("RGB", (300, 300), (176, 132, 110))
         grain = Image.merge("RGB", [Image.effect_noise((300, 300), 24)] * 3)
-        Image.blend(skin, grain, 0.35).save(path, "JPEG", quality=90)
+        crop = Image.blend(skin, grain, 0.35)
+        crop.save(path, "JPEG", quality=90)
+        # What the worker stores beside each crop: the aligned face and the queue's thumbnail.
+        crop.resize((WIDTH, HEIGHT)).save(media_root / "synthetic-aligned.jpg", "JPEG", quality=90)
+        (media_root / "synthetic-thumbnail.jpg").write_bytes(thumbnail_jpeg(crop))
 
 
 def session_cookie(user) -> str:
