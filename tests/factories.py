@@ -74,6 +74,33 @@ class CaseFactory(factory.django.DjangoModelFactory):
     purpose = "Locate a missing child"
 
 
+class FaceFactory(factory.django.DjangoModelFactory):
+    """A face row with no image behind it: a 10-pixel box, a sealed zero encoding and a crop name."""
+
+    class Meta:
+        model = "matching.Face"
+
+    organisation = factory.SelfAttribute("photo.organisation")
+    subject = factory.SelfAttribute("photo.subject")
+    index = 0
+    top, right, bottom, left = 0, 10, 10, 0
+    crop = "crops/none.jpg"
+    encoding = factory.LazyFunction(lambda: _zero_encoding())
+    engine = "face_recognition"
+    engine_version = "test"
+    detector = "hog"
+    face_width = face_height = 10
+    blur = 1.0
+
+
+def _zero_encoding() -> bytes:
+    import numpy as np
+
+    from matching.sealing import encoding_seal
+
+    return encoding_seal(np.zeros(128))
+
+
 def candidate_with(
     *,
     organisation,
@@ -86,9 +113,8 @@ def candidate_with(
 ):
     """A pending candidate built from rows alone, for tests about what surrounds a candidate rather than how
     it was found (the matching tests use real photos). `case` puts it on an existing case."""
-    import numpy as np
 
-    from matching.models import Candidate, Face, Photo, Search
+    from matching.models import Candidate, Photo, Search
 
     gallery = GalleryFactory(organisation=organisation)
     subject_row = SubjectFactory(gallery=gallery, **(subject or {}))
@@ -96,29 +122,9 @@ def candidate_with(
         case = CaseFactory(
             organisation=organisation, created_by=created_by, **{f"probe_{k}": v for k, v in (probe or {}).items()}
         )
-    from matching.sealing import encoding_seal
-
-    encoding = encoding_seal(np.zeros(128))
 
     def face(photo, subject_row=None):
-        return Face.objects.create(
-            photo=photo,
-            organisation=organisation,
-            subject=subject_row,
-            index=0,
-            top=0,
-            right=10,
-            bottom=10,
-            left=0,
-            crop="crops/none.jpg",
-            encoding=encoding,
-            engine="face_recognition",
-            engine_version="test",
-            detector="hog",
-            face_width=10,
-            face_height=10,
-            blur=1.0,
-        )
+        return FaceFactory(photo=photo, organisation=organisation, subject=subject_row)
 
     probe_photo = Photo.objects.create(
         organisation=organisation, kind="probe", case=case, image="p.jpg", width=10, height=10, status="done"
@@ -206,14 +212,10 @@ def searchable_subjects(organisation, count: int, **attributes) -> None:
     """``count`` gallery subjects, each with one face of the engine in use, built from rows alone.
 
     For tests about what the gallery's size and composition mean (1:N figures), not about search."""
-    import numpy as np
-
     from matching.engine import engine_version
-    from matching.models import Face, Photo
-    from matching.sealing import encoding_seal
+    from matching.models import Photo
 
     gallery = GalleryFactory(organisation=organisation)
-    encoding = encoding_seal(np.zeros(128))
     for _ in range(count):
         subject = SubjectFactory(gallery=gallery, **attributes)
         photo = Photo.objects.create(
@@ -225,21 +227,4 @@ def searchable_subjects(organisation, count: int, **attributes) -> None:
             height=10,
             status="done",
         )
-        Face.objects.create(
-            photo=photo,
-            organisation=organisation,
-            subject=subject,
-            index=0,
-            top=0,
-            right=10,
-            bottom=10,
-            left=0,
-            crop="crops/none.jpg",
-            encoding=encoding,
-            engine="face_recognition",
-            engine_version=engine_version(),
-            detector="hog",
-            face_width=10,
-            face_height=10,
-            blur=1.0,
-        )
+        FaceFactory(photo=photo, subject=subject, engine_version=engine_version())

@@ -138,3 +138,59 @@ def test_with_hidden_scores_the_page_shows_no_distance_or_rank_until_the_compari
     page.wait_for_selector("input[name=conclusion]")
     assert f"{candidate.distance:.3f}" in page.inner_text("body")
     page.screenshot(path=str(SHOTS / "compare-after-comparison-1440x900.png"))
+
+
+def test_drag_pans_both_faces_and_the_overlay_fades_and_flickers(
+    page, live_server, reviewers, enrol, open_case, password
+):
+    # Given bob on a candidate's page, with the faces zoomed in
+    candidate = _candidate(enrol, open_case)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    log_in(page, live_server, "bob", password)
+    page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.face-img')].every(img => img.complete && img.naturalWidth > 0)"
+    )
+    page.hover(".face-view:has(#face-probe)")
+    page.mouse.wheel(0, -600)
+    page.wait_for_function("getComputedStyle(document.querySelector('#face-gallery')).transform !== 'none'")
+    zoomed = _transform(page, "#face-gallery")
+
+    # When he drags the probe face 60 px right and 40 px down
+    box = page.locator(".face-view:has(#face-probe)").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 30, y + 20, steps=3)
+    page.mouse.move(x + 60, y + 40, steps=3)
+    page.mouse.up()
+
+    # Then both faces moved by exactly that, and stay at the same zoom as each other
+    probe, gallery = _transform(page, "#face-probe"), _transform(page, "#face-gallery")
+    assert probe == gallery != zoomed
+
+    def translation(matrix: str) -> tuple[float, float]:
+        values = [float(v) for v in matrix[len("matrix(") : -1].split(",")]
+        return values[4], values[5]
+
+    moved = translation(gallery)
+    before = translation(zoomed)
+    assert moved[0] - before[0] == pytest.approx(60, abs=1) and moved[1] - before[1] == pytest.approx(40, abs=1)
+
+    # When he sets the fade slider to 70 %, the gallery face lies over the probe at that opacity
+    page.eval_on_selector("#face-fade", "el => { el.value = 70; el.dispatchEvent(new Event('input')); }")
+    assert page.eval_on_selector("#face-overlay", "el => getComputedStyle(el).opacity") == "0.7"
+    assert page.inner_text("#face-fade-value") == "70%"
+
+    # And flicker (the button, then `f`) alternates the overlay between hidden and shown, and stops at the fade
+    page.click("#face-flicker")
+    assert page.get_attribute("#face-flicker", "aria-pressed") == "true"
+    seen = set()
+    for _ in range(12):
+        seen.add(page.eval_on_selector("#face-overlay", "el => el.style.opacity"))
+        page.wait_for_timeout(150)
+    assert {"0", "1"} <= seen
+    page.keyboard.press("f")
+    assert page.get_attribute("#face-flicker", "aria-pressed") == "false"
+    assert page.eval_on_selector("#face-overlay", "el => el.style.opacity") == "0.7"
+    page.screenshot(path=str(SHOTS / "compare-panned-faded.png"))
