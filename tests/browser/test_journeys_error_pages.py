@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import log_in
+from tests.conftest import OBAMA_2, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,7 +23,7 @@ ROLE_LINE = {
 }
 # A page outside each role's work (answered 404, so that it is not confirmed to exist), and an admin page the
 # role may not open (403)
-# (every portal page is within an org admin's role)
+# (every portal page is within an org admin's role; a caseworker's 403 is in the test after this one)
 OUTSIDE = {"alice": "/galleries/", "bob": "/cases/"}
 FORBIDDEN = {"bob": "/admin/portal/membership/", "dana": "/admin/auth/user/"}
 
@@ -70,3 +71,28 @@ def test_the_refusal_pages_carry_the_navigation_of_each_role(
         assert "ask your organisation's admin to change your role" in page.inner_text(".error-page")
         _styled_with_navigation(page, username)
         journey_shot("403")
+
+
+def test_a_caseworker_whose_form_expired_gets_the_portals_403_page(
+    page, journey_shot, live_server, alice, open_case, password
+):
+    # Given alice on her case page, who has since signed in again in another tab (which renews the form token)
+    case = open_case(OBAMA_2, reference="J-E1")
+    # A worker left running by an earlier test may claim the photo first; either way it finishes.
+    wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="probe photo")
+    log_in(page, live_server, "alice", password)
+    page.goto(f"{live_server.url}/cases/{case.pk}/")
+    other_tab = page.context.new_page()
+    log_in(other_tab, live_server, "alice", password)
+    other_tab.close()
+
+    # When she submits the form to close the case
+    page.fill("textarea[name=reason]", "Found safe.")
+    with page.expect_response(f"**/cases/{case.pk}/close/") as answer:
+        page.click("form.close-case button[type=submit]")
+
+    # Then the refusal is the portal's 403 page, with her navigation and a way back, not a bare error
+    assert answer.value.status == 403
+    journey_shot()
+    assert page.locator(".error-page h1").all_inner_texts() == ["Not allowed"], page.inner_text("body")[:300]
+    _styled_with_navigation(page, "alice")
