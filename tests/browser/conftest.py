@@ -57,3 +57,39 @@ def log_in(page, live_server, username: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_load_state()
+
+
+# The journeys of each role (tests/browser/test_journeys_*.py)
+
+JOURNEY_SHOTS = SCREENSHOTS / "journeys"
+
+
+@pytest.fixture
+def journey_shot(page, request):
+    """Screenshot the whole page as <screenshots>/journeys/<test name>[-<step>].png, for a person to look at."""
+    JOURNEY_SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(step: str = "") -> Path:
+        path = JOURNEY_SHOTS / f"{request.node.name}{'-' + step if step else ''}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+def images_loaded(page, selector: str) -> int:
+    """Wait until every image matching the selector has loaded with real pixels; return how many there are."""
+    count = page.locator(selector).count()
+    assert count, f"no image matches {selector}"
+    page.wait_for_function(
+        "selector => [...document.querySelectorAll(selector)].every(img => img.complete && img.naturalWidth > 0)",
+        arg=selector,
+    )
+    return count
+
+
+def totp_code(device) -> str:
+    """The current code of a django-otp TOTP device, as the person's authenticator app would show it."""
+    from django_otp.oath import totp
+
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):0{device.digits}d}"
