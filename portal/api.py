@@ -192,6 +192,14 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return defaults.permission_denied(request, exception)
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A form posted with a stale token (signed in again elsewhere, or left open too long): the portal's own
+    403 page, which says that nothing was saved and what to do, in place of Django's bare one."""
+    if is_api_request(request):
+        return _json_error(request, 403, "The form's security token is missing or stale; reload and retry.", "csrf")
+    return render(request, "403_csrf.html", status=403)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if is_api_request(request):
         return _json_error(request, 500, "Something went wrong on our side; it has been logged.", "server_error")

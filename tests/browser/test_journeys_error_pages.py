@@ -91,8 +91,10 @@ def test_a_caseworker_whose_form_expired_gets_the_portals_403_page(
     with page.expect_response(f"**/cases/{case.pk}/close/") as answer:
         page.click("form.close-case button[type=submit]")
 
-    # Then the refusal is the portal's 403 page, with her navigation and a way back, not a bare error
+    # Then the refusal is the portal's 403 page, which says nothing was saved and what to do, with her
+    # navigation and a way back, not a bare error
     assert answer.value.status == 403
     journey_shot()
-    assert page.locator(".error-page h1").all_inner_texts() == ["Not allowed"], page.inner_text("body")[:300]
+    assert page.locator(".error-page h1").all_inner_texts() == ["This form has expired"], page.inner_text("body")[:300]
+    assert "Nothing was saved" in page.inner_text(".error-page")
     _styled_with_navigation(page, "alice")

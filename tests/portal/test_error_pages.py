@@ -76,3 +76,27 @@ def test_the_api_still_answers_errors_in_json(client, alice, path):
     client.force_login(alice)
     response = client.get(path)
     assert response.status_code == 404 and response["Content-Type"].startswith("application/json")
+
+
+def test_a_form_posted_with_a_stale_token_gets_the_styled_page_and_changes_nothing(alice, open_case):
+    from django.test import Client
+
+    from matching.models import Case
+    from tests.conftest import OBAMA_2
+
+    # Given a caseworker's case, and a browser whose form token no longer matches its cookie
+    case = open_case(OBAMA_2, reference="C-CSRF", process=False)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    browser.cookies["csrftoken"] = "x" * 32
+
+    # When she posts the close form
+    page = browser.post(
+        reverse("matching:case_close", args=[case.pk]), {"reason": "Found safe.", "csrfmiddlewaretoken": "y" * 32}
+    )
+
+    # Then the page is the portal's, says nothing was saved, and the case is still open
+    assert page.status_code == 403
+    body = _is_styled_page(page, "This form has expired")
+    assert "Nothing was saved" in body and f'href="{reverse("home")}">Back to your start page</a>' in body
+    assert Case.objects.get(pk=case.pk).closed_at is None
