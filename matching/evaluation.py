@@ -264,7 +264,7 @@ def audit_dataset_erase(*, dataset: AuditDataset, acting_user: Any) -> int:
     The runs measured on it stay (their error rates and distance lists hold no face), so the dataset row stays
     as their tombstone; with no samples left it cannot be run again.
     """
-    dataset = AuditDataset.objects.select_for_update().get(pk=dataset.pk)
+    dataset = AuditDataset.objects.select_for_update(no_key=True).get(pk=dataset.pk)
     for field_file in (dataset.archive, dataset.manifest):
         if field_file and field_file.name:
             field_file.storage.delete(field_file.name)

@@ -6,6 +6,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
@@ -465,3 +467,8 @@ class InvitationAdmin(ServiceErrorsAsMessages, ScopedAdmin, admin.ModelAdmin):
             f"The link works once: {invitation_link(token)}",
         )
         obj.pk, obj.organisation = invitation.pk, invitation.organisation
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The message above says what happened and carries the link; the admin's "was added successfully"
+        # beside it would be a second, vaguer one.
+        return HttpResponseRedirect(reverse("admin:portal_invitation_changelist"))

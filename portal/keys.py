@@ -86,7 +86,7 @@ def _may_revoke(user: Any, key: ApiKey) -> bool:
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, acting_user: Any) -> ApiKey:
     """Stop a key from working, for good. An organisation key's service user is deactivated with it."""
-    key = ApiKey.objects.select_for_update().select_related("user").get(pk=api_key.pk)
+    key = ApiKey.objects.select_for_update(no_key=True).select_related("user").get(pk=api_key.pk)
     if not _may_revoke(acting_user, key):
         raise AccessError("Only the organisation's admins revoke its API keys.")
     if key.revoked_at is not None:

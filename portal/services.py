@@ -43,7 +43,7 @@ def organisation_update(*, organisation: Organisation, acting_user: Any, **chang
     unknown = set(changes) - allowed
     if unknown:
         raise AccessError(f"Cannot change {', '.join(sorted(unknown))}.")
-    locked = Organisation.objects.select_for_update().get(pk=organisation.pk)
+    locked = Organisation.objects.select_for_update(no_key=True).get(pk=organisation.pk)
     diff = {k: [getattr(locked, k), v] for k, v in changes.items() if getattr(locked, k) != v}
     if not diff:
         return locked
@@ -111,7 +111,7 @@ def member_create(
 def member_set_role(*, membership: Membership, role: str, acting_user: Any) -> Membership:
     if role not in Role.values:
         raise AccessError(f"Unknown role {role}.")
-    locked = Membership.objects.select_for_update().get(pk=membership.pk)
+    locked = Membership.objects.select_for_update(no_key=True).get(pk=membership.pk)
     if locked.role == role:
         return locked
     if locked.user_id == acting_user.pk and locked.role == Role.ORG_ADMIN:
@@ -268,7 +268,7 @@ def invitation_accept(
     found = invitation_find(token)
     if found is None:
         raise AccessError("This invitation link is not valid.")
-    invitation = Invitation.objects.select_for_update().get(pk=found.pk)
+    invitation = Invitation.objects.select_for_update(no_key=True).get(pk=found.pk)
     if invitation.accepted_at is not None:
         raise AccessError("This invitation has already been used.")
     if invitation.revoked_at is not None:
@@ -304,7 +304,7 @@ def organisation_use_case_approve(
         raise AccessError("Only a superuser may record an organisation's permitted use.")
     if not permitted_purpose.strip() or not legal_basis.strip():
         raise AccessError("Record both the permitted purpose and the legal basis.")
-    locked = Organisation.objects.select_for_update().get(pk=organisation.pk)
+    locked = Organisation.objects.select_for_update(no_key=True).get(pk=organisation.pk)
     locked.permitted_purpose = permitted_purpose.strip()
     locked.legal_basis = legal_basis.strip()
     locked.use_case_approved_at = timezone.now()
@@ -326,7 +326,7 @@ def invitation_revoke(*, invitation: Any, acting_user: Any) -> Any:
 
     from portal.models import Invitation
 
-    locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    locked = Invitation.objects.select_for_update(no_key=True).get(pk=invitation.pk)
     if not (
         access.is_superuser(acting_user)
         or (

@@ -105,10 +105,11 @@ def _throttled_message(device, data) -> str:
     required = min(device.get_throttle_factor() * 2 ** (count - 1), MAX_THROTTLE_DELAY_SECONDS)
     waited = (timezone.now() - device.throttling_failure_timestamp).total_seconds()
     seconds = max(1, int(required - waited + 0.999))
-    return (
-        f"Too many wrong codes: you are throttled. Wait {seconds} second{'s' if seconds != 1 else ''} "
-        "before trying again."
-    )
+    wait = f"Wait {seconds} second{'s' if seconds != 1 else ''} before trying again."
+    if count == 1:
+        # One wrong code already costs a pause: say so plainly rather than "too many".
+        return f"The last code was wrong, so the next try must wait a moment: you are throttled. {wait}"
+    return f"{count} wrong codes in a row: you are throttled. {wait}"
 
 
 def _next(request) -> str:

@@ -260,7 +260,7 @@ def disclosure_generate(*, report_id: int) -> None:
     html = render_to_string("reviews/disclosure.html", context)
     pdf = _pdf(html)
     with transaction.atomic():
-        current = DisclosureReport.objects.select_for_update().get(pk=report_id)
+        current = DisclosureReport.objects.select_for_update(no_key=True).get(pk=report_id)
         if current.regenerated_at != started_from or current.status != DisclosureStatus.RUNNING:
             # An erasure or purge happened while this ran, so what was read may hold images now gone: the
             # newer generation (or the withdrawal) wins and nothing of this one is stored.
@@ -293,7 +293,7 @@ def disclosures_after_biometrics_removed(event: BiometricsRemoved) -> None:
     which it was.
     """
     now = timezone.now()
-    reports = DisclosureReport.objects.select_for_update().filter(case_id__in=event.case_ids)
+    reports = DisclosureReport.objects.select_for_update(no_key=True).filter(case_id__in=event.case_ids)
     for report in reports.exclude(status__in=[DisclosureStatus.FAILED, DisclosureStatus.WITHDRAWN]):
         _report_files_delete(report)
         report.regenerated_at = now

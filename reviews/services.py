@@ -56,7 +56,7 @@ def review_policy_update(*, organisation: Organisation, acting_user: Any, **chan
     if unknown:
         raise ServiceError(f"Cannot change {', '.join(sorted(unknown))}.")
     ReviewPolicy.objects.get_or_create(organisation=organisation)
-    policy = ReviewPolicy.objects.select_for_update().get(organisation=organisation)
+    policy = ReviewPolicy.objects.select_for_update(no_key=True).get(organisation=organisation)
     senior = changes.get("senior_reviewer")
     if senior is not None and not (access.can_review(senior) and access.same_organisation(senior, organisation.pk)):
         raise ServiceError("The senior reviewer must be a reviewer or admin of this organisation.")
@@ -164,7 +164,7 @@ def review_decide(
     features = _features_clean(features)
     # The row lock serialises decisions on one candidate; on PostgreSQL a second
     # reviewer waits here and then sees the first one's decision.
-    candidate = Candidate.objects.select_for_update().get(id=candidate_id)
+    candidate = Candidate.objects.select_for_update(no_key=True).get(id=candidate_id)
     candidate = Candidate.objects.select_related("case__organisation", "case__created_by", "subject", "search").get(
         id=candidate_id
     )

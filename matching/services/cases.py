@@ -73,7 +73,7 @@ def case_add_photos(*, case: Case, photos: list[UploadedImage], acting_user: Any
         raise ServiceError("Add at least one probe photo.")
     # Concurrent uploads to one case run one after another, so that each audit
     # row's running total is exact.
-    case = Case.objects.select_for_update().select_related("organisation").get(pk=case.pk)
+    case = Case.objects.select_for_update(no_key=True).select_related("organisation").get(pk=case.pk)
     if case.closed_at is not None:
         # A closed case's photos are waiting to be purged; new ones must not slip in beside them (or after).
         raise ServiceError("This case is closed; an org admin can reopen it to add photos.")
@@ -108,7 +108,7 @@ def candidate_set_outcome(
         raise ServiceError("A candidate can only be confirmed, rejected or escalated.")
     if not reason.strip():
         raise ServiceError("A written reason is required.")
-    candidate = Candidate.objects.select_for_update().get(id=candidate_id)
+    candidate = Candidate.objects.select_for_update(no_key=True).get(id=candidate_id)
     if not candidate.is_open or (outcome == Outcome.ESCALATED and candidate.outcome == Outcome.ESCALATED):
         raise CandidateAlreadyDecided(f"This candidate was already {candidate.get_outcome_display().lower()}.")
     candidate.outcome = outcome

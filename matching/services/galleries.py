@@ -159,7 +159,7 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
 @transaction.atomic
 def _batch_report_append(batch: EnrolmentBatch, entry: dict[str, Any]) -> None:
     """Append from the stored report, not this task's copy, so an erasure's redaction during the import holds."""
-    current = EnrolmentBatch.objects.select_for_update().only("report").get(pk=batch.pk)
+    current = EnrolmentBatch.objects.select_for_update(no_key=True).only("report").get(pk=batch.pk)
     if (
         entry.get("code")
         and Subject.objects.filter(gallery_id=batch.gallery_id, code=entry["code"], erased_at__isnull=False).exists()

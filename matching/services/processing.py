@@ -124,11 +124,13 @@ def photos_requeue_stale(*, limit: int = 500) -> SweepResult:
     if not resend_lost and not stale_photos.exists():
         return SweepResult(requeued=0, resent=0, given_up=given_up)
     with transaction.atomic():
-        stale = list(stale_photos.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+        stale = list(stale_photos.select_for_update(skip_locked=True, no_key=True).values_list("id", flat=True)[:limit])
         Photo.objects.filter(id__in=stale, status__in=WORKING).update(status=PhotoStatus.QUEUED, status_changed_at=now)
         lost: list[int] = []
         if resend_lost:
-            lost = list(lost_photos.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+            lost = list(
+                lost_photos.select_for_update(skip_locked=True, no_key=True).values_list("id", flat=True)[:limit]
+            )
             Photo.objects.filter(id__in=lost).update(status_changed_at=now)
         for photo_id in [*stale, *lost]:
             outbox_enqueue("matching.tasks.process_photo", photo_id)
@@ -203,7 +205,7 @@ def photo_process(*, photo_id: int) -> None:
     if not photo.faces.exists():
         detected = photo_detect(photo)
         with StoredFiles() as files, transaction.atomic():
-            locked = Photo.objects.select_for_update().get(id=photo_id)
+            locked = Photo.objects.select_for_update(no_key=True).get(id=photo_id)
             if locked.faces.exists() or locked.is_finished:
                 return
             if photo.kind == PhotoKind.REFERENCE:

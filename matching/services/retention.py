@@ -73,7 +73,7 @@ def _gallery_cache_forget(organisation_id: int) -> None:
 def _batch_reports_redact(subject: Subject) -> int:
     """Take an erased subject's code and file names out of the gallery's import reports; the counts stay."""
     redacted = 0
-    for batch in EnrolmentBatch.objects.select_for_update().filter(gallery_id=subject.gallery_id):
+    for batch in EnrolmentBatch.objects.select_for_update(no_key=True).filter(gallery_id=subject.gallery_id):
         report = []
         changed = False
         for entry in batch.report:
@@ -112,7 +112,7 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     Open candidates that point at the subject are closed, since nobody can compare against a photo that is
     gone; decided ones keep their record without the biometrics.
     """
-    subject = Subject.objects.select_for_update().select_related("gallery__organisation").get(pk=subject.pk)
+    subject = Subject.objects.select_for_update(no_key=True).select_related("gallery__organisation").get(pk=subject.pk)
     if subject.erased_at is not None:
         return
     organisation = subject.gallery.organisation
@@ -161,7 +161,7 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
 @transaction.atomic
 def case_close(*, case: Case, acting_user: Any, reason: str) -> Case:
     """Close a case: its retention period starts now, and the beat sweep purges its biometrics when it ends."""
-    case = Case.objects.select_for_update().select_related("organisation").get(pk=case.pk)
+    case = Case.objects.select_for_update(no_key=True).select_related("organisation").get(pk=case.pk)
     if not (access.can_close_case(acting_user) and access.same_organisation(acting_user, case.organisation_id)):
         raise ServiceError("Only the organisation's caseworkers and admins may close its cases.")
     reason = (reason or "").strip()
@@ -189,7 +189,7 @@ def case_close(*, case: Case, acting_user: Any, reason: str) -> Case:
 @transaction.atomic
 def case_reopen(*, case: Case, acting_user: Any, reason: str = "") -> Case:
     """Reopen a closed case before it is purged; its retention clock stops. Org admins only."""
-    case = Case.objects.select_for_update().select_related("organisation").get(pk=case.pk)
+    case = Case.objects.select_for_update(no_key=True).select_related("organisation").get(pk=case.pk)
     if not (access.can_reopen_case(acting_user) and access.same_organisation(acting_user, case.organisation_id)):
         raise ServiceError("Only the organisation's admins may reopen a case.")
     if case.purged_at is not None:
@@ -226,7 +226,7 @@ def cases_purge_expired(*, now=None) -> int:
         if case.closed_at + timedelta(days=case.organisation.retention_days) > now:
             continue
         with transaction.atomic():
-            locked = Case.objects.select_for_update().get(pk=case.pk)
+            locked = Case.objects.select_for_update(no_key=True).get(pk=case.pk)
             if locked.purged_at is not None:
                 continue
             photos = list(locked.photos.all())

@@ -206,7 +206,7 @@ def search_results_store(
 ) -> None:
     """Store a Search per face and its Candidates, and finish the photo. Safe to run twice."""
     with transaction.atomic():
-        locked = Photo.objects.select_for_update().get(id=photo_id)
+        locked = Photo.objects.select_for_update(no_key=True).get(id=photo_id)
         if locked.status == PhotoStatus.DONE:
             return
         organisation = Organisation.objects.get(id=locked.organisation_id)

@@ -27,7 +27,7 @@ def organisation_threshold_confirm(*, organisation: Organisation, threshold: flo
         raise ServiceError("Only an org admin of this organisation may confirm its threshold.")
     if not 0.05 <= float(threshold) <= 1.5:
         raise ServiceError("The threshold must be between 0.05 and 1.5.")
-    locked = Organisation.objects.select_for_update().get(pk=organisation.pk)
+    locked = Organisation.objects.select_for_update(no_key=True).get(pk=organisation.pk)
     previous = locked.distance_threshold
     locked.distance_threshold = float(threshold)
     locked.threshold_confirmed_at = timezone.now()
@@ -59,7 +59,7 @@ def photo_hold_for_threshold(*, photo_id: int, organisation_id: int) -> bool:
     The organisation row is locked, as confirmation locks it, so a photo is never held after the release.
     """
     with transaction.atomic():
-        organisation = Organisation.objects.select_for_update().get(id=organisation_id)
+        organisation = Organisation.objects.select_for_update(no_key=True).get(id=organisation_id)
         if organisation.threshold_confirmed_at is not None:
             return False
         Photo.objects.filter(id=photo_id).update(

@@ -53,6 +53,7 @@ def test_org_admin_invites_a_reviewer_and_withdraws_the_invitation(
     # Then she is told the mail is on its way, with the single-use link, and the invitation is listed
     message = page.inner_text(".messagelist")
     assert "Invitation created; the mail to nadia@acme.example.org is on its way." in message
+    assert page.locator(".messagelist li").count() == 1, message
     link = message.split("The link works once: ")[1].split()[0]
     assert "/accounts/invitations/" in link
     row = page.locator("#result_list tbody tr", has_text="nadia@acme.example.org")

@@ -412,3 +412,55 @@ def test_an_erasure_during_an_import_stays_redacted_in_its_report(
     # Then the erased code is not in the report the import wrote after the erasure
     batch.refresh_from_db()
     assert [r["code"] for r in batch.report] == ["", "O-1"]
+
+
+@pytest.mark.postgresql_only("Row locks need PostgreSQL; SQLite locks the whole database.")
+@pytest.mark.django_db(transaction=True)
+def test_closing_a_case_does_not_block_the_worker_from_adding_rows_to_it(alice, open_case):
+    import threading
+
+    from django.db import OperationalError, connection, transaction
+
+    from matching.models import Photo
+    from matching.services import case_close
+
+    # Given a caseworker closing a case in a transaction still open (as a slow request would hold it)
+    case = open_case(OBAMA_2, reference="C-LOCK", process=False)
+    holding, release = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def closing() -> None:
+        from django.db import connection as own
+
+        try:
+            with transaction.atomic():
+                case_close(case=case, acting_user=alice, reason="Found safe.")
+                holding.set()
+                release.wait(15)
+        except BaseException as error:  # surfaced below
+            failure.append(error)
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=closing)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        # When the worker, meanwhile, stores a row that refers to the case (its foreign key takes a share lock)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '1s'")
+            Photo.objects.create(
+                organisation=case.organisation, case=case, kind="probe", image="x.jpg", width=10, height=10
+            )
+    except OperationalError as error:
+        pytest.fail(f"the worker waited on the case's row lock: {error}")
+    finally:
+        release.set()
+        thread.join(20)
+
+    # Then it did not wait, which is what lets the worker and a closing or reopening request (each taking
+    # the activity log's chain lock next) never deadlock; the close itself went through
+    assert not failure
+    case.refresh_from_db()
+    assert case.closed_at is not None

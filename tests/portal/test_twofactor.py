@@ -84,3 +84,5 @@ def test_a_throttled_code_is_reported_as_throttled_not_as_invalid(client, two_fa
     page = right_too_soon.content.decode()
     assert right_too_soon.status_code == 400
     assert "you are throttled" in page and "That code is not valid" not in page
+    # One wrong code is not "too many": the page says what happened
+    assert "The last code was wrong" in page and "Too many" not in page

@@ -50,6 +50,9 @@ def test_disclosure_lists_rejected_candidates_and_null_results(
         assert LEAD_ONLY in document
         assert "Training valid until" in document or "training valid until" in document
         assert "As the reviewer saw it when deciding (stored snapshot)" in document
+        # Photos are counted in the case, not named by their database ids; one face is one face
+        assert "Probe photo 1 of 2" in document and "Probe photo 2 of 2" in document
+        assert "against 1 gallery face at threshold" in document
 
 
 def test_caseworkers_and_other_organisations_cannot_get_disclosures(
