@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from matching.models import Candidate, Outcome
 from portal import access
-from portal.models import Organisation
+from portal.models import ApiKeyKind, Organisation
 from reviews.models import FEATURES, FeatureComparison, FeatureMark, ReviewDecision, ReviewPolicy, TrainingAttestation
 
 
@@ -219,6 +220,11 @@ class Worksheet:
     # This reviewer's latest decision on the candidate, if any, and whether they are correcting it now.
     own_latest: ReviewDecision | None
     correcting: bool
+    # The decision the page was asked to correct (its `?correct=`), as given: the form carries it to
+    # `review_decide`, which checks it.
+    correction_of: str | None = None
+    # The feature marks this reviewer recorded in the comparison step, if any: the worksheet starts from them.
+    own_comparison: dict[str, str] = field(default_factory=dict)
     # Blind review: the other reviewers' decisions, shown once one's own is recorded (or to the senior decider,
     # or when the candidate is closed); otherwise only how many there are.
     decisions: list[ReviewDecision] = field(default_factory=list)
@@ -253,8 +259,11 @@ def queue_neighbours(user: Any, candidate: Candidate) -> tuple[int | None, int |
     return previous, following
 
 
-def worksheet_for(user: Any, candidate: Candidate, *, correcting: bool = False) -> Worksheet:
+def worksheet_for(
+    user: Any, candidate: Candidate, *, correcting: bool = False, correction_of: str | None = None
+) -> Worksheet:
     policy = review_policy_for(candidate.case.organisation)
+    comparison = FeatureComparison.objects.filter(candidate=candidate, reviewer=user).first()
     own_latest = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
     blockers = decision_blockers(user, candidate, correcting=correcting)
     hide_scores = scores_hidden_from(user, candidate)
@@ -268,8 +277,33 @@ def worksheet_for(user: Any, candidate: Candidate, *, correcting: bool = False) 
         compare_only=hide_scores and not blockers,
         own_latest=own_latest,
         correcting=correcting,
+        correction_of=correction_of,
+        own_comparison=comparison.features if comparison else {},
         decisions=list(candidate.decisions.select_related("reviewer")) if may_see_others else [],
         hidden_decisions=0 if may_see_others else candidate.decisions.count(),
         previous_id=previous_id,
         next_id=next_id,
+    )
+
+
+def senior_reviewer_choices(organisation: Organisation | None) -> QuerySet:
+    """Who the policy may name senior reviewer: the organisation's reviewers and org admins."""
+    return get_user_model().objects.filter(
+        membership__organisation=organisation, membership__role__in=access.REVIEW_ROLES
+    )
+
+
+def training_attestable_by(user: Any) -> QuerySet:
+    """Whose training this user may record: the organisation's active reviewers and org admins, never oneself
+    (nobody attests their own training) nor the organisation's API key users. `training_record` checks it again."""
+    return (
+        get_user_model()
+        .objects.filter(
+            membership__organisation=access.organisation_of(user),
+            membership__role__in=access.REVIEW_ROLES,
+            is_active=True,
+        )
+        .exclude(pk=user.pk)
+        .exclude(api_keys__kind=ApiKeyKind.ORGANISATION)
+        .order_by("username")
     )

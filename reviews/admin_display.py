@@ -1,0 +1,178 @@
+"""What the review workbench shows: the queue's columns, the candidate page's read-only fields, the disclosure
+reports' download links and the message after a decision. The admin lists these; each reads only the item and
+what the admin put on it: `hide_scores` on every item (the queue sets it for the page, `get_object` from the
+worksheet), `thumbnails` on the queue's items and `worksheet` on the candidate page's.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
+
+from matching.models import Outcome
+from reviews.bias import bias_panel_html
+from reviews.models import DisclosureReport, ReviewItem
+
+
+def _thumbnail(data_uri: str | None, alt: str) -> str:
+    if data_uri is None:
+        return format_html('<span class="thumbnail-gone">{}: erased or purged</span>', alt)
+    return format_html('<img src="{}" alt="{}" class="thumbnail">', data_uri, alt)
+
+
+# The queue's columns
+
+
+@admin.display(description="probe")
+def probe_thumb(obj: ReviewItem) -> str:
+    return _thumbnail(obj.thumbnails.get(obj.search.face_id), "probe face")
+
+
+@admin.display(description="gallery")
+def gallery_thumb(obj: ReviewItem) -> str:
+    return _thumbnail(obj.thumbnails.get(obj.reference_face_id), "gallery face")
+
+
+@admin.display(description="case", ordering="case__reference")
+def case_reference(obj: ReviewItem) -> str:
+    return obj.case.reference
+
+
+@admin.display(description="rank")
+def rank_display(obj: ReviewItem) -> str:
+    return "hidden" if getattr(obj, "hide_scores", False) else str(obj.rank)
+
+
+@admin.display(description="distance")
+def distance_display(obj: ReviewItem) -> str:
+    return "hidden" if getattr(obj, "hide_scores", False) else f"{obj.distance:.3f}"
+
+
+@admin.display(description="warning")
+def severity(obj: ReviewItem) -> str:
+    warning = getattr(obj, "warning", None)
+    if warning is None:
+        return "—"
+    return format_html('<span class="severity severity-{}">{}</span>', warning.severity, warning.get_severity_display())
+
+
+@admin.display(description="claimed by")
+def claimed_by(obj: ReviewItem) -> str:
+    return ", ".join(claim.reviewer.get_username() for claim in obj.claims.all()) or "—"
+
+
+@admin.display(description="waiting")
+def waiting(obj: ReviewItem) -> str:
+    if not obj.is_open:
+        return "—"
+    age = timezone.now() - obj.created_at
+    css = "old" if age > timedelta(days=7) else "ageing" if age > timedelta(days=1) else "fresh"
+    return format_html('<span class="waiting waiting-{}">{}</span>', css, timesince(obj.created_at, timezone.now()))
+
+
+# The candidate page's read-only fields (the faces and the worksheet are in its template)
+
+
+@admin.display(description="threshold in use")
+def threshold(obj: ReviewItem) -> str:
+    return f"{obj.search.threshold:.3f} (at most {obj.search.max_candidates} candidates)"
+
+
+@admin.display(description="probe face quality")
+def probe_quality(obj: ReviewItem) -> str:
+    face = obj.search.face
+    return f"{face.face_width}×{face.face_height} px face, sharpness {face.blur:.0f}, engine {face.engine_version}"
+
+
+@admin.display(description="what the audit says")
+def bias_warning(obj: ReviewItem) -> str:
+    return bias_panel_html(obj, hide_scores=getattr(obj, "hide_scores", False))
+
+
+@admin.display(description="case")
+def case_summary(obj: ReviewItem) -> str:
+    case = obj.case
+    return format_html(
+        "<strong>{}</strong>: {}<br>Purpose: {}<br>{}", case.reference, case.title, case.purpose, case.description
+    )
+
+
+@admin.display(description="subject")
+def subject_summary(obj: ReviewItem) -> str:
+    subject = obj.subject
+    return format_html(
+        "{} {}<br>Sex: {} · Age band: {} · Race/ethnicity: {}",
+        subject.code,
+        subject.display_name,
+        subject.get_sex_display(),
+        subject.get_age_band_display(),
+        subject.get_ethnicity_display(),
+    )
+
+
+@admin.display(description="decisions so far")
+def history(obj: ReviewItem) -> str:
+    worksheet = obj.worksheet
+    if worksheet.hidden_decisions:
+        count = worksheet.hidden_decisions
+        others = "1 other reviewer has" if count == 1 else f"{count} other reviewers have"
+        return f"{others} decided. Blind review: you see their decisions once you record yours."
+    return (
+        format_html_join(
+            "",
+            "<p><strong>{}</strong> by <strong>{}</strong> on {}{}: {}</p>",
+            (
+                (
+                    d.get_conclusion_display(),
+                    d.reviewer,
+                    timezone.localtime(d.created_at).strftime("%Y-%m-%d %H:%M"),
+                    " (escalation)" if d.escalation else (f" (corrects #{d.corrects_id})" if d.corrects_id else ""),
+                    d.reason,
+                )
+                for d in worksheet.decisions
+            ),
+        )
+        or "None yet."
+    )
+
+
+@admin.display(description="download")
+def downloads(obj: DisclosureReport) -> str:
+    if obj.status != "done":
+        return obj.get_status_display()
+    return format_html(
+        '<a href="{}">HTML</a> · <a href="{}">PDF</a>',
+        reverse("reviews:disclosure_download", args=[obj.pk, "html"]),
+        reverse("reviews:disclosure_download", args=[obj.pk, "pdf"]),
+    )
+
+
+# After a decision
+
+
+def decision_message(user: Any, obj: ReviewItem) -> str:
+    """What happened to the candidate after this user's decision, rather than the admin's "was changed"."""
+    obj.refresh_from_db(fields=["outcome"])
+    mine = obj.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
+    confirmed_by_me = mine is not None and mine.confirms
+    outcome = {
+        Outcome.PENDING: (
+            "it needs more confirmations before the caseworker sees it"
+            if confirmed_by_me
+            else "it stays open until enough reviewers have decided; the caseworker sees nothing of it"
+        ),
+        Outcome.ESCALATED: (
+            "it needs another confirmation, from an org admin or the senior reviewer who has taken no part"
+            if mine is not None and mine.escalation
+            else "reviewers disagree, so an org admin or the senior reviewer decides it"
+        ),
+        Outcome.CONFIRMED: "it is now confirmed, and the caseworker sees it",
+        Outcome.REJECTED: "it is now rejected",
+    }[obj.outcome]
+    return f"Your decision on candidate {obj.pk} is recorded; {outcome}."
