@@ -232,6 +232,9 @@ class Worksheet:
     # The neighbours of this item in the reviewer's queue (what they may still decide, oldest first).
     previous_id: int | None = None
     next_id: int | None = None
+    # Nothing is left for this reviewer to do here: the candidate is closed, or they have decided it (and are not
+    # correcting). The page then reports the state plainly instead of as a blocked control.
+    finished: bool = False
 
     @property
     def marks(self) -> list[str]:
@@ -283,6 +286,7 @@ def worksheet_for(
         hidden_decisions=0 if may_see_others else candidate.decisions.count(),
         previous_id=previous_id,
         next_id=next_id,
+        finished=not candidate.is_open or (own_latest is not None and not correcting),
     )
 
 

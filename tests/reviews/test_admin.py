@@ -533,3 +533,23 @@ def test_while_scores_are_hidden_the_queue_shows_no_severity_to_sort_by(
     assert change_url(candidate) in queue
     assert "severity-" not in queue and "warning severity" not in queue
     assert (change_url(candidate) in elevated.content.decode()) == (change_url(candidate) in standard.content.decode())
+
+
+def test_a_decided_or_closed_item_reads_as_done_not_as_blocked(client, reviewers, candidate):
+    # Given a candidate bob has decided, which rita then confirms
+    bob, rita = reviewers
+    decide(candidate, bob)
+    client.force_login(bob)
+    decided = client.get(change_url(candidate)).content.decode()
+    decide(candidate, rita)
+    confirmed = client.get(change_url(candidate)).content.decode()
+
+    # Then bob's page states what he did in the plain "finished" style, with no "disabled" alarm
+    status = re.search(r'<div class="review-status([^"]*)" id="review-status">(.*?)</nav>', decided, re.S)
+    assert status.group(1).strip() == "finished"
+    assert "You have already decided this candidate" in status.group(2)
+    assert "The decision controls are disabled" not in status.group(2)
+    # And once it is confirmed, the status no longer says how many confirmations it needs
+    status = re.search(r'<div class="review-status([^"]*)" id="review-status">(.*?)</nav>', confirmed, re.S)
+    assert "Confirmed" in status.group(2) and "needs 2 confirmations" not in status.group(2)
+    assert "needs 2 confirmations" in decided
