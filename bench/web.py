@@ -21,8 +21,10 @@ same middleware stack).
 The reviewers scenario (--scenario reviewers, or all) has --reviewers reviewers (8) across --organisations
 organisations (2) work at once: each loads the review queue, then a candidate's page, and every image on each
 page (a browser's --image-connections parallel requests, 6), waits --think seconds, and starts again, for
---duration seconds, while a probe requests /healthz every 20 ms. It reports the page alone, the page with its
-images, each image, and the queue per organisation, each with its ratio to /healthz during the same load.
+--duration seconds (after an untimed warm-up of two rounds), while a probe requests /healthz every 20 ms. It
+reports the page alone, the page with its images, each image, and the queue per organisation, each with its
+ratio to /healthz during the same load, and the pages and images as gunicorn timed them (its access log),
+apart from the client's own waits.
 The images are real file responses (the queue's are embedded in the page) and each one records its view in
 the activity log, as in production; views are sealed every --seal-seconds meanwhile,
 as the beat would. --writer-hold-ms adds a long writer in the last organisation, which holds an activity-log
@@ -57,6 +59,21 @@ done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.errors.status,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.duration))
 end
+"""
+
+
+# The sealing loop, run in its own process by the reviewers scenario: prints "views ms" per run.
+SEALER = """
+import sys, time
+import django
+django.setup()
+from portal.audit import audit_views_seal
+seconds, deadline = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    time.sleep(min(seconds, max(0.0, deadline - time.monotonic())))
+    start = time.perf_counter()
+    sealed = audit_views_seal()
+    print(sealed, (time.perf_counter() - start) * 1e3, flush=True)
 """
 
 
@@ -381,6 +398,26 @@ class Browser:
         return page_ms, images, (time.perf_counter() - start) * 1e3, status
 
 
+def warm_up(args: argparse.Namespace, base_port: int, reviewers: list[dict]) -> None:
+    """Every reviewer loads both pages twice, untimed and all at once, so that every gunicorn worker has
+    compiled its templates and opened its connections before the clock starts (the first queue page a worker
+    serves takes several times as long as the next). The server's own log restarts after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(person: dict) -> None:
+        browser = Browser(base_port, person["cookie"], args.image_connections)
+        for _ in range(2):
+            for path in ("/admin/reviews/reviewitem/", person["candidate_path"]):
+                browser.load(path)
+        browser.pool.shutdown()
+
+    with ThreadPoolExecutor(max_workers=len(reviewers)) as pool:
+        list(pool.map(load, reviewers))
+    access_log = Path(args.var_dir) / "access.log"
+    if access_log.exists():
+        access_log.write_text("")
+
+
 def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict]) -> dict:
     """Each reviewer loads the queue and a candidate page, with their images, over and over for args.duration
     seconds, all at once; a probe requests /healthz every 20 ms meanwhile."""
@@ -390,6 +427,7 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
     samples: dict[str, list[float]] = {}
     lock = threading.Lock()
     errors: list[str] = []
+    warm_up(args, base_port, reviewers)
     deadline = time.monotonic() + args.duration
 
     def add(key: str, value: float) -> None:
@@ -424,18 +462,18 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
             time.sleep(0.02)
 
     def sealer() -> None:
-        # As the beat does, more often: the sealing's own cost (each chain's lock, briefly) is in the figures.
-        from django.db import connection
-
-        from portal import audit
-
-        while time.monotonic() < deadline:
-            time.sleep(min(args.seal_seconds, max(0.0, deadline - time.monotonic())))
-            start = time.perf_counter()
-            sealed = audit.audit_views_seal()
-            add("seal (views per run)", sealed)
-            add("seal ms", (time.perf_counter() - start) * 1e3)
-        connection.close()
+        # As the beat does, more often, and in a process of its own as the beat's worker is: in this one its
+        # Python work would stall the reviewers' client threads and show up in their figures. The sealing's
+        # own cost on the server (each chain's lock, briefly) is in the figures.
+        process = subprocess.Popen(
+            [sys.executable, "-c", SEALER, str(args.seal_seconds), str(max(0.0, deadline - time.monotonic()))],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for line in process.stdout:
+            sealed, ms = line.split()
+            add("seal (views per run)", int(sealed))
+            add("seal ms", float(ms))
+        process.wait()
 
     def long_writer(organisation_id: int) -> None:
         # A long service transaction in the last organisation (a bulk enrolment, say): it writes its activity-log
@@ -468,6 +506,23 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
     return samples
 
 
+def server_times(access_log: Path) -> dict[str, list[float]]:
+    """The reviewers' pages as gunicorn timed them, from arrival to the last byte written: the client's figures
+    add its own waits (its threads share the cores and the GIL with each other and with the server)."""
+    kinds = {
+        "queue page, inside the server": re.compile(r"^/admin/reviews/reviewitem/$"),
+        "candidate page, inside the server": re.compile(r"^/admin/reviews/reviewitem/\d+/change/$"),
+        "image, inside the server": re.compile(r"^/media/"),
+    }
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for line in access_log.read_text().splitlines() if access_log.exists() else []:
+        path, _, ms = line.rpartition(" ")
+        for kind, pattern in kinds.items():
+            if pattern.match(path):
+                times[kind].append(float(ms))
+    return {kind: values for kind, values in times.items() if values}
+
+
 def reviewers_report(args: argparse.Namespace, samples: dict[str, list[float]], reviewers: list[dict]) -> None:
     organisations = sorted({person["organisation"] for person in reviewers})
     print(
@@ -483,6 +538,8 @@ def reviewers_report(args: argparse.Namespace, samples: dict[str, list[float]], 
     keys = ["/healthz (during the load)", "queue page", "queue with images", "candidate page",
             "candidate with images", "image"]  # fmt: skip
     keys += [f"queue with images, {organisation}" for organisation in organisations]
+    keys += [key for key in ("queue page, inside the server", "candidate page, inside the server",
+                             "image, inside the server") if key in samples]  # fmt: skip
     for key in keys:
         values = samples.get(key, [])
         p95 = percentile(values, 0.95)
@@ -589,10 +646,14 @@ def main() -> None:
         ("API /api/cases/<id>/", f"/api/cases/{seeded['case_id']}/", "caseworker"),
     ]
     log = Path(args.var_dir) / "gunicorn.log"
+    # Each request's path and its time inside the server, in ms: the client's figures include its own waits.
+    access_log = Path(args.var_dir) / "access.log"
+    access_log.unlink(missing_ok=True)
     threads = ["--threads", str(args.threads)] if args.threads > 1 else []
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", str(args.workers), *threads,
-         "--bind", f"127.0.0.1:{args.port}", "--log-level", "warning"],
+         "--bind", f"127.0.0.1:{args.port}", "--log-level", "warning",
+         "--access-logfile", str(access_log), "--access-logformat", "%(U)s %(M)s"],
         cwd=ROOT, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -624,6 +685,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     if samples is not None:
+        samples.update(server_times(access_log))
         reviewers_report(args, samples, reviewers)
     if not results:
         return
