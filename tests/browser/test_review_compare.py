@@ -31,6 +31,16 @@ def _candidate(enrol, open_case):
     return case.candidates.get()
 
 
+def _open_as_bob(page, live_server, candidate, password) -> None:
+    """bob, signed in, on the candidate's page at 1440x900, with every face image loaded."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    log_in(page, live_server, "bob", password)
+    page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.face-img')].every(img => img.complete && img.naturalWidth > 0)"
+    )
+
+
 def _transform(page, selector: str) -> str:
     return page.eval_on_selector(selector, "img => getComputedStyle(img).transform")
 
@@ -38,12 +48,7 @@ def _transform(page, selector: str) -> str:
 def test_reviewer_compares_and_marks_in_one_screen(page, live_server, reviewers, enrol, open_case, password):
     # Given a candidate bob may decide, opened at 1440x900
     candidate = _candidate(enrol, open_case)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    log_in(page, live_server, "bob", password)
-    page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
-    page.wait_for_function(
-        "[...document.querySelectorAll('.face-img')].every(img => img.complete && img.naturalWidth > 0)"
-    )
+    _open_as_bob(page, live_server, candidate, password)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "compare-1440x900.png"))
 
@@ -145,12 +150,7 @@ def test_drag_pans_both_faces_and_the_overlay_fades_and_flickers(
 ):
     # Given bob on a candidate's page, with the faces zoomed in
     candidate = _candidate(enrol, open_case)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    log_in(page, live_server, "bob", password)
-    page.goto(f"{live_server.url}/admin/reviews/reviewitem/{candidate.pk}/change/")
-    page.wait_for_function(
-        "[...document.querySelectorAll('.face-img')].every(img => img.complete && img.naturalWidth > 0)"
-    )
+    _open_as_bob(page, live_server, candidate, password)
     page.hover(".face-view:has(#face-probe)")
     page.mouse.wheel(0, -600)
     page.wait_for_function("getComputedStyle(document.querySelector('#face-gallery')).transform !== 'none'")
