@@ -21,7 +21,8 @@ same middleware stack).
 The reviewers scenario (--scenario reviewers, or all) has --reviewers reviewers (8) across --organisations
 organisations (2) work at once: each loads the review queue, then a candidate's page, and every image on each
 page (a browser's --image-connections parallel requests, 6), waits --think seconds, and starts again, for
---duration seconds (after an untimed warm-up of two rounds), while a probe requests /healthz every 20 ms. It
+--duration seconds (after an untimed warm-up of two rounds; each reviewer starts at their own point of the first
+think time), while a probe requests /healthz every 20 ms. It
 reports the page alone, the page with its images, each image, and the queue per organisation, each with its
 ratio to /healthz during the same load, and the pages and images as gunicorn timed them (its access log),
 apart from the client's own waits.
@@ -434,9 +435,12 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
         with lock:
             samples.setdefault(key, []).append(value)
 
-    def reviewer(person: dict) -> None:
+    def reviewer(person: dict, index: int) -> None:
         browser = Browser(base_port, person["cookie"], args.image_connections)
         pages = [("queue", "/admin/reviews/reviewitem/"), ("candidate", person["candidate_path"])]
+        # People do not start in step: each reviewer begins at their own point of one think time, so that the
+        # first rounds are not eight queue pages arriving in the same millisecond.
+        time.sleep(args.think * index / len(reviewers))
         while time.monotonic() < deadline:
             for kind, path in pages:
                 page_ms, images, total_ms, status = browser.load(path)
@@ -491,7 +495,7 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
             time.sleep(hold)
         connection.close()
 
-    threads = [threading.Thread(target=reviewer, args=(person,)) for person in reviewers]
+    threads = [threading.Thread(target=reviewer, args=(person, index)) for index, person in enumerate(reviewers)]
     threads.append(threading.Thread(target=probe))
     if args.writer_hold_ms:
         threads.append(threading.Thread(target=long_writer, args=(reviewers[-1]["organisation_id"],)))
