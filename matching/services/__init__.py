@@ -22,6 +22,7 @@ from matching.services.galleries import (
 from matching.services.processing import (
     USE_CASE_REFUSAL,
     SweepResult,
+    faces_review_images_backfill,
     photo_claim,
     photo_detect,
     photo_fail,
@@ -70,6 +71,7 @@ __all__ = [
     "cases_purge_expired",
     "enrolment_batch_create",
     "enrolment_batch_process",
+    "faces_review_images_backfill",
     "field_file_delete",
     "gallery_create",
     "gallery_matrix_load",

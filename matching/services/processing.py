@@ -236,3 +236,44 @@ def reference_faces_store(*, photo: Photo, detected: list[DetectedFace], files: 
         photo.status = PhotoStatus.DONE
     photo.status_changed_at = timezone.now()
     photo.save(update_fields=["status", "failure_reason", "status_changed_at"])
+
+
+def faces_review_images_backfill(*, limit: int | None = None) -> int:
+    """Make the aligned image and thumbnail of faces detected before the worker stored them. Safe to run twice,
+    and beside erasure: a face erased or purged meanwhile is skipped under its row lock."""
+    from PIL import Image
+
+    from matching.alignment import aligned_face_from_image
+    from matching.imaging import thumbnail_jpeg
+
+    made = 0
+    waiting = (
+        Face.objects.defer("encoding")
+        .select_related("photo")
+        .filter(aligned="", purged_at__isnull=True, photo__purged_at__isnull=True)
+        .exclude(crop="")
+        .order_by("pk")
+    )
+    for face in waiting[:limit] if limit else waiting.iterator():
+        try:
+            with face.photo.image.open("rb") as handle, Image.open(handle) as source:
+                aligned = aligned_face_from_image(source.convert("RGB"), (face.top, face.right, face.bottom, face.left))
+            with face.crop.open("rb") as handle, Image.open(handle) as crop:
+                thumbnail = thumbnail_jpeg(crop)
+        except (OSError, ValueError):
+            logger.warning("Face %s: its photo or crop cannot be read; no aligned image made.", face.pk)
+            continue
+        with StoredFiles() as files, transaction.atomic():
+            locked = (
+                Face.objects.select_for_update(no_key=True)
+                .defer("encoding")
+                .filter(pk=face.pk, aligned="", purged_at__isnull=True)
+                .first()
+            )
+            if locked is None:
+                continue
+            files.save(locked.aligned, f"{uuid.uuid4().hex}.jpg", aligned)
+            files.save(locked.thumbnail, f"{uuid.uuid4().hex}.jpg", thumbnail)
+            locked.save(update_fields=["aligned", "thumbnail"])
+        made += 1
+    return made

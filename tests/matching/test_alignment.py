@@ -128,3 +128,35 @@ def test_a_face_detected_before_aligned_images_were_stored_is_aligned_from_its_p
     assert response.status_code == 200
     found_left, _ = _eyes_of(response.content)
     assert abs(found_left[0] - alignment.LEFT_EYE[0]) <= 4
+
+
+def test_the_backfill_makes_the_images_of_older_faces_once_and_skips_erased_ones(dana, candidate):
+    from django.core.management import call_command
+
+    from matching.models import Face
+    from matching.services import subject_erase
+
+    # Given two faces detected before aligned images were stored, one of whose subjects is then erased
+    probe, reference = candidate.search.face, candidate.reference_face
+    for face in (probe, reference):
+        face.aligned.delete(save=False)
+        face.thumbnail.delete(save=False)
+        face.save(update_fields=["aligned", "thumbnail"])
+    subject_erase(subject=candidate.subject, acting_user=dana)
+
+    # When the backfill runs, twice
+    out = io.StringIO()
+    call_command("faces_review_images", stdout=out)
+    call_command("faces_review_images", stdout=out)
+
+    # Then the probe face has both images (the eyes in place), once; the erased face has none
+    probe.refresh_from_db()
+    with probe.aligned.open("rb") as handle:
+        found_left, _ = _eyes_of(handle.read())
+    assert abs(found_left[0] - alignment.LEFT_EYE[0]) <= 4 and probe.thumbnail
+    assert out.getvalue().splitlines() == [
+        "Made the aligned image and thumbnail of 1 face(s).",
+        "Made the aligned image and thumbnail of 0 face(s).",
+    ]
+    erased = Face.objects.get(pk=reference.pk)
+    assert not erased.aligned and not erased.thumbnail

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from matching.services import faces_review_images_backfill
+
+
+class Command(BaseCommand):
+    help = (
+        "Make the stored aligned image and thumbnail of faces detected before the worker made them, so that the "
+        "comparison page and queue no longer make them from the photo. Safe to run twice, and while the portal runs."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--limit", type=int, help="At most this many faces in this run.")
+
+    def handle(self, *args, limit: int | None = None, **options) -> None:
+        made = faces_review_images_backfill(limit=limit)
+        self.stdout.write(f"Made the aligned image and thumbnail of {made} face(s).")
