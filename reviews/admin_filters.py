@@ -64,8 +64,13 @@ class CaseFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         # Cases with open items (closed ones stay reachable through "items"), found from the case side: a
-        # DISTINCT over the candidates would read every one of them to list a handful of cases.
-        open_items = model_admin.get_queryset(request).open().filter(case=OuterRef("pk"))
+        # DISTINCT over the candidates would read every one of them to list a handful of cases. Under "Mine to
+        # decide" (the default), only cases with an item this reviewer may still decide: a case whose items
+        # they have all decided would lead to an empty list.
+        listed = model_admin.get_queryset(request)
+        if (request.GET.get(OpenFilter.parameter_name) or "mine") == "mine":
+            listed = selectors.candidates_decidable_by(request.user, listed)
+        open_items = listed.open().filter(case=OuterRef("pk"))
         cases = list(
             Case.objects.filter(organisation=access.organisation_of(request.user))
             .filter(Exists(open_items.order_by().values("pk")))

@@ -100,7 +100,9 @@ def _face_purge(face: Face, now) -> None:
 def _photo_purge(photo: Photo, now) -> None:
     for field_file in (photo.image, photo.original):
         field_file_delete(field_file)
-    for face in photo.faces.all():
+    # Locked, so that a backfill writing a face's aligned image (faces_review_images_backfill) either finishes
+    # first, and its files are read and deleted here, or finds the face purged.
+    for face in photo.faces.select_for_update(no_key=True):
         _face_purge(face, now)
     Photo.objects.filter(pk=photo.pk).update(image="", original="", purged_at=now)
 

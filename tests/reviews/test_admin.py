@@ -553,3 +553,23 @@ def test_a_decided_or_closed_item_reads_as_done_not_as_blocked(client, reviewers
     status = re.search(r'<div class="review-status([^"]*)" id="review-status">(.*?)</nav>', confirmed, re.S)
     assert "Confirmed" in status.group(2) and "needs 2 confirmations" not in status.group(2)
     assert "needs 2 confirmations" in decided
+
+
+def test_the_case_filter_lists_only_cases_the_reviewer_may_still_decide_in_his_queue(
+    client, reviewers, candidate, open_case
+):
+    # Given bob has decided the candidate on case C-1, and another case, C-2, has one waiting for him
+    bob, _ = reviewers
+    decide(candidate, bob)
+    open_case(OBAMA_2, reference="C-2")
+    client.force_login(bob)
+
+    def listed(query: str = "") -> set[str]:
+        page = client.get(reverse("admin:reviews_reviewitem_changelist") + query).content.decode()
+        filter_block = page[page.index('id="changelist-filter"') :]
+        return {reference for reference in ("C-1", "C-2") if f">{reference}</a>" in filter_block}
+
+    # When he opens his queue, and then all open items
+    # Then his queue's case filter offers only C-2 (C-1 would lead to an empty list); all open items offer both
+    assert listed() == {"C-2"}
+    assert listed("?items=open") == {"C-1", "C-2"}
