@@ -642,11 +642,13 @@ def audit_compute(
         effective = fmr_at(impostor, pairs.impostor_people, reference).effective_n or 0.0
         reasons = []
         if identity_count < min_identities:
-            reasons.append(f"{identity_count} identities, fewer than {min_identities}")
+            people = "identity" if identity_count == 1 else "identities"
+            reasons.append(f"{identity_count} {people}, fewer than {min_identities}")
         if effective < min_effective_pairs:
+            shown = f"{effective:.0f}"
             reasons.append(
-                f"{effective:.0f} effective impostor pairs at {reference:g} "
-                f"({impostor.size} pairs), fewer than {min_effective_pairs}"
+                f"{shown} effective impostor pair{'' if shown == '1' else 's'} at {reference:g} "
+                f"({impostor.size} pair{'' if impostor.size == 1 else 's'}), fewer than {min_effective_pairs}"
             )
         fmr_rates = [fmr_at(impostor, pairs.impostor_people, t) for t in grid]
         fnmr_rates = [fnmr_at(genuine, pairs.genuine_people, t) for t in grid]

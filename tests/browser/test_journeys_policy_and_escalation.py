@@ -141,3 +141,62 @@ def test_org_admin_makes_a_caseworker_a_reviewer_and_her_navigation_follows(
     assert alice_page.locator("header.top nav a").all_inner_texts() == ["Bias audits", "Review & admin"]
     assert alice_page.goto(f"{live_server.url}{QUEUE}").status == 200
     alice_page.context.close()
+
+
+@pytest.mark.worker
+def test_org_admin_uploads_an_evaluation_set_and_reads_its_audit(
+    page, journey_shot, live_server, celery_worker_process, dana, faces, password, tmp_path
+):
+    import collections
+    import csv
+    import io
+    import zipfile
+
+    # Given a small labelled set: three people with a recorded sex, two photos each, one face in each
+    by_person = collections.defaultdict(list)
+    for row in faces.rows:
+        if row["sex"] and row["faces_found_hog"] == "1" and row["purpose"] == "identity":
+            by_person[row["identity"]].append(row)
+    people = [rows[:2] for rows in by_person.values() if len(rows) >= 2][:3]
+    assert len(people) == 3, "the shared photos hold too few labelled people"
+    archive, manifest = tmp_path / "set.zip", tmp_path / "set.csv"
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "identity", "sex"])
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for rows in people:
+            for index, row in enumerate(rows):
+                name = f"{row['identity']}-{index}.jpg"
+                bundle.writestr(name, faces.read(row["file"]))
+                writer.writerow([name, row["identity"], row["sex"]])
+    manifest.write_text(text.getvalue())
+
+    # When dana uploads it on the bias audits page
+    log_in(page, live_server, "dana", password)
+    page.goto(f"{live_server.url}/audits/")
+    page.fill("input[name=name]", "Six photos")
+    page.set_input_files("input[name=archive]", str(archive))
+    page.set_input_files("input[name=manifest]", str(manifest))
+    page.click("form:has(input[name=archive]) button[type=submit]")
+
+    # Then the set's page follows the worker until every photo is in, and links the audit it ran
+    page.wait_for_selector("#batch[data-finished='1']", timeout=180_000)
+    assert "6 of 6 rows processed" in page.inner_text("#batch")
+
+    # (the audit runs after the import, so its link appears on a later load of the page)
+    def audit_linked() -> bool:
+        page.reload()
+        return page.locator("#batch a:has-text('audit')").count() > 0
+
+    wait_for(audit_linked, timeout=120, interval=1.0, message="the audit of the set")
+    journey_shot("set")
+
+    # And the audit's report states, per group, the rates with their intervals and how many people they rest on
+    page.click("#batch a:has-text('audit')")
+    report = page.inner_text("main")
+    groups = page.inner_text("table:has(th:has-text('People'))")
+    assert "sex=F" in groups and "sex=M" in groups and "95% CI" in groups
+    # too few people for any figure to count, and it says so, in words a person reads (one identity, not "1 identities")
+    assert "insufficient data: 3 identities, fewer than 20" in groups
+    assert "1 identity, fewer than 20" in groups and "1 identities" not in report
+    journey_shot("report")

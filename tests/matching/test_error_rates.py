@@ -205,7 +205,8 @@ def test_insufficient_flag_follows_people_and_effective_pairs():
     assert flagged(20, 30)  # the defaults
     reasons = audit_compute(FIVE, FIVE_IDS, {}).group("all").insufficient_reasons
     assert reasons[0] == "3 identities, fewer than 20"
-    assert reasons[1].startswith(f"{effective:.0f} effective impostor pairs at 0.6 (8 pairs), fewer than 30")
+    pairs = "pair" if f"{effective:.0f}" == "1" else "pairs"
+    assert reasons[1].startswith(f"{effective:.0f} effective impostor {pairs} at 0.6 (8 pairs), fewer than 30")
 
 
 # Ratios to the best group
