@@ -479,7 +479,7 @@ def test_a_decided_open_item_shows_the_reviewers_own_recorded_worksheet(client, 
     assert marked["Nose"] == 1 and marked["Ears"] == 2 and marked["Eyes"] == 0 and len(marked) == 10
     # and Save says why it is off
     assert re.search(
-        r'<button type="button" disabled>Save</button>\s*<span class="disabled-reason">You have recorded', page
+        r'<button type="button" disabled>Save</button>\s*<span class="disabled-reason done">You have recorded', page
     )
 
 
