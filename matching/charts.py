@@ -19,6 +19,24 @@ def colours(count: int) -> list[str]:
     return out
 
 
+def _threshold_axis(
+    ticks: list[float], x, threshold_in_use: float, *, left: int, top: int, plot_w: int, plot_h: int, height: int
+) -> list[str]:
+    """Both charts' x axis: the thresholds labelled, its title, and the dotted line at the threshold in use."""
+    parts = [
+        f'<text x="{x(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{t:g}</text>' for t in ticks
+    ]
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" font-size="12">distance threshold</text>'
+    )
+    xt = x(threshold_in_use)
+    parts.append(
+        f'<line x1="{xt:.1f}" x2="{xt:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#000" stroke-dasharray="2,3"/>'
+    )
+    parts.append(f'<text x="{xt + 4:.1f}" y="{top + 12}" font-size="11">in use: {threshold_in_use:g}</text>')
+    return parts
+
+
 def error_rate_chart(
     series: list[tuple[str, list[tuple[float, float | None, float | None]]]],
     *,
@@ -54,16 +72,7 @@ def error_rate_chart(
         label = f"{value * 100:g}%"
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#eef"/>')
         parts.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end" font-size="11">{label}</text>')
-    for t in xs:
-        parts.append(f'<text x="{x(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{t:g}</text>')
-    parts.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" font-size="12">distance threshold</text>'
-    )
-    xt = x(threshold_in_use)
-    parts.append(
-        f'<line x1="{xt:.1f}" x2="{xt:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#000" stroke-dasharray="2,3"/>'
-    )
-    parts.append(f'<text x="{xt + 4:.1f}" y="{top + 12}" font-size="11">in use: {threshold_in_use:g}</text>')
+    parts += _threshold_axis(xs, x, threshold_in_use, left=left, top=top, plot_w=plot_w, plot_h=plot_h, height=height)
     palette = colours(len(series))
     for index, (label, points) in enumerate(series):
         colour = palette[index]
@@ -123,16 +132,10 @@ def fpir_chart(
         f'<line x1="{left}" x2="{left + plot_w}" y1="{y(0.5):.1f}" y2="{y(0.5):.1f}" stroke="#c0392b" '
         'stroke-dasharray="4,3"/>'
     )
-    for t in xs[:: max(1, math.ceil(len(xs) / 9))]:
-        parts.append(f'<text x="{x(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">{t:g}</text>')
-    parts.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" font-size="12">distance threshold</text>'
+    ticks = xs[:: max(1, math.ceil(len(xs) / 9))]
+    parts += _threshold_axis(
+        ticks, x, threshold_in_use, left=left, top=top, plot_w=plot_w, plot_h=plot_h, height=height
     )
-    xt = x(threshold_in_use)
-    parts.append(
-        f'<line x1="{xt:.1f}" x2="{xt:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#000" stroke-dasharray="2,3"/>'
-    )
-    parts.append(f'<text x="{xt + 4:.1f}" y="{top + 12}" font-size="11">in use: {threshold_in_use:g}</text>')
 
     def polyline(points: list[tuple[float, float | None]], colour: str, extra: str) -> None:
         coords = [(x(t), y(v)) for t, v in points if v is not None]

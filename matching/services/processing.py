@@ -254,7 +254,7 @@ def faces_review_images_backfill(*, limit: int | None = None) -> int:
         .exclude(crop="")
         .order_by("pk")
     )
-    for face in waiting[:limit] if limit else waiting.iterator():
+    for face in waiting[:limit] if limit is not None else waiting.iterator():
         try:
             with face.photo.image.open("rb") as handle, Image.open(handle) as source:
                 aligned = aligned_face_from_image(source.convert("RGB"), (face.top, face.right, face.bottom, face.left))

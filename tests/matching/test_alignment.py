@@ -160,3 +160,20 @@ def test_the_backfill_makes_the_images_of_older_faces_once_and_skips_erased_ones
     ]
     erased = Face.objects.get(pk=reference.pk)
     assert not erased.aligned and not erased.thumbnail
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "many"])
+def test_the_backfill_refuses_a_limit_that_is_not_a_positive_count_and_makes_nothing(candidate, limit):
+    from django.core.management import CommandError, call_command
+
+    # Given a face with no stored aligned image
+    face = candidate.reference_face
+    face.aligned.delete(save=False)
+    face.save(update_fields=["aligned"])
+
+    # When the backfill is asked for a limit of none, fewer than none, or a word
+    # Then it refuses with a message that says what it takes, and the face is as it was
+    with pytest.raises(CommandError, match="limit"):
+        call_command("faces_review_images", "--limit", limit)
+    face.refresh_from_db()
+    assert not face.aligned

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from matching.services import faces_review_images_backfill
 
@@ -15,5 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, help="At most this many faces in this run.")
 
     def handle(self, *args, limit: int | None = None, **options) -> None:
+        if limit is not None and limit < 1:
+            raise CommandError(f"--limit must be at least 1 (got {limit}); leave it out to make every face's images.")
         made = faces_review_images_backfill(limit=limit)
         self.stdout.write(f"Made the aligned image and thumbnail of {made} face(s).")
