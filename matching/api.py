@@ -23,7 +23,8 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from matching import evaluation, filters, selectors, services
+from matching import filters, selectors, services
+from matching.accuracy import evaluation
 from matching.bulk import BulkRejected
 from matching.forms import BulkEnrolForm, CaseForm, PhotosField, SubjectForm
 from matching.models import AuditRun, Candidate, Case, EnrolmentBatch, Gallery, Photo, Subject

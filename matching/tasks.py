@@ -66,7 +66,7 @@ def requeue_stale_photos() -> dict[str, int]:
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=6000, time_limit=6600)
 def import_audit_dataset(dataset_id: int) -> None:
     """Import an uploaded evaluation set, then measure it for the organisations it serves."""
-    from matching import evaluation
+    from matching.accuracy import evaluation
     from matching.models import AuditDataset, BatchStatus
 
     dataset = evaluation.audit_dataset_import(dataset_id=dataset_id)

@@ -15,9 +15,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
-from matching import bulk, evaluation, gallery_risk, selectors, services
+from matching import bulk, selectors, services
+from matching.accuracy import evaluation, gallery_risk
+from matching.accuracy.charts import error_rate_chart, fpir_chart
 from matching.bulk import BulkRejected
-from matching.charts import error_rate_chart, fpir_chart
 from matching.forms import (
     AuditUploadForm,
     BulkEnrolForm,

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from matching.error_rates import fmr_at, local_rate, one_to_many, wilson_interval
-from matching.evaluation import AuditValidity, age_band_lower, audit_validity
-from matching.gallery_risk import (
+from matching.accuracy.evaluation import AuditValidity, age_band_lower, audit_validity
+from matching.accuracy.gallery_risk import (
     GalleryComposition,
     count_text,
     gallery_composition,
@@ -20,6 +19,7 @@ from matching.gallery_risk import (
     interval_text,
     share_text,
 )
+from matching.accuracy.rates import fmr_at, local_rate, one_to_many, wilson_interval
 from matching.models import AuditGroup, AuditRate, Candidate
 from portal.models import Organisation
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from matching.evaluation import audit_validity
+from matching.accuracy.evaluation import audit_validity
 from matching.models import Candidate, Case, Outcome, Photo, Search
 from matching.services import BiometricsRemoved
 from portal import access

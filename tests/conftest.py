@@ -524,7 +524,7 @@ def audit_dataset(db, imported_audit):
 
 @pytest.fixture
 def audit_run(audit_dataset, org):
-    from matching.evaluation import audit_run_create
+    from matching.accuracy.evaluation import audit_run_create
 
     return audit_run_create(dataset=audit_dataset, organisation=org, acting_user=None)
 

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from django.db import connections, transaction
 
-from matching.evaluation import audit_dataset_create
+from matching.accuracy.evaluation import audit_dataset_create
 from matching.models import AuditDataset, Candidate, Case, Face, Photo, PhotoStatus, Search
 from portal import outbox
 from portal.models import TaskOutbox

@@ -296,7 +296,7 @@ def test_after_erasing_every_subject_and_purging_every_case_no_file_is_left(
 ):
     # given: a fresh media folder, originals kept, subjects enrolled one by one and in bulk, a case with a
     # disclosure report, and an evaluation set imported from a zip
-    from matching.evaluation import audit_dataset_create
+    from matching.accuracy.evaluation import audit_dataset_create
     from reviews.disclosure import disclosure_request
     from reviews.models import DisclosureReport
 

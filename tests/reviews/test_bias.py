@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from matching.evaluation import audit_run_create
+from matching.accuracy.evaluation import audit_run_create
 from matching.models import AuditRun
 from matching.services import ServiceError
 from reviews.bias import bias_panel

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching import evaluation
+from matching.accuracy import evaluation
 from portal.models import Organisation
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching import evaluation
+from matching.accuracy import evaluation
 from matching.models import AuditDataset
 from portal.models import Organisation
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching.gallery_risk import share_text, threshold_consequences
+from matching.accuracy.gallery_risk import share_text, threshold_consequences
 from portal.models import Organisation
 
 

@@ -6,7 +6,7 @@ Here N is the number of gallery subjects a stranger of an audited group is
 compared with in earnest: the subjects recorded in that group, plus those whose
 record leaves any of the group's attributes unknown (with nothing recorded,
 the whole gallery). Each figure comes from a group's stored, sorted impostor
-distances and the people in each pair (see ``matching.error_rates.one_to_many``), and
+distances and the people in each pair (see ``matching.accuracy.rates.one_to_many``), and
 from the gallery's current counts; nothing is recomputed from photos.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 from django.db.models import Count
 
+from matching.accuracy.evaluation import ADULT, AGE_GROUP, CHILD, age_band_lower, audit_validity
+from matching.accuracy.rates import OneToMany, fnmr_at, one_to_many, threshold_for_target_fmr
 from matching.engine import engine_version
-from matching.error_rates import OneToMany, fnmr_at, one_to_many, threshold_for_target_fmr
-from matching.evaluation import ADULT, AGE_GROUP, CHILD, age_band_lower, audit_validity
 from matching.models import AuditGroup, AuditRun, Subject
 from portal.models import Organisation
 

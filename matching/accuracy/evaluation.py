@@ -2,7 +2,7 @@
 
 An evaluation set is imported once (each photo's single face encoded with the
 engine in use); an audit run computes per-group error rates from it with
-`matching.error_rates` and stores them as rows. Review screens only read those rows.
+`matching.accuracy.rates` and stores them as rows. Review screens only read those rows.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from matching import bulk
+from matching.accuracy.rates import fnmr_at
 from matching.engine import detect_faces, engine_version
-from matching.error_rates import fnmr_at
 from matching.imaging import ImageRejected, image_normalise, rgb_array
 from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, AuditSample, BatchStatus
 from matching.sealing import encoding_seal, encodings_open
@@ -307,7 +307,7 @@ def audit_run_create(
     min_identities: int | None = None,
     min_effective_pairs: int | None = None,
 ) -> AuditRun:
-    from matching.error_rates import INTERVAL_METHOD, audit_compute
+    from matching.accuracy.rates import INTERVAL_METHOD, audit_compute
 
     version = engine_version()
     if dataset.status != BatchStatus.DONE:

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from django.conf import settings
 
-from matching.error_rates import audit_compute, wilson_interval
+from matching.accuracy.rates import audit_compute, wilson_interval
 from matching.sealing import encodings_open
 
 THRESHOLD = 0.6

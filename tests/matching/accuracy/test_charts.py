@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from matching.charts import colours, error_rate_chart
+from matching.accuracy.charts import colours, error_rate_chart
 
 
 def test_every_plotted_group_gets_its_own_colour():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from matching.error_rates import (
+from matching.accuracy.rates import (
     DEFAULT_THRESHOLDS,
     audit_compute,
     count_at_most,
@@ -459,7 +459,7 @@ def _cimat():
 
 def test_identity_level_interval_matches_the_cimat_oracle():
     # Given clustered synthetic faces, scored for cimat as similarities (-distance) per pair of people
-    from matching.error_rates import fmr_at, fnmr_at, pair_set
+    from matching.accuracy.rates import fmr_at, fnmr_at, pair_set
 
     encodings, identities = _clustered_people()
     codes = np.unique(identities, return_inverse=True)[1]
@@ -499,7 +499,7 @@ def test_identity_level_interval_matches_the_cimat_oracle():
 
 
 def _plugin(sorted_distances, people, threshold, *, fnmr):
-    from matching.error_rates import count_at_most, identity_rate
+    from matching.accuracy.rates import count_at_most, identity_rate
 
     count = count_at_most(sorted_distances, threshold)
     if fnmr:
@@ -514,7 +514,7 @@ def _plugin(sorted_distances, people, threshold, *, fnmr):
 
 def test_pairs_sharing_look_alike_people_widen_the_interval():
     # Given one person close to everyone (all their 9 pairs match) and 36 other pairs that never do
-    from matching.error_rates import identity_rate
+    from matching.accuracy.rates import identity_rate
 
     first, second = np.triu_indices(10, k=1)
     errors = first == 0
@@ -543,7 +543,7 @@ def test_a_derived_attribute_is_not_crossed_with_its_source():
 
 
 def test_one_to_many_grows_with_the_gallery_and_counts_strangers():
-    from matching.error_rates import fmr_at, one_to_many, pair_set
+    from matching.accuracy.rates import fmr_at, one_to_many, pair_set
 
     encodings, identities = _clustered_people()
     codes = np.unique(identities, return_inverse=True)[1]

@@ -6,7 +6,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from matching import evaluation
+from matching.accuracy import evaluation
 from matching.models import AuditGroup, AuditRate, AuditRun
 
 ADULT = "age_group=18 and over"
@@ -157,7 +157,7 @@ def test_audit_validity_names_why_an_audit_does_not_count(audit_run, org):
 
 
 def test_erasing_an_evaluation_set_deletes_its_encodings_and_keeps_its_runs(audit_run, dana):
-    from matching.evaluation import AuditError, audit_dataset_erase, audit_run_create
+    from matching.accuracy.evaluation import AuditError, audit_dataset_erase, audit_run_create
     from portal.models import AuditEvent
 
     dataset = audit_run.dataset
