@@ -460,6 +460,10 @@ class AuditRun(models.Model):
     photos = models.PositiveIntegerField()
     # How the 95% intervals were computed; runs from before identity-level intervals say "pair Wilson".
     interval_method = models.CharField(max_length=200, default="pair Wilson")
+    # Each person of the run, in the order of the "all" group's pairs: [photos, {attribute: value}]. With that
+    # group's impostor pairs it gives the 1:N figures across groups; empty for runs whose photos were erased
+    # before it was kept.
+    people = models.JSONField(default=list, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -391,6 +391,9 @@ LOGGING = {
 # Bias audits
 AUDIT_MIN_IDENTITIES = envint("AUDIT_MIN_IDENTITIES", "20")
 AUDIT_MIN_EFFECTIVE_PAIRS = envint("AUDIT_MIN_EFFECTIVE_PAIRS", "30")
+# A 1:N figure (the share of strangers' searches returning a candidate) resting on fewer strangers' worth of
+# evidence than this reads "not measured".
+AUDIT_MIN_EFFECTIVE_SEARCHES = envint("AUDIT_MIN_EFFECTIVE_SEARCHES", "10")
 AUDIT_THRESHOLDS = [
     float(t) for t in os.getenv("AUDIT_THRESHOLDS", "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7").split(",")
 ]

@@ -24,7 +24,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from matching import bulk
-from matching.accuracy.rates import fnmr_at
+from matching.accuracy.rates import ADULT, AGE_GROUP, CHILD, age_band_lower, fnmr_at
 from matching.engine import detect_faces, engine_version
 from matching.imaging import ImageRejected, image_normalise, rgb_array
 from matching.models import AuditDataset, AuditGroup, AuditRate, AuditRun, AuditSample, BatchStatus
@@ -49,8 +49,6 @@ NON_ATTRIBUTE_COLUMNS = {
     "license",
 }
 MAX_ATTRIBUTE_VALUES = 30
-AGE_GROUP = "age_group"
-CHILD, ADULT = "under 18", "18 and over"
 
 
 class AuditError(Refusal, ValueError):
@@ -63,11 +61,6 @@ class EvaluationRow:
     file: str
     identity: str
     attributes: dict[str, str]
-
-
-def age_band_lower(value: str) -> int | None:
-    head = value.strip().split("-")[0].rstrip("+").strip()
-    return int(head) if head.isdigit() else None
 
 
 def _with_age_group(attributes: dict[str, str]) -> dict[str, str]:
@@ -344,6 +337,7 @@ def audit_run_create(
         min_identities=result.min_identities,
         min_effective_pairs=result.min_effective_pairs,
         photos=result.photos,
+        people=[[photos, attributes] for photos, attributes in result.people],
         created_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
     )
     for group in result.groups:

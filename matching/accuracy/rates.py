@@ -42,6 +42,16 @@ import numpy as np
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.30 + 0.05 * i, 2) for i in range(9))
 ALL_KEY = "all"
+# The derived attribute every audit with an age band gets: the split the warnings care about.
+AGE_GROUP = "age_group"
+CHILD, ADULT = "under 18", "18 and over"
+
+
+def age_band_lower(value: str) -> int | None:
+    """The lower end of an age band ("10-17" -> 10, "60+" -> 60), or None when it is not one."""
+    head = value.strip().split("-")[0].rstrip("+").strip()
+    return int(head) if head.isdigit() else None
+
 
 # Rows of the pairwise block computed at once: bounds memory at ~32 MB of float64.
 _BLOCK_ELEMENTS = 4_000_000
@@ -372,63 +382,6 @@ def fnmr_at(sorted_genuine: np.ndarray, people: np.ndarray, threshold: float) ->
     return identity_rate(errors, np.asarray(people).reshape(-1))
 
 
-@dataclass(frozen=True)
-class OneToMany:
-    """What a search for a stranger of one group means in a gallery of ``gallery_size`` subjects of it.
-
-    ``expected`` is the number of gallery subjects at least this close (gallery_size x FMR, interval from
-    the identity-level FMR interval). ``fpir`` is the share of such searches that return any candidate:
-    the mean over the audited people of 1 - (1 - q_i)^N, q_i being person i's own FMR, so that people
-    who look like many others count as they are. Its interval is a Wilson interval on the number of
-    people: each person's term lies in [0, 1], so its variance is at most FPIR (1 - FPIR) per person.
-    """
-
-    threshold: float
-    gallery_size: int
-    people: int
-    expected: float | None
-    expected_low: float | None
-    expected_high: float | None
-    fpir: float | None
-    fpir_low: float | None
-    fpir_high: float | None
-    rate: RateInterval | None = None  # the FMR at the threshold the figures rest on
-
-
-def one_to_many(
-    sorted_impostor: np.ndarray, impostor_people: np.ndarray, threshold: float, gallery_size: int
-) -> OneToMany:
-    people_pairs = np.asarray(impostor_people).reshape(-1, 2)
-    fmr = fmr_at(sorted_impostor, people_pairs, threshold)
-    if fmr.rate is None:
-        return OneToMany(threshold, gallery_size, 0, None, None, None, None, None, None)
-    size = max(int(gallery_size), 0)
-    count = count_at_most(sorted_impostor, threshold)
-    matched = np.zeros(len(sorted_impostor), dtype=np.float64)
-    matched[:count] = 1.0
-    persons = int(people_pairs.max()) + 1
-    hits = np.bincount(people_pairs[:, 0], weights=matched, minlength=persons) + np.bincount(
-        people_pairs[:, 1], weights=matched, minlength=persons
-    )
-    seen = np.bincount(people_pairs[:, 0], minlength=persons) + np.bincount(people_pairs[:, 1], minlength=persons)
-    q = hits[seen > 0] / seen[seen > 0]
-    per_person = 1.0 - np.power(1.0 - q, size)
-    fpir = float(per_person.mean())
-    low, high = wilson_bounds(fpir, float(q.size))
-    return OneToMany(
-        threshold=threshold,
-        gallery_size=size,
-        people=int(q.size),
-        expected=size * fmr.rate,
-        expected_low=size * fmr.low,
-        expected_high=size * fmr.high,
-        fpir=fpir,
-        fpir_low=low,
-        fpir_high=high,
-        rate=fmr,
-    )
-
-
 def _as_distances(sorted_distances: np.ndarray) -> np.ndarray:
     array = np.asarray(sorted_distances)
     return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
@@ -472,17 +425,6 @@ def threshold_for_target_fmr(sorted_impostor_distances: np.ndarray, target_fmr: 
         return float(array[-1])
     threshold = float(np.nextafter(array[k], array.dtype.type(-np.inf)))
     return threshold if threshold >= 0.0 else None
-
-
-def local_rate(sorted_impostor_distances: np.ndarray, distance: float) -> tuple[int, int, float | None]:
-    """(count, pairs, rate per 1,000) of impostor pairs at distance <= ``distance``.
-
-    Reads as "among different people in this group, X in 1,000 pairs are at
-    least this close". The rate is None when the group has no impostor pairs.
-    """
-    pairs = len(sorted_impostor_distances)
-    count = count_at_most(sorted_impostor_distances, distance)
-    return count, pairs, (1000.0 * count / pairs if pairs else None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -568,6 +510,9 @@ class AuditResult:
     min_effective_pairs: int
     target_fmr: float
     groups: tuple[GroupAudit, ...]
+    # One entry per person, in the order of the "all" group's person indices: (photos, attributes the
+    # person's photos agree on). With the "all" group's pairs this is what the 1:N figures are built from.
+    people: tuple[tuple[int, dict[str, str]], ...] = ()
 
     def group(self, key: str) -> GroupAudit:
         for group in self.groups:
@@ -584,6 +529,25 @@ def _merge_thresholds(thresholds: Sequence[float], extra: Sequence[float]) -> tu
             raise ValueError(f"thresholds must be finite and non-negative, got {value}")
         merged.setdefault(round(value, 9), value)
     return tuple(sorted(merged.values()))
+
+
+def audit_people(codes: np.ndarray, attributes: Mapping[str, Sequence[str]]) -> tuple[tuple[int, dict[str, str]], ...]:
+    """Each person's photo count and the attribute values all their photos agree on, in identity-code order.
+
+    The "all" group numbers its people by identity code (``pair_set`` takes them sorted), so entry i here is
+    person i of its pairs. A value that differs between one person's photos is left unknown.
+    """
+    people = int(codes.max()) + 1 if codes.size else 0
+    photos = np.bincount(codes, minlength=people)
+    values: list[dict[str, set[str]]] = [{} for _ in range(people)]
+    for name, column in attributes.items():
+        for code, value in zip(codes.tolist(), column, strict=True):
+            values[code].setdefault(name, set()).add(_clean(value))
+    agreed = [
+        {name: next(iter(seen)) for name, seen in person.items() if len(seen) == 1 and "" not in seen}
+        for person in values
+    ]
+    return tuple((int(photos[i]), agreed[i]) for i in range(people))
 
 
 def audit_compute(
@@ -730,6 +694,7 @@ def audit_compute(
         )
 
     return AuditResult(
+        people=audit_people(codes, attributes),
         photos=n,
         thresholds=grid,
         extra_thresholds=tuple(float(t) for t in extra_thresholds),

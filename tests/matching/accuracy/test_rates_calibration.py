@@ -14,6 +14,7 @@ import hashlib
 import math
 
 import numpy as np
+import pytest
 from django.conf import settings
 
 from matching.accuracy.rates import audit_compute, wilson_interval
@@ -33,6 +34,9 @@ def _audit(samples, attributes, half: int, **limits):
     return audit_compute(encodings, [s[2] for s in rows], columns, thresholds=(THRESHOLD,), **limits)
 
 
+# The audit is read from the session's imported photos; the marker makes pytest-django set up the database
+# even when this test runs alone.
+@pytest.mark.django_db
 def test_intervals_from_one_half_cover_the_other_halfs_rates(imported_audit, capsys):
     # Given the shared photos (encoded once for the session), split by identity into halves
     samples, attributes = imported_audit.samples, imported_audit.attributes
