@@ -84,6 +84,13 @@ class OrganisationSettingsForm(forms.Form):
     distance_threshold = forms.FloatField(min_value=0.05, max_value=1.5)
     max_candidates = forms.IntegerField(min_value=1, max_value=50)
     target_fmr = forms.FloatField(label="Target false match rate", min_value=1e-6, max_value=0.5)
+    fpir_ceiling = forms.FloatField(
+        label="Ceiling on strangers' searches returning a candidate",
+        min_value=0.01,
+        max_value=0.99,
+        help_text="The proposed threshold keeps, for every group the audit measures, the top of the 95% interval of "
+        "the share of searches for a stranger that return a candidate at or under this. 0.5: fewer than half.",
+    )
     audit_max_age_days = forms.IntegerField(label="Audit valid for (days)", min_value=1, max_value=3650)
     require_valid_audit = forms.BooleanField(label="Block confirmations without a valid audit", required=False)
 

@@ -16,8 +16,8 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
 from matching import bulk, selectors, services
-from matching.accuracy import evaluation, gallery_risk
-from matching.accuracy.charts import error_rate_chart, fpir_chart
+from matching.accuracy import evaluation, findings, gallery_risk
+from matching.accuracy.charts import error_rate_chart, tradeoff_chart
 from matching.bulk import BulkRejected
 from matching.forms import (
     AuditUploadForm,
@@ -458,6 +458,9 @@ def audit_report_download(request, run_id: int, fmt: str):
         raise Http404("No such format.")
     run = _run_or_404(request, run_id)
     document = evaluation.audit_run_document(run)
+    if fmt == "json":
+        # What this run says a search of the reader's gallery means now (1:N): not part of the stored run.
+        document["one_to_many"] = gallery_risk.one_to_many_document(access.organisation_of(request.user), run=run)
     audit_record(
         action="audit.export", actor=request.user, organisation=run.organisation, target=run, detail={"format": fmt}
     )
@@ -510,80 +513,75 @@ def audit_report_download(request, run_id: int, fmt: str):
     return response
 
 
-SETTINGS_TABLE_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
-
-
 def _settings_context(organisation, proposed: float) -> dict:
     """What the settings page shows of a threshold's consequences, from stored audit rows and gallery counts."""
     consequences = gallery_risk.threshold_consequences(organisation)
-    validity = evaluation.audit_validity(organisation)
-    advice = evaluation.threshold_advice(consequences.run) if consequences.run else None
-    table = []
-    for threshold in SETTINGS_TABLE_THRESHOLDS:
-        worst, fnmr = consequences.worst_at(threshold)
-        table.append({"threshold": threshold, "worst": worst, "fnmr": fnmr})
-    advice_risk = None
-    if advice:
-        # The advice is set by its group (the worst-measured one): say what a search means for that group.
-        group = next((g for g, _ in consequences.groups if g.key == advice["group"]), None)
-        _, fnmr = consequences.worst_at(advice["threshold"])
-        risk = (
-            gallery_risk.group_risk(group, advice["threshold"], consequences.composition.size_for(group.attributes))
-            if group is not None
-            else None
-        )
-        advice_risk = {"worst": risk, "fnmr": fnmr}
-    proposed_risk = dict(zip(("worst", "fnmr"), consequences.worst_at(proposed), strict=True))
-    in_use_worst, in_use_fnmr = consequences.worst_at(organisation.distance_threshold)
-    # One line per single-attribute group keeps the plot readable; intersections are in the table below it.
-    sufficient = [(g, risks) for g, risks in consequences.groups if not g.insufficient and len(g.attributes) == 1]
-    chart = ""
-    if consequences.groups:
-        chart = fpir_chart(
-            [(g.key, [(r.threshold, r.fpir) for r in risks]) for g, risks in sufficient],
-            worst=[
-                (t, w.fpir if w else None) for t, w in zip(consequences.thresholds, consequences.worst, strict=True)
-            ],
-            fnmr=[(t, f[0]) for t, f in zip(consequences.thresholds, consequences.fnmr, strict=True)],
-            threshold_in_use=organisation.distance_threshold,
-        )
-    columns = [consequences.column(t) for t in SETTINGS_TABLE_THRESHOLDS]
-    per_group = []
-    for group, risks in sorted(consequences.groups, key=lambda item: (item[0].insufficient, item[0].key)):
-        size = consequences.composition.size_for(group.attributes)
-        per_group.append(
-            {
-                "group": group,
-                "gallery_size": size,
-                "risks": [
-                    risks[c] if c is not None else gallery_risk.group_risk(group, t, size)
-                    for c, t in zip(columns, SETTINGS_TABLE_THRESHOLDS, strict=True)
-                ],
-            }
-        )
-    return {
-        "validity": validity,
+    point = gallery_risk.operating_point_for(consequences)
+    context = {
+        "validity": evaluation.audit_validity(organisation),
         "consequences": consequences,
         "run": consequences.run,
-        "advice": advice,
-        "advice_risk": advice_risk,
+        "point": point,
         "proposed": proposed,
-        "proposed_risk": proposed_risk,
-        "in_use_worst": in_use_worst,
-        "in_use_fnmr": in_use_fnmr,
-        "alarm": sorted(consequences.alarm, key=lambda r: -(r.fpir or 0)),
-        "table": table,
-        "table_thresholds": SETTINGS_TABLE_THRESHOLDS,
-        "per_group": per_group,
-        "chart": mark_safe(chart),
+        "alarm": consequences.alarm,
+        "findings": findings.review_findings(organisation, consequences),
+        "min_effective_searches": settings.AUDIT_MIN_EFFECTIVE_SEARCHES,
     }
+    model = consequences.model
+    if model is None:
+        return context
+    in_use = organisation.distance_threshold
+    columns = sorted({in_use, proposed, *([point.proposed] if point.proposed is not None else [])})
+    everyone = consequences.everyone_members
+    rows = [("anyone (a stranger of any group)", gallery_risk.EVERYONE, everyone)]
+    singles = sorted((g for g, _ in consequences.groups if len(g.attributes) == 1), key=lambda g: g.key)
+    members = {g.key: m for g, m in consequences.groups}
+    rows += [(gallery_risk.describe(g.attributes), g.key, members[g.key]) for g in singles]
+    context["columns"] = columns
+    context["rows"] = [
+        {"words": words, "key": key, "people": int(m.size), "figures": [model.group(m, t) for t in columns]}
+        for words, key, m in rows
+    ]
+    curve = gallery_risk.CURVE_THRESHOLDS
+
+    def walk(m):
+        return [(t, f.fnir, f.fpir if not f.insufficient else None) for t, f in ((t, model.group(m, t)) for t in curve)]
+
+    drawn = [g for g in singles if model.group(members[g.key], in_use).measured]
+    context["chart"] = mark_safe(
+        tradeoff_chart(
+            [(gallery_risk.describe(g.attributes), walk(members[g.key])) for g in drawn],
+            everyone=walk(everyone),
+            in_use=in_use,
+            proposed=point.proposed,
+            ceiling=consequences.ceiling,
+        )
+    )
+    context["table_thresholds"] = gallery_risk.TABLE_THRESHOLDS
+    context["per_group"] = [
+        {
+            "key": key,
+            "people": int(m.size),
+            "figures": [model.group(m, t) for t in gallery_risk.TABLE_THRESHOLDS],
+        }
+        for key, m in [(gallery_risk.EVERYONE, everyone), *((g.key, m) for g, m in consequences.groups)]
+    ]
+    context["strata"] = model.strata
+    return context
 
 
 @role_required(access.can_manage_organisation)
 @require_http_methods(["GET", "POST"])
 def organisation_settings(request):
     organisation = access.organisation_of(request.user)
-    fields = ["distance_threshold", "max_candidates", "target_fmr", "audit_max_age_days", "require_valid_audit"]
+    fields = [
+        "distance_threshold",
+        "max_candidates",
+        "target_fmr",
+        "fpir_ceiling",
+        "audit_max_age_days",
+        "require_valid_audit",
+    ]
     confirming = request.method == "POST" and request.POST.get("action") == "confirm"
     form = OrganisationSettingsForm(
         request.POST if request.method == "POST" and not confirming else None,
@@ -591,10 +589,8 @@ def organisation_settings(request):
     )
     suggested = organisation.distance_threshold
     if organisation.threshold_confirmed_at is None:
-        own = evaluation.audit_validity(organisation)
-        advice = evaluation.threshold_advice(own.run) if own.valid else None
-        shared = advice["threshold"] if advice else gallery_risk.shared_advice(organisation.target_fmr)
-        suggested = round(shared, 3) if shared is not None else organisation.distance_threshold
+        point = gallery_risk.operating_point_for(gallery_risk.threshold_consequences(organisation))
+        suggested = point.proposed if point.proposed is not None else organisation.distance_threshold
     confirm_form = ThresholdConfirmForm(request.POST if confirming else None, initial={"threshold": suggested})
     if confirming and confirm_form.is_valid():
         try:

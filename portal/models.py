@@ -25,6 +25,13 @@ class Organisation(models.Model):
         validators=[MinValueValidator(1e-6), MaxValueValidator(0.5)],
         help_text="The false match rate the worst demographic group should be held to (0.001 = 0.1%).",
     )
+    fpir_ceiling = models.FloatField(
+        "ceiling on strangers' searches returning a candidate",
+        default=0.5,
+        validators=[MinValueValidator(0.01), MaxValueValidator(0.99)],
+        help_text="The proposed threshold keeps, for every group the audit measures, the top of the 95% interval of "
+        "the share of searches for a stranger that return a candidate at or under this (0.5: fewer than half).",
+    )
     audit_max_age_days = models.PositiveIntegerField(
         default=180, help_text="An audit older than this no longer counts as valid."
     )

@@ -35,6 +35,7 @@ def organisation_update(*, organisation: Organisation, acting_user: Any, **chang
         "distance_threshold",
         "max_candidates",
         "target_fmr",
+        "fpir_ceiling",
         "audit_max_age_days",
         "require_valid_audit",
         "retention_days",

@@ -121,9 +121,11 @@ def _test_settings(settings, media_root):
 
 @pytest.fixture(autouse=True)
 def _fresh_gallery_cache():
+    from matching.accuracy.gallery_risk import caches_clear
     from matching.search import gallery_cache
 
     gallery_cache.clear()
+    caches_clear()
     yield
     gallery_cache.clear()
 

@@ -228,3 +228,72 @@ def searchable_subjects(organisation, count: int, **attributes) -> None:
             status="done",
         )
         FaceFactory(photo=photo, subject=subject, engine_version=engine_version())
+
+
+def audit_run_of_people(organisation, people, impostor, genuine=(), groups=()):
+    """A completed audit run made of rows: ``people`` as [(photos, attributes)], ``impostor`` and ``genuine`` as
+    [(distance, person, ...)] pairs over them, and the groups named in ``groups`` ({attribute: value} each).
+
+    For tests about what the 1:N figures make of an audit, without photos."""
+    import numpy as np
+
+    from matching.engine import engine_version
+    from matching.models import AuditDataset, AuditGroup, AuditRun
+
+    dataset = AuditDataset.objects.create(organisation=organisation, name="People", status="done")
+    run = AuditRun.objects.create(
+        dataset=dataset,
+        organisation=organisation,
+        engine_version=engine_version(),
+        thresholds=[0.6],
+        threshold_in_use=organisation.distance_threshold,
+        target_fmr=0.001,
+        min_identities=20,
+        min_effective_pairs=30,
+        photos=sum(photos for photos, _ in people),
+        people=[[photos, attributes] for photos, attributes in people],
+        completed_at=timezone.now(),
+    )
+    impostor = sorted(impostor)
+    genuine = sorted(genuine)
+    AuditGroup.objects.create(
+        run=run,
+        key="all",
+        attributes={},
+        photos=run.photos,
+        identities=len(people),
+        impostor_pairs=len(impostor),
+        genuine_pairs=len(genuine),
+        insufficient=False,
+        impostor_distances=np.array([d for d, *_ in impostor], dtype=np.float32).tobytes(),
+        impostor_people=np.array([[a, b] for _, a, b in impostor], dtype=np.int32).tobytes(),
+        genuine_distances=np.array([d for d, _ in genuine], dtype=np.float32).tobytes(),
+        genuine_people=np.array([p for _, p in genuine], dtype=np.int32).tobytes(),
+    )
+    for attributes in groups:
+        AuditGroup.objects.create(
+            run=run,
+            key=" & ".join(f"{k}={v}" for k, v in attributes.items()),
+            attributes=attributes,
+            photos=0,
+            identities=0,
+            impostor_pairs=0,
+            genuine_pairs=0,
+            insufficient=False,
+            impostor_distances=b"",
+            genuine_distances=b"",
+        )
+    return run
+
+
+def women_who_look_alike(organisation):
+    """20 women who all look alike from 0.46 on, and whose two photos each are 0.35 apart; 20 men who look like
+    nobody, and whose two photos each are 0.65 apart. At 0.45 the women hold the threshold (any higher and most
+    of their strangers' searches return someone), and there everyone enrolled misses half the men: most of the
+    true matches a search for a man would find."""
+    from itertools import combinations
+
+    people = [(2, {"sex": "F"})] * 20 + [(2, {"sex": "M"})] * 20
+    impostor = [(0.46 if b < 20 else 0.9, a, b) for a, b in combinations(range(40), 2)]
+    genuine = [(0.35, i) for i in range(20)] + [(0.65, i) for i in range(20, 40)]
+    return audit_run_of_people(organisation, people, impostor, genuine, groups=[{"sex": "F"}, {"sex": "M"}])

@@ -1,91 +1,122 @@
-"""What a search of this organisation's gallery means for a stranger (1:N), read from stored audit rows.
+"""What a search of this organisation's gallery means (1:N), read from a stored audit run and the gallery's counts.
 
-NIST reports 1:N accuracy as FPIR(N, T): the share of searches for someone who
-is not in a gallery of N subjects that still return a candidate at or under T.
-Here N is the number of gallery subjects a stranger of an audited group is
-compared with in earnest: the subjects recorded in that group, plus those whose
-record leaves any of the group's attributes unknown (with nothing recorded,
-the whole gallery). Each figure comes from a group's stored, sorted impostor
-distances and the people in each pair (see ``matching.accuracy.rates.one_to_many``), and
-from the gallery's current counts; nothing is recomputed from photos.
+NIST reports 1:N accuracy as FPIR(N, T): the share of searches for someone who is not in a gallery of N subjects
+that still return a candidate at or under T; and FNIR(N, T): the share of searches for someone who is enrolled
+that miss them. A stranger is compared with every subject of the gallery, whatever their group, so the figures
+come from the audit's pairs across all of its people and from the gallery's real composition
+(``matching.accuracy.one_to_many``). Nothing is recomputed from photos.
+
+The operating point: the threshold that misses the fewest true matches while, for every group the audit
+measures, the top of the 95% interval of its FPIR stays at or under the organisation's ceiling. A group for
+which no threshold keeps its strangers out without missing most true matches is named, and every candidate
+involving it is weak evidence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count
+import numpy as np
+from django.db.models import Count, Q
+from django.utils import timezone
 
-from matching.accuracy.evaluation import ADULT, AGE_GROUP, CHILD, age_band_lower, audit_validity
-from matching.accuracy.rates import OneToMany, fnmr_at, one_to_many, threshold_for_target_fmr
+from matching.accuracy.evaluation import audit_validity
+from matching.accuracy.one_to_many import COLUMN_NAMES, GalleryModel, OneToMany, Population, profile, strata_build
+from matching.accuracy.rates import ADULT, CHILD, age_band_lower
 from matching.engine import engine_version
-from matching.models import AuditGroup, AuditRun, Subject
+from matching.models import AuditGroup, AuditRun, PhotoKind, PhotoStatus, Subject
 from portal.models import Organisation
 
-# Audit columns that may hold each of the portal's recorded attributes.
-COLUMN_NAMES = {"sex": ("sex", "gender"), "ethnicity": ("race", "ethnicity"), "age_band": ("age_band",)}
-SEX_WORDS = {"f": "F", "female": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
+# The words a normalised race takes back (profiles compare "asian"; people read "Asian").
+RACE_WORDS = {"asian": "Asian", "black": "Black", "indian": "Indian", "white": "White", "other": "Others"}
 ALARM_FPIR = 0.5
-CURVE_THRESHOLDS: tuple[float, ...] = tuple(round(0.30 + 0.025 * i, 3) for i in range(17))
+MISSES_MOST = 0.5
+# The settings page's curve and the grid the operating point is chosen on.
+CURVE_THRESHOLDS: tuple[float, ...] = tuple(round(0.25 + 0.01 * i, 2) for i in range(51))
+TABLE_THRESHOLDS: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+EVERYONE = "everyone"
 
 
-def _normalise(column: str, value: str) -> str:
-    value = value.strip()
-    if column in COLUMN_NAMES["sex"]:
-        return SEX_WORDS.get(value.lower(), value)
-    return value.lower().rstrip("s") if column in COLUMN_NAMES["ethnicity"] else value
+def record_profile(*, sex: str = "", age_band: str = "", ethnicity: str = "") -> dict[str, str]:
+    """A gallery subject's or a case's probe record, in the same words."""
+    return profile({"sex": sex, "race": ethnicity, "age_band": age_band})
 
 
-def _field_for(column: str) -> str | None:
-    return next((f for f, names in COLUMN_NAMES.items() if column.lower() in names), None)
-
-
-def _agrees(column: str, value: str, person: dict[str, str]) -> bool | None:
-    """True or False when the person's record decides the column, None when it leaves it unknown."""
-    if column == AGE_GROUP:
-        lower = age_band_lower(person.get("age_band", ""))
-        return None if lower is None else value == (CHILD if lower < 18 else ADULT)
-    field_name = _field_for(column)
-    if field_name is None or not person.get(field_name):
-        return None
-    return _normalise(column, value) == _normalise(column, person[field_name])
-
-
-def group_matches(attributes: dict[str, str], person: dict[str, str]) -> bool:
-    """True when every attribute the group is defined by is recorded for the person, with the same value."""
-    return bool(attributes) and all(_agrees(c, v, person) is True for c, v in attributes.items())
-
-
-def group_may_include(attributes: dict[str, str], person: dict[str, str]) -> bool:
-    """True unless the person's record places them outside the group (unknown counts as inside)."""
-    return all(_agrees(c, v, person) is not False for c, v in attributes.items())
+def describe(attributes: Mapping[str, str], *, plural: bool = False) -> str:
+    """A group in plain words ('Asian women', 'girls under 18'), or one of its people ('an Asian woman')."""
+    words = profile(attributes)
+    band = words.get("age_band", "")
+    lower = age_band_lower(band) if band else None
+    child = (lower is not None and lower < 18) or words.get("age_group") == CHILD
+    adult = (lower is not None and lower >= 18) or words.get("age_group") == ADULT
+    nouns = {
+        ("F", True): ("girl", "girls"),
+        ("M", True): ("boy", "boys"),
+        ("F", False): ("woman", "women"),
+        ("M", False): ("man", "men"),
+        ("", True): ("child", "children"),
+        ("", False): ("adult", "adults") if adult else ("person", "people"),
+    }
+    noun = nouns.get((words.get("sex", ""), child), ("person", "people"))[1 if plural else 0]
+    race = next((v for k, v in attributes.items() if k.lower() in COLUMN_NAMES["race"] and v), "")
+    race = RACE_WORDS.get(race, race)
+    if race and words.get("race") != "other":
+        noun = f"{race} {noun}"
+    if band:
+        noun += f" aged {band}"
+    elif child and not (lower is not None):
+        noun += " under 18"
+    elif adult and words.get("sex") and lower is None:
+        noun += " (18 and over)"
+    if race and words.get("race") == "other":
+        noun += f" recorded as race “{race}”"
+    if plural:
+        return noun
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
 
 
 @dataclass(frozen=True)
 class GalleryComposition:
-    total: int
-    records: tuple[tuple[dict[str, str], int], ...]  # (recorded attributes, subjects)
+    """Searchable subjects per recorded profile: a current face, or a reference photo still being processed."""
 
-    def size_for(self, attributes: dict[str, str]) -> int:
-        return sum(n for person, n in self.records if group_may_include(attributes, person))
+    total: int
+    records: tuple[tuple[tuple[tuple[str, str], ...], int], ...]  # ((profile items), subjects), sorted
+
+    def as_records(self) -> list[tuple[dict[str, str], int]]:
+        return [(dict(items), count) for items, count in self.records]
 
 
 def gallery_composition(organisation: Organisation) -> GalleryComposition:
-    """Searchable subjects (a current face, not erased) per recorded sex, age band and race/ethnicity."""
+    pending = [PhotoStatus.QUEUED, PhotoStatus.DETECTING, PhotoStatus.MATCHING]
     rows = (
-        Subject.objects.filter(
-            gallery__organisation=organisation,
-            erased_at__isnull=True,
-            faces__engine_version=engine_version(),
-            faces__purged_at__isnull=True,
+        Subject.objects.filter(gallery__organisation=organisation, erased_at__isnull=True)
+        .filter(
+            Q(faces__engine_version=engine_version(), faces__purged_at__isnull=True)
+            | Q(photos__kind=PhotoKind.REFERENCE, photos__status__in=pending)
         )
         .values("sex", "age_band", "ethnicity")
         .annotate(n=Count("id", distinct=True))
         .order_by()
     )
-    records = tuple(({k: row[k] for k in ("sex", "age_band", "ethnicity") if row[k]}, row["n"]) for row in rows)
+    counts: dict[tuple[tuple[str, str], ...], int] = {}
+    for row in rows:
+        recorded = record_profile(sex=row["sex"], age_band=row["age_band"], ethnicity=row["ethnicity"])
+        key = tuple(sorted(recorded.items()))
+        counts[key] = counts.get(key, 0) + row["n"]
+    records = tuple(sorted(counts.items()))
+    return GalleryComposition(total=sum(n for _, n in records), records=records)
+
+
+def _composition_like(population: Population) -> GalleryComposition:
+    """A gallery made of the audit's own people, as a record would hold them (sex, race, age band)."""
+    counts: dict[tuple[tuple[str, str], ...], int] = {}
+    for person in population.profiles:
+        key = tuple(sorted((k, v) for k, v in person.items() if k in ("sex", "race", "age_band")))
+        counts[key] = counts.get(key, 0) + 1
+    records = tuple(sorted(counts.items()))
     return GalleryComposition(total=sum(n for _, n in records), records=records)
 
 
@@ -104,58 +135,382 @@ def consequence_run(organisation: Organisation) -> AuditRun | None:
     )
 
 
-def shared_advice(target_fmr: float) -> float | None:
-    """The threshold the newest shared audit advises for this target FMR (worst sufficient group), if any."""
-    run = (
-        AuditRun.objects.filter(
-            dataset__organisation__isnull=True, completed_at__isnull=False, engine_version=engine_version()
-        )
-        .order_by("-completed_at", "-id")
-        .first()
-    )
-    if run is None:
+class _Cache(OrderedDict):
+    """A few recent items per process: populations and models are read many times and never change."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def keep(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+_populations = _Cache(4)
+_models = _Cache(16)
+
+
+def _run_key(run: AuditRun) -> tuple:
+    """A run's identity for the caches: its id and completion (a database may give a deleted row's id again)."""
+    return (run.pk, run.completed_at)
+
+
+def caches_clear() -> None:
+    for cache in (_populations, _models, _points):
+        cache.clear()
+
+
+def population_for(run: AuditRun) -> Population | None:
+    """The run's people and its pairs across all of them; None for a run stored without them."""
+    if _run_key(run) in _populations:
+        return _populations[_run_key(run)]
+    everyone = run.groups.filter(key="all").first()
+    people = run.people or []
+    pairs = everyone.impostor_people_array if everyone is not None else None
+    if everyone is None or not people or pairs is None:
         return None
-    thresholds = [
-        threshold_for_target_fmr(g.impostor_array, target_fmr)
-        for g in run.groups.filter(insufficient=False).exclude(key="all")
-    ]
-    thresholds = [t for t in thresholds if t is not None]
-    return min(thresholds) if thresholds else None
+    genuine_people = everyone.genuine_people_array if everyone.genuine_pairs else None
+    population = Population.build(
+        people,
+        everyone.impostor_array,
+        pairs,
+        everyone.genuine_array if genuine_people is not None else np.zeros(0, np.float32),
+        genuine_people if genuine_people is not None else np.zeros(0, np.int32),
+    )
+    return _populations.keep(_run_key(run), population)
+
+
+def gallery_model(run: AuditRun, composition: GalleryComposition) -> GalleryModel | None:
+    from django.conf import settings
+
+    key = (_run_key(run), composition.records)
+    if key in _models:
+        return _models[key]
+    population = population_for(run)
+    if population is None:
+        return None
+    strata = strata_build(population, composition.as_records())
+    model = GalleryModel(
+        population,
+        strata,
+        min_people=run.min_identities,
+        min_effective=settings.AUDIT_MIN_EFFECTIVE_SEARCHES,
+    )
+    return _models.keep(key, model)
 
 
 @dataclass(frozen=True)
-class GroupRisk:
-    """One audited group's 1:N figures at one threshold, as shown (and stored in a decision's snapshot)."""
+class GroupFigure:
+    """One stranger group's 1:N figures at one threshold (or distance)."""
 
     key: str
-    insufficient: bool
+    attributes: dict[str, str]
+    figure: OneToMany
+
+    @property
+    def words(self) -> str:
+        return describe(self.attributes, plural=True) if self.attributes else "anyone"
+
+
+@dataclass
+class WeakGroup:
+    key: str
+    attributes: dict[str, str]
     people: int
-    gallery_size: int
-    threshold: float
-    expected: float | None
-    expected_low: float | None
-    expected_high: float | None
-    fpir: float | None
-    fpir_low: float | None
-    fpir_high: float | None
+    best_threshold: float | None  # the largest threshold that keeps its strangers under the ceiling
+    fnir: float | None  # what that threshold misses
 
     @property
-    def expected_text(self) -> str:
-        return interval_text(self.expected, self.expected_low, self.expected_high, count_text)
+    def words(self) -> str:
+        return describe(self.attributes, plural=True)
 
     @property
-    def fpir_text(self) -> str:
-        return interval_text(self.fpir, self.fpir_low, self.fpir_high, share_text)
+    def sentence(self) -> str:
+        who = self.words
+        if self.best_threshold is None:
+            return (
+                f"For {who}, no threshold from {CURVE_THRESHOLDS[0]} up keeps strangers' searches under the ceiling: "
+                f"this engine cannot keep strangers out, so every candidate for {describe(self.attributes)} is weak "
+                "evidence."
+            )
+        missed = "most" if self.fnir is None else f"{round(100 * self.fnir)} in 100"
+        one = describe(self.attributes)
+        return (
+            f"For {who}, this engine cannot keep strangers out without missing most true matches (at "
+            f"{self.best_threshold:.2f} it would miss {missed}): every candidate for {one} is weak evidence."
+        )
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+@dataclass
+class OperatingPoint:
+    ceiling: float
+    proposed: float | None
+    binding: GroupFigure | None  # the group that stops the threshold going higher
+    everyone: OneToMany | None  # a stranger of any group, and the miss rate for anyone enrolled, at the proposal
+    weak: list[WeakGroup] = field(default_factory=list)
+
+    @property
+    def misses_most(self) -> bool:
+        return bool(self.everyone and self.everyone.fnir is not None and self.everyone.fnir >= MISSES_MOST)
 
 
-def interval_text(value: float | None, low: float | None, high: float | None, shown: Callable) -> str:
-    """A figure with its 95% interval, each formatted by `shown`; a dash when there is no figure."""
+@dataclass
+class ThresholdConsequences:
+    """Per-group 1:N figures against threshold for this gallery, and the operating point (the settings page)."""
+
+    run: AuditRun | None
+    composition: GalleryComposition
+    model: GalleryModel | None
+    thresholds: list[float]
+    in_use: float
+    ceiling: float
+    groups: list[tuple[AuditGroup, np.ndarray]] = field(default_factory=list)
+    unavailable: str = ""
+    assumed: str = ""  # set when the gallery is empty and the audit's own people stand in for it
+
+    def figures_at(self, threshold: float) -> list[GroupFigure]:
+        if self.model is None:
+            return []
+        return [GroupFigure(g.key, g.attributes, self.model.group(members, threshold)) for g, members in self.groups]
+
+    @property
+    def everyone_members(self) -> np.ndarray:
+        """Every audited person: a stranger of any group."""
+        return np.arange(self.model.population.size if self.model else 0)
+
+    def everyone_at(self, threshold: float) -> GroupFigure | None:
+        if self.model is None:
+            return None
+        return GroupFigure(EVERYONE, {}, self.model.group(self.everyone_members, threshold))
+
+    def worst_at(self, threshold: float) -> GroupFigure | None:
+        measured = [f for f in self.figures_at(threshold) if f.figure.measured]
+        return max(measured, key=lambda f: (f.figure.fpir, f.figure.fpir_high, f.key), default=None)
+
+    @property
+    def alarm(self) -> list[GroupFigure]:
+        """Measured groups for which the threshold in use returns a candidate in more than half of searches."""
+        return sorted(
+            (f for f in self.figures_at(self.in_use) if f.figure.measured and f.figure.fpir > ALARM_FPIR),
+            key=lambda f: -f.figure.fpir,
+        )
+
+    def operating_point(self) -> OperatingPoint:
+        """The operating point for this gallery (``operating_point_choose``), on the curve's grid."""
+        if self.model is None:
+            return OperatingPoint(self.ceiling, None, None, None)
+        grid = list(CURVE_THRESHOLDS)
+        rows = {g.key: [self.model.group(m, t) for t in grid] for g, m in self.groups}
+        column, binding, weak = operating_point_choose(rows, self.ceiling)
+        groups = {g.key: (g, m) for g, m in self.groups}
+        named = [
+            WeakGroup(
+                key, groups[key][0].attributes, int(groups[key][1].size), None if best is None else grid[best], fnir
+            )
+            for key, best, fnir in weak
+        ]
+        if column is None:
+            return OperatingPoint(self.ceiling, None, None, None, named)
+        held = GroupFigure(binding, groups[binding][0].attributes, rows[binding][column]) if binding else None
+        everyone = self.everyone_at(grid[column])
+        return OperatingPoint(self.ceiling, grid[column], held, everyone.figure if everyone else None, named)
+
+
+def _at(grid: list[float], column: int | None) -> float | None:
+    return None if column is None else grid[column]
+
+
+def operating_point_choose(
+    rows: Mapping[str, list[OneToMany]], ceiling: float
+) -> tuple[int | None, str | None, list[tuple[str, int | None, float | None]]]:
+    """The column of the threshold that misses fewest true matches while every measured group's FPIR (the top of
+    its 95% interval) stays at or under the ceiling; the group that stops it going higher; and the weak groups.
+
+    ``rows`` holds each group's figures at the thresholds of one grid, in order. FPIR only grows with the
+    threshold, so a group that passes the ceiling at one threshold is taken to pass it at every higher one, even
+    where its figure there is too thin to be called measured: a group that drops out of measurement never lets
+    the threshold through. A group whose highest threshold under the ceiling misses most true matches, or that
+    no threshold keeps under it, is weak evidence: it is named (with that threshold's column and miss rate),
+    and holds nobody else's threshold down. With every measured group weak, nothing is proposed.
+    """
+    width = len(next(iter(rows.values()), []))
+    measured = {key: any(f.measured for f in figures) for key, figures in rows.items()}
+    limit = {
+        key: min((i for i, f in enumerate(figures) if f.measured and f.fpir_high > ceiling), default=width)
+        for key, figures in rows.items()
+    }
+    weak: list[tuple[str, int | None, float | None]] = []
+    for key, figures in rows.items():
+        if not measured[key] or limit[key] == width:
+            continue
+        best = limit[key] - 1
+        if best < 0:
+            weak.append((key, None, None))
+        elif figures[best].fnir is not None and figures[best].fnir >= MISSES_MOST:
+            weak.append((key, best, figures[best].fnir))
+    weak_keys = {key for key, _, _ in weak}
+    holding = {key: limit[key] for key in rows if measured[key] and key not in weak_keys}
+    if not holding or min(holding.values()) == 0:
+        return None, None, weak
+    column = min(holding.values()) - 1
+    binding = None
+    if column + 1 < width:
+        binding = max((k for k, i in holding.items() if i == column + 1), key=lambda k: rows[k][column + 1].fpir_high)
+    return column, binding, weak
+
+
+def threshold_consequences(
+    organisation: Organisation,
+    *,
+    thresholds: Iterable[float] = CURVE_THRESHOLDS,
+    in_use: float | None = None,
+    run: AuditRun | None = None,
+) -> ThresholdConsequences:
+    """The 1:N figures of this gallery, from ``run`` (by default the organisation's valid audit, else the newest
+    shared one)."""
+    run = run or consequence_run(organisation)
+    composition = gallery_composition(organisation)
+    grid = sorted({round(float(t), 6) for t in thresholds})
+    in_use = organisation.distance_threshold if in_use is None else in_use
+    result = ThresholdConsequences(run, composition, None, grid, in_use, organisation.fpir_ceiling)
+    if run is None:
+        result.unavailable = "No audit has been run: nothing can say what a search of this gallery means."
+        return result
+    population = population_for(run)
+    if population is None:
+        result.unavailable = (
+            f"Audit {run.pk} was stored before the people of each pair were kept; run the audit again to see "
+            "what a search of the whole gallery means."
+        )
+        return result
+    if not composition.total:
+        # Nothing enrolled yet: a gallery like the audit's own people stands in, and the page says so.
+        result.composition = composition = _composition_like(population)
+        result.assumed = (
+            f"No subject is enrolled yet: these figures are for a gallery like the audit's own {composition.total} "
+            "people, and change as you enrol."
+        )
+    result.model = gallery_model(run, composition)
+    population = result.model.population
+    for group in run.groups.exclude(key="all").defer("impostor_distances", "impostor_people", "genuine_distances"):
+        result.groups.append((group, population.members(group.attributes)))
+    return result
+
+
+_points = _Cache(16)
+
+
+def operating_point_for(consequences: ThresholdConsequences) -> OperatingPoint:
+    """The operating point, kept per process for the same audit, gallery composition and ceiling."""
+    if consequences.model is None or consequences.run is None:
+        return consequences.operating_point()
+    key = (_run_key(consequences.run), consequences.composition.records, consequences.ceiling)
+    if key not in _points:
+        _points.keep(key, consequences.operating_point())
+    return _points[key]
+
+
+def groups_of_person(groups: Iterable[tuple[AuditGroup, np.ndarray]], person: Mapping[str, str]):
+    """The audited groups a person falls in, as recorded (every attribute of the group known and equal)."""
+    words = dict(person)
+    for group, members in groups:
+        wanted = profile(group.attributes)
+        if wanted and all(words.get(k) == v for k, v in wanted.items()):
+            yield group, members
+
+
+def one_to_many_document(
+    organisation: Organisation, thresholds: Iterable[float] = TABLE_THRESHOLDS, *, run: AuditRun | None = None
+) -> dict[str, Any]:
+    """The 1:N figures for this organisation's gallery now, from ``run`` (by default the one the settings page
+    reads), as the audit JSON's ``one_to_many`` section."""
+    consequences = threshold_consequences(organisation, run=run)
+    point = operating_point_for(consequences)
+    document: dict[str, Any] = {
+        "gallery": {
+            "subjects": consequences.composition.total,
+            "composition": [{"record": dict(items), "subjects": n} for items, n in consequences.composition.records],
+        },
+        "run": consequences.run.pk if consequences.run else None,
+        "computed_at": timezone.now().isoformat(),
+        "unavailable": consequences.unavailable or None,
+        "assumed_gallery": consequences.assumed or None,
+        "threshold_in_use": consequences.in_use,
+        "fpir_ceiling": consequences.ceiling,
+        "operating_point": None,
+        "groups": [],
+    }
+    if consequences.model is None:
+        return document
+    document["strata"] = [
+        {"path": dict(s.path), "audit_people": int(s.members.size), "subjects": round(s.subjects, 3)}
+        for s in consequences.model.strata
+    ]
+    document["operating_point"] = {
+        "threshold": point.proposed,
+        "binding_group": point.binding.key if point.binding else None,
+        "misses_most": point.misses_most,
+        "everyone": _figure_document(point.everyone) if point.everyone else None,
+        "weak_evidence": [
+            {"group": w.key, "people": w.people, "best_threshold": w.best_threshold, "fnir_there": w.fnir}
+            for w in point.weak
+        ],
+    }
+    grid = sorted({*thresholds, consequences.in_use, *([point.proposed] if point.proposed else [])})
+    rows = [(EVERYONE, {}, np.arange(consequences.model.population.size))]
+    rows += [(g.key, g.attributes, m) for g, m in consequences.groups]
+    for key, attributes, members in rows:
+        document["groups"].append(
+            {
+                "key": key,
+                "attributes": attributes,
+                "rates": [_figure_document(consequences.model.group(members, t)) for t in grid],
+            }
+        )
+    return document
+
+
+def _figure_document(figure: OneToMany) -> dict[str, Any]:
+    return {
+        "threshold": figure.threshold,
+        "gallery_size": figure.gallery_size,
+        "people": figure.people,
+        "fpir": figure.fpir,
+        "fpir_ci95": [figure.fpir_low, figure.fpir_high],
+        "fpir_effective_n": figure.effective_n,
+        "expected": figure.expected,
+        "expected_ci95": [figure.expected_low, figure.expected_high],
+        "fnir": figure.fnir,
+        "fnir_ci95": [figure.fnir_low, figure.fnir_high],
+        "fnir_people": figure.fnir_people,
+        "fnir_from": figure.fnir_from or None,
+        "insufficient": figure.insufficient,
+        "insufficient_reasons": list(figure.reasons),
+    }
+
+
+def in_100(value: float | None) -> str:
+    """A share as a natural frequency out of 100 searches: '48', '<1', '0'."""
     if value is None:
         return "—"
-    return f"{shown(value)} ({shown(low)}–{shown(high)})"
+    shown = 100 * value
+    if shown == 0:
+        return "0"
+    if shown < 1:
+        return "<1"
+    if shown > 99 and value < 1:
+        return ">99"
+    return f"{shown:.0f}"
+
+
+def in_100_interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{in_100(value)} ({in_100(low)}–{in_100(high)})"
 
 
 def count_text(value: float | None) -> str:
@@ -163,137 +518,6 @@ def count_text(value: float | None) -> str:
         return "—"
     if value == 0:
         return "0"
-    if value < 0.01:
-        return "<0.01"
-    if value < 10:
-        return f"{value:.2g}" if value < 1 else f"{value:.1f}"
-    return f"{value:,.0f}"
-
-
-def share_text(value: float | None) -> str:
-    if value is None:
-        return "—"
-    value *= 100
-    if value == 0:
-        return "0%"
-    return f"{value:.2f}%" if value < 1 else f"{value:.0f}%"
-
-
-def group_risk(group: AuditGroup, threshold: float, gallery_size: int) -> GroupRisk | None:
-    """None for a run stored before the people of each pair were kept."""
-    people = group.impostor_people_array
-    if people is None:
-        return None
-    figure: OneToMany = one_to_many(group.impostor_array, people, threshold, gallery_size)
-    return GroupRisk(
-        key=group.key,
-        insufficient=group.insufficient,
-        people=group.identities,
-        gallery_size=gallery_size,
-        threshold=threshold,
-        expected=figure.expected,
-        expected_low=figure.expected_low,
-        expected_high=figure.expected_high,
-        fpir=figure.fpir,
-        fpir_low=figure.fpir_low,
-        fpir_high=figure.fpir_high,
-    )
-
-
-@dataclass
-class ThresholdConsequences:
-    """Per-group FPIR, worst sufficient group and FNMR against threshold, for this gallery (the settings page)."""
-
-    run: AuditRun | None
-    composition: GalleryComposition
-    thresholds: list[float]
-    groups: list[tuple[AuditGroup, list[GroupRisk]]]
-    worst: list[GroupRisk | None]
-    fnmr: list[tuple[float | None, float | None, float | None]]
-    in_use: float
-    in_use_risks: list[GroupRisk]
-
-    @property
-    def alarm(self) -> list[GroupRisk]:
-        """Sufficient groups for which the threshold in use returns a candidate in more than half of searches."""
-        return [r for r in self.in_use_risks if not r.insufficient and r.fpir is not None and r.fpir > ALARM_FPIR]
-
-    def column(self, threshold: float) -> int | None:
-        """The grid column of a threshold already computed, if it is on the grid (nothing is, without an audit)."""
-        if len(self.worst) != len(self.thresholds):
-            return None
-        return next((i for i, t in enumerate(self.thresholds) if abs(t - threshold) < 1e-9), None)
-
-    def risks_at(self, threshold: float) -> list[GroupRisk]:
-        column = self.column(threshold)
-        if column is not None:
-            return [risks[column] for _, risks in self.groups]
-        return self._risks_at(threshold)
-
-    def worst_at(self, threshold: float) -> tuple[GroupRisk | None, tuple[float | None, float | None, float | None]]:
-        column = self.column(threshold)
-        if column is not None:
-            return self.worst[column], self.fnmr[column]
-        sufficient = [r for r in self._risks_at(threshold) if not r.insufficient and r.fpir is not None]
-        worst = max(sufficient, key=lambda r: (r.fpir, r.expected or 0, r.fpir_high or 0), default=None)
-        return worst, self._fnmr_at(threshold)
-
-    def _risks_at(self, threshold: float) -> list[GroupRisk]:
-        risks = []
-        for group, _ in self.groups:
-            risk = group_risk(group, threshold, self.composition.size_for(group.attributes))
-            if risk is not None:
-                risks.append(risk)
-        return risks
-
-    everyone: AuditGroup | None = None
-
-    def _fnmr_at(self, threshold: float) -> tuple[float | None, float | None, float | None]:
-        everyone = self.everyone
-        people = everyone.genuine_people_array if everyone is not None else None
-        if everyone is None or people is None or not everyone.genuine_pairs:
-            return (None, None, None)
-        rate = fnmr_at(everyone.genuine_array, people, threshold)
-        return (rate.rate, rate.low, rate.high)
-
-
-def threshold_consequences(
-    organisation: Organisation, *, thresholds: Iterable[float] = CURVE_THRESHOLDS, in_use: float | None = None
-) -> ThresholdConsequences:
-    run = consequence_run(organisation)
-    composition = gallery_composition(organisation)
-    grid = sorted({round(float(t), 6) for t in thresholds})
-    in_use = organisation.distance_threshold if in_use is None else in_use
-    result = ThresholdConsequences(run, composition, grid, [], [], [], in_use, [])
-    if run is None:
-        return result
-    stored = list(run.groups.all())
-    result.everyone = next((g for g in stored if g.key == "all"), None)
-    groups = [g for g in stored if g.key != "all" and g.impostor_people_array is not None]
-    for group in groups:
-        size = composition.size_for(group.attributes)
-        result.groups.append((group, [group_risk(group, t, size) for t in grid]))
-    for column in range(len(grid)):
-        sufficient = [
-            risks[column] for g, risks in result.groups if not g.insufficient and risks[column].fpir is not None
-        ]
-        result.worst.append(max(sufficient, key=lambda r: (r.fpir, r.expected or 0, r.fpir_high or 0), default=None))
-        result.fnmr.append(result._fnmr_at(grid[column]))
-    result.in_use_risks = result.risks_at(in_use)
-    return result
-
-
-def fpir_table(organisation: Organisation, thresholds: Iterable[float]) -> list[dict[str, Any]]:
-    """Rows for a report: each threshold, each sufficient group's FPIR and expected strangers, and the FNMR."""
-    consequences = threshold_consequences(organisation, thresholds=thresholds)
-    rows = []
-    for column, threshold in enumerate(consequences.thresholds):
-        rows.append(
-            {
-                "threshold": threshold,
-                "worst": consequences.worst[column].as_dict() if consequences.worst[column] else None,
-                "fnmr": consequences.fnmr[column],
-                "groups": [risks[column].as_dict() for g, risks in consequences.groups if not g.insufficient],
-            }
-        )
-    return rows
+    if value < 0.1:
+        return "<0.1"
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"

@@ -5,23 +5,73 @@ import io
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
+from matching.accuracy.gallery_risk import in_100_interval, operating_point_for, threshold_consequences
 from matching.models import AuditGroup
 from portal.models import AuditEvent
-from tests.factories import audit_run_rows, searchable_subjects
+from tests.factories import audit_run_rows, searchable_subjects, women_who_look_alike
 
 
-def test_org_admin_sees_threshold_advice_from_the_latest_audit(client, dana, audit_run):
+def _mixed_gallery(org):
+    searchable_subjects(org, 60, ethnicity="Asian", sex="M")
+    searchable_subjects(org, 60, ethnicity="White", sex="F", age_band="30-44")
+    searchable_subjects(org, 60, age_band="0-9")
+
+
+def test_org_admin_sees_the_proposed_threshold_with_both_sides_for_this_gallery(client, dana, audit_run, org):
+    # Given a gallery of 180 people, children among them
+    _mixed_gallery(org)
+    client.force_login(dana)
+
+    # When the org admin opens the settings
+    page = client.get(reverse("matching:organisation_settings")).content.decode()
+
+    # Then the page proposes the operating point, and says both what it lets through and what it misses
+    point = operating_point_for(threshold_consequences(org))
+    assert point.proposed is not None and point.proposed != org.distance_threshold
+    assert f"Proposed threshold: {point.proposed}" in page
+    assert "In this gallery of 180 people, at" in page
+    assert (
+        f"about <strong>{in_100_interval(point.everyone.fpir, point.everyone.fpir_low, point.everyone.fpir_high)}"
+        in page
+    )
+    assert "out of 100 searches for someone who is enrolled" in page
+    # per group, out of 100 searches for a stranger and for someone enrolled, at the threshold in use and proposed
+    assert 'id="tradeoff-table"' in page and "(in use)" in page and "(proposed)" in page
+    assert "strangers: return someone, in 100" in page and "enrolled: missed, in 100" in page
+    # and a group this engine cannot keep strangers out of is named as weak evidence
+    for weak in point.weak:
+        assert escape(weak.sentence) in page
+
+
+def test_a_proposal_that_misses_most_true_matches_says_so_in_its_headline(client, dana, org):
+    # Given an audit in which the women hold the threshold at 0.45, where half the true matches are missed
+    women_who_look_alike(org)
+    searchable_subjects(org, 10, sex="F")
+    searchable_subjects(org, 10, sex="M")
+    client.force_login(dana)
+
+    # When the org admin opens the settings
+    page = client.get(reverse("matching:organisation_settings")).content.decode()
+
+    # Then the headline says so before anything else
+    headline = page[page.index('id="proposal-headline"') :]
+    assert "Proposed threshold: 0.45" in page
+    first = headline.index("At 0.45 this portal misses most true matches")
+    assert first < headline.index("In this gallery of 20 people")
+
+
+def test_with_every_measured_group_weak_nothing_is_proposed(client, dana, audit_run, org):
+    _mixed_gallery(org)
+    org.fpir_ceiling = 0.01
+    org.save(update_fields=["fpir_ceiling"])
     client.force_login(dana)
 
     page = client.get(reverse("matching:organisation_settings")).content.decode()
 
-    worst = min(
-        (g for g in audit_run.groups.filter(insufficient=False).exclude(key="all") if g.threshold_at_target),
-        key=lambda g: g.threshold_at_target,
-    )
-    assert worst.key in page and f"{worst.threshold_at_target:.3f}" in page
-    assert "of true matches would be missed" in page
+    assert operating_point_for(threshold_consequences(org)).proposed is None
+    assert "No threshold keeps every measured group under your ceiling" in page
 
 
 def test_changing_the_threshold_is_recorded(client, dana, org):
@@ -29,7 +79,13 @@ def test_changing_the_threshold_is_recorded(client, dana, org):
 
     response = client.post(
         reverse("matching:organisation_settings"),
-        {"distance_threshold": "0.5", "max_candidates": "5", "target_fmr": "0.001", "audit_max_age_days": "180"},
+        {
+            "distance_threshold": "0.5",
+            "max_candidates": "5",
+            "target_fmr": "0.001",
+            "fpir_ceiling": "0.5",
+            "audit_max_age_days": "180",
+        },
     )
 
     assert response.status_code == 302
@@ -44,7 +100,13 @@ def test_a_bad_threshold_is_refused_and_nothing_changes(client, dana, org):
 
     response = client.post(
         reverse("matching:organisation_settings"),
-        {"distance_threshold": "7", "max_candidates": "5", "target_fmr": "0.001", "audit_max_age_days": "180"},
+        {
+            "distance_threshold": "7",
+            "max_candidates": "5",
+            "target_fmr": "0.001",
+            "fpir_ceiling": "0.5",
+            "audit_max_age_days": "180",
+        },
     )
 
     assert response.status_code == 400
@@ -112,19 +174,19 @@ def test_the_audit_download_serves_only_csv_and_json(client, bob, org, fmt):
     assert not AuditEvent.objects.filter(action="audit.export").exists()
 
 
-def test_settings_show_fpir_per_group_and_the_worst_group_for_this_gallery(client, dana, audit_run, org):
+def test_settings_draw_the_trade_off_with_the_thresholds_in_use_and_proposed(client, dana, audit_run, org):
     # Given a gallery of 300 subjects with nothing recorded: every stranger is compared with all of them
     searchable_subjects(org, 300)
     client.force_login(dana)
 
     page = client.get(reverse("matching:organisation_settings")).content.decode()
 
-    # Then the plot, the worst-group table with FNMR, the per-group table, and the advice in 1:N terms
-    assert "<svg" in page and "worst group (FPIR)" in page
-    assert 'id="fpir-worst"' in page and 'id="fpir-groups"' in page
-    assert "returns a candidate in" in page and "of true matches are missed" in page
-    assert "300</strong> searchable subjects" in page
-    # and at the default 0.6 some sufficient group's strangers get a candidate in most searches: the warning
+    # Then the trade-off curve marks both thresholds, the ceiling, and the method is there, collapsed
+    assert 'aria-label="Trade-off: true matches missed against searches for a stranger that return someone"' in page
+    assert "in use: 0.6" in page and "proposed: " in page and "ceiling: 50 in 100" in page
+    assert '<details class="card" id="method">' in page and 'id="fpir-groups"' in page and 'id="strata"' in page
+    assert "In this gallery of 300 people" in page
+    # and at the default 0.6 some measured group's strangers get a candidate in most searches: the warning
     assert 'id="fpir-alarm"' in page and "most searches for a stranger return a candidate" in page
 
 
@@ -157,3 +219,22 @@ def test_the_audit_json_carries_intervals_method_effective_n_and_the_spread_of_f
     for g in document["groups"]:
         assert g["key"].replace("&", "&amp;") in page
     assert "Groups not drawn" in page and "insufficient data:" in page
+
+
+def test_the_audit_json_carries_the_1_to_n_figures_of_the_readers_gallery(client, dana, org):
+    women_who_look_alike(org)
+    searchable_subjects(org, 10, sex="F")
+    searchable_subjects(org, 10, sex="M")
+    run = org.audit_runs.get()
+    client.force_login(dana)
+
+    document = client.get(reverse("matching:audit_report_download", args=[run.pk, "json"])).json()
+
+    section = document["one_to_many"]
+    assert section["run"] == run.pk and section["gallery"]["subjects"] == 20
+    assert section["operating_point"]["threshold"] == 0.45 and section["operating_point"]["misses_most"]
+    assert section["operating_point"]["binding_group"] == "sex=F"
+    women = next(g for g in section["groups"] if g["key"] == "sex=F")
+    at = next(r for r in women["rates"] if r["threshold"] == 0.45)
+    assert at["fpir_ci95"][0] <= at["fpir"] <= at["fpir_ci95"][1] and at["fnir_from"] == "group"
+    assert {"path", "audit_people", "subjects"} <= set(section["strata"][0])

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from matching import services
+from matching.accuracy.gallery_risk import operating_point_for, threshold_consequences
 from matching.models import Photo, PhotoStatus
 from portal.models import AuditEvent, TaskOutbox
 from tests.conftest import OBAMA, OBAMA_2
@@ -83,17 +84,16 @@ def test_a_new_organisation_is_offered_the_shared_audits_advice_not_the_librarys
 
     fresh = OrganisationFactory(slug="fresh", threshold_confirmed_at=None)
     admin = _member("frida", fresh, "org_admin")
-    worst = min(
-        (g for g in audit_run.groups.filter(insufficient=False).exclude(key="all") if g.threshold_at_target),
-        key=lambda g: g.threshold_at_target,
-    )
     client.force_login(admin)
 
     page = client.get(reverse("matching:organisation_settings")).content.decode()
 
+    # Nothing is enrolled yet: the proposal is for a gallery like the audit's own people, and the page says so
+    point = operating_point_for(threshold_consequences(fresh))
     assert "Matching is on hold until you confirm the threshold" in page
-    assert f'name="threshold" value="{round(worst.threshold_at_target, 3)}"' in page
-    assert round(worst.threshold_at_target, 3) != 0.6
+    assert "No subject is enrolled yet" in page
+    assert point.proposed is not None and point.proposed != 0.6
+    assert f'name="threshold" value="{point.proposed}"' in page
 
 
 def test_held_photos_are_not_resent_by_the_stale_photo_sweeper(unconfirmed, open_case):

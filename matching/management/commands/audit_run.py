@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching.accuracy import evaluation
+from matching.accuracy import evaluation, gallery_risk
 from matching.models import AuditDataset
 from portal.models import Organisation
 
@@ -59,6 +59,9 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
 
         documents = [evaluation.audit_run_document(run) for run in runs]
+        for run, document in zip(runs, documents, strict=True):
+            if run.organisation is not None:
+                document["one_to_many"] = gallery_risk.one_to_many_document(run.organisation, run=run)
         for document in documents:
             self._print(document)
         if options.get("json"):
@@ -66,7 +69,7 @@ class Command(BaseCommand):
             # 0600, like every file the portal writes: the figures describe the organisation's gallery.
             descriptor = os.open(options["json"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "w") as handle:
-                handle.write(json.dumps(payload, indent=2))
+                handle.write(json.dumps(payload, indent=2, default=float))
             options["json"].chmod(0o600)
             self.stdout.write(f"Wrote {options['json']}")
 
