@@ -18,7 +18,7 @@ from matching.services import BiometricsRemoved
 from portal import access
 from portal.audit import audit_record
 from portal.outbox import outbox_enqueue
-from reviews.bias import percent
+from reviews.bias import LABELS
 from reviews.models import FEATURES, DisclosureReport, DisclosureStatus, ReviewDecision
 from reviews.services import (
     ServiceError,
@@ -95,6 +95,10 @@ def _subject_label(subject) -> str:
     return f"{subject.code} {subject.display_name}".strip()
 
 
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
 def _bias_summary(snapshot: dict[str, Any], current_run_id: int | None = None) -> str:
     if not snapshot:
         return "No bias warning was recorded."
@@ -104,13 +108,16 @@ def _bias_summary(snapshot: dict[str, Any], current_run_id: int | None = None) -
         seen += f"; the current audit differs (now {f'audit {current_run_id}' if current_run_id else 'no valid audit'})"
     if not snapshot.get("valid"):
         return f"{seen}. No valid audit: {snapshot.get('reason', '')}"
-    parts = [f"{seen}. Severity {snapshot.get('severity')}; {snapshot.get('run_label', '')}."]
-    if snapshot.get("headline"):
-        parts.append(snapshot["headline"])
+    label = LABELS.get(snapshot.get("severity", ""), snapshot.get("severity"))
+    parts = [f"{seen}. {label}; {snapshot.get('run_label', '')}."]
+    for key in ("headline", "miss", "weak"):
+        if snapshot.get(key):
+            parts.append(snapshot[key])
     for group in snapshot.get("involved", [])[:6]:
+        # Snapshots from before the 1:N panel: the pairwise rate of each group involved.
         parts.append(
-            f"{group['key']}: FMR {percent(group['fmr'])} (95% CI {percent(group['fmr_low'])}–"
-            f"{percent(group['fmr_high'])}){'; insufficient data' if group['insufficient'] else ''}."
+            f"{group['key']}: FMR {_percent(group['fmr'])} (95% CI {_percent(group['fmr_low'])}–"
+            f"{_percent(group['fmr_high'])}){'; insufficient data' if group['insufficient'] else ''}."
         )
     parts.extend(snapshot.get("reasons", [])[:6])
     if snapshot.get("child_warning"):

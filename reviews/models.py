@@ -188,8 +188,13 @@ class DisclosureReport(models.Model):
 
 
 class Severity(models.TextChoices):
+    """The bias panel's label, from its headline figure (see reviews.bias): never a label its number contradicts."""
+
+    WEAK = "weak", "Weak evidence"
+    HIGH = "high", "High risk"
     ELEVATED = "elevated", "Elevated"
     STANDARD = "standard", "Standard"
+    UNMEASURED = "unmeasured", "Not measured"
     UNKNOWN = "unknown", "No valid audit"
 
 
