@@ -8,8 +8,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from matching.models import Gallery, Photo
-from portal.models import AuditEvent
+from matching.accuracy.evaluation import audit_validity
+from matching.accuracy.gallery_risk import operating_point_for, threshold_consequences
+from matching.models import AuditDataset, Gallery, Photo, Subject
+from portal.models import AuditEvent, Organisation
+from reviews.management.commands.seed_demo import DEMO_EVALUATION_SET
 from reviews.models import TrainingAttestation
 from reviews.services import review_policy_for, training_status
 
@@ -38,11 +41,30 @@ def test_the_demo_has_as_many_trained_reviewers_as_the_policy_needs(db, faces):
         assert AuditEvent.objects.filter(action="training.record", target_id=str(attestation.pk)).exists()
     # and everyone has an e-mail address, so that the caseworker's notices can be read
     assert all(User.objects.get(username=n).email for n in ("alice", "bob", "rita", "dana", "root"))
-    # and the gallery holds the subject whose other photo the journey uploads, queued for the worker
+    # and the gallery holds the subject whose other photo the journey uploads among a demo-sized mix, queued
     gallery = Gallery.objects.get(organisation=organisation)
-    assert sorted(gallery.subjects.values_list("code", flat=True)) == ["DEMO-001", "DEMO-002"]
-    assert Photo.objects.filter(subject__gallery=gallery, status="queued").count() == 2
+    codes = set(gallery.subjects.values_list("code", flat=True))
+    assert {"DEMO-001", "DEMO-002"} <= codes and len(codes) > 150
+    assert Photo.objects.filter(subject__gallery=gallery, status="queued").count() == len(codes)
     assert "obama__tests_test_images_obama2.jpg" in output
+
+
+def test_the_demo_confirms_the_threshold_its_settings_page_proposes(db, faces):
+    # When the demo is seeded
+    output = _seed()
+
+    # Then its evaluation set holds nobody of its gallery, is audited for it, and the proposal is confirmed
+    organisation = Organisation.objects.get(slug="demo")
+    dataset = AuditDataset.objects.get(name=DEMO_EVALUATION_SET)
+    gallery_people = {s.display_name for s in Subject.objects.filter(gallery__organisation=organisation)} - {""}
+    assert dataset.samples.exists() and audit_validity(organisation).valid
+    assert not {s.identity.removeprefix("lfw_").replace("_", " ") for s in dataset.samples.all()} & gallery_people
+    point = operating_point_for(threshold_consequences(organisation))
+    assert organisation.threshold_confirmed_at is not None
+    assert organisation.distance_threshold == point.proposed != 0.6
+    assert f"dana confirmed the threshold the settings page proposes, {point.proposed}" in output
+    # and the first hour's probe is within it of its subject (0.363 apart), so the journey still ends in a match
+    assert point.proposed > 0.37
 
 
 def test_seeding_twice_adds_nothing(db, faces):

@@ -6,7 +6,10 @@ reference gallery (matching) and two trained reviewers (reviews).
 
 from __future__ import annotations
 
+import csv
 import datetime
+import hashlib
+import io
 from pathlib import Path
 
 from django.conf import settings
@@ -17,7 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from matching import services
-from matching.models import Gallery, Subject
+from matching.accuracy import evaluation, gallery_risk
+from matching.models import AuditDataset, Gallery, Subject
 from portal.management.commands.demo_totp import DEMO_EMAIL_DOMAIN
 from portal.models import Membership, Organisation, Role
 from reviews.services import training_record, training_status
@@ -38,6 +42,20 @@ DEMO_SUBJECTS = [
     ("DEMO-002", "Joe Biden", "M", "60+", "White", "face_recognition/biden__tests_test_images_biden.jpg"),
 ]
 DEMO_PROBE = "face_recognition/obama__tests_test_images_obama2.jpg"
+# The rest of the public photos are cut in two by a hash of each person's label: one half fills the demo gallery
+# (one photo each, with the sex, age band and race the manifest records), the other half is the evaluation set
+# whose audit says what a search of that gallery means. Nobody is in both.
+DEMO_EVALUATION_SET = "Demo evaluation set (public test photos)"
+MANIFEST_FOLDERS = ("face_recognition/", "lfw/", "utkface/", "compreface/", "facenet_pytorch/", "mtcnn/", "dlib/")
+
+
+def _demo_half(identity: str) -> int:
+    return int(hashlib.sha256(f"demo-gallery:{identity}".encode()).hexdigest(), 16) % 2
+
+
+def _display_name(identity: str) -> str:
+    """LFW's people are public figures named in their label; UTKFace's are anonymous and stay so."""
+    return identity.removeprefix("lfw_").replace("_", " ") if identity.startswith("lfw_") else ""
 
 
 class Command(BaseCommand):
@@ -100,24 +118,84 @@ class Command(BaseCommand):
                     acting_user=users["dana"],
                 )
 
-        # A real organisation's admin confirms the threshold on /settings/ after reading what it means for this
-        # gallery; the demo does it for dana at the library's 0.6, and says so, so that the journey can start.
-        if organisation.threshold_confirmed_at is None:
-            services.organisation_threshold_confirm(
-                organisation=organisation, threshold=organisation.distance_threshold, acting_user=users["dana"]
-            )
-            threshold_note = (
-                f"dana confirmed the demo's threshold, {organisation.distance_threshold}, for you: see what it "
-                "means for this gallery at /settings/."
-            )
-        else:
-            threshold_note = f"Threshold {organisation.distance_threshold}, confirmed by an org admin."
-
         self.stdout.write(f"Demo organisation “{organisation.name}”. Log in at /accounts/login/ as:")
         self.stdout.write("\n".join(lines))
         self.stdout.write("bob and rita have current training records, recorded by dana.")
-        self.stdout.write(threshold_note)
         self.stdout.write(self._gallery(organisation, users["dana"]))
+        self.stdout.write(self._audit(organisation, users["dana"]))
+        self.stdout.write(self._threshold(organisation, users["dana"]))
+
+    def _threshold(self, organisation: Organisation, dana) -> str:
+        """A real org admin confirms the threshold on /settings/ after reading what it means for the gallery; the
+        demo confirms what that page proposes, for dana, and says what it costs."""
+        if organisation.threshold_confirmed_at is not None:
+            return f"Threshold {organisation.distance_threshold}, confirmed by an org admin."
+        consequences = gallery_risk.threshold_consequences(organisation)
+        point = gallery_risk.operating_point_for(consequences)
+        threshold = point.proposed if point.proposed is not None else organisation.distance_threshold
+        services.organisation_threshold_confirm(organisation=organisation, threshold=threshold, acting_user=dana)
+        if point.proposed is None:
+            return (
+                f"dana confirmed the library's {threshold} for you: no audit could propose a threshold "
+                f"({consequences.unavailable or 'no threshold keeps every group under the ceiling'})."
+            )
+        everyone = point.everyone
+        lines = [
+            f"dana confirmed the threshold the settings page proposes, {threshold}: in this gallery, about "
+            f"{gallery_risk.in_100(everyone.fpir)} in 100 searches for a stranger return someone, and about "
+            f"{gallery_risk.in_100(everyone.fnir)} in 100 searches for someone enrolled miss them. See /settings/."
+        ]
+        lines += [f"Weak evidence: {weak.sentence}" for weak in point.weak]
+        return "\n".join(lines)
+
+    def _audit(self, organisation: Organisation, dana) -> str:
+        """The demo's evaluation set: the public photos of the people not in its gallery, audited for the demo."""
+        root = Path(settings.FACES_DIR)
+        if not (root / "manifest.csv").is_file():
+            return f"No demo evaluation set: the public test photos are not at {root} (set FACES_DIR)."
+        dataset = AuditDataset.objects.filter(name=DEMO_EVALUATION_SET, organisation__isnull=True).first()
+        if dataset is None:
+            text = (root / "manifest.csv").read_text(encoding="utf-8")
+            reader = csv.DictReader(io.StringIO(text))
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
+            writer.writeheader()
+            demo = {identity for identity, *_ in self._gallery_people(root)}
+            for row in reader:
+                if row["purpose"] == "identity" and row["identity"] and row["identity"] not in demo:
+                    writer.writerow(row)
+            self.stdout.write("Importing the demo's evaluation set (public test photos; about a minute)…")
+            dataset = evaluation.audit_dataset_create(
+                name=DEMO_EVALUATION_SET, organisation=None, manifest=out.getvalue().encode(), acting_user=None
+            )
+            dataset = evaluation.audit_dataset_import(dataset_id=dataset.pk, images_dir=root)
+        if not dataset.runs.filter(organisation=organisation).exists():
+            evaluation.audit_run_create(dataset=dataset, organisation=organisation, acting_user=dana)
+        return (
+            f"Evaluation set “{dataset.name}”: {dataset.accepted_count} photos of people not in the gallery, "
+            "audited for the demo (see /audits/)."
+        )
+
+    def _gallery_people(self, root: Path) -> list[tuple[str, str, str, str, str, str]]:
+        """(identity, display name, sex, age band, race, file) for each person of the demo gallery, in a fixed order."""
+        people: dict[str, tuple[str, str, str, str, str, str]] = {}
+        with (root / "manifest.csv").open(encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                identity = row["identity"]
+                if row["purpose"] != "identity" or not identity or row.get("faces_found_hog") != "1":
+                    continue
+                if not row["file"].startswith(MANIFEST_FOLDERS) or identity in people:
+                    continue
+                if _demo_half(identity) == 0 or identity in ("fr_obama", "fr_biden"):
+                    people[identity] = (
+                        identity,
+                        _display_name(identity),
+                        row["sex"],
+                        row["age_band"],
+                        row["race"],
+                        row["file"],
+                    )
+        return sorted(people.values())
 
     def _gallery(self, organisation: Organisation, dana) -> str:
         root = Path(settings.FACES_DIR)
@@ -132,12 +210,19 @@ class Command(BaseCommand):
             gallery = services.gallery_create(
                 organisation=organisation,
                 name=DEMO_GALLERY,
-                description="Public test photos from the face_recognition project; no real case.",
+                description="Public test photos (face_recognition, LFW, UTKFace and others); no real case.",
                 acting_user=dana,
             )
+        named = {"fr_obama", "fr_biden"}
+        others = [person for person in self._gallery_people(root) if person[0] not in named]
+        subjects = list(DEMO_SUBJECTS) + [
+            (f"DEMO-{number:03d}", name, sex, age_band, race, file)
+            for number, (_, name, sex, age_band, race, file) in enumerate(others, start=len(DEMO_SUBJECTS) + 1)
+        ]
+        existing = set(Subject.objects.filter(gallery=gallery).values_list("code", flat=True))
         enrolled = 0
-        for code, name, sex, age_band, ethnicity, file in DEMO_SUBJECTS:
-            if Subject.objects.filter(gallery=gallery, code=code).exists():
+        for code, name, sex, age_band, ethnicity, file in subjects:
+            if code in existing:
                 continue
             upload = SimpleUploadedFile(Path(file).name, (root / file).read_bytes(), content_type="image/jpeg")
             services.subject_enrol(
