@@ -177,6 +177,7 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "matching:audit_report": _REVIEW,
     "matching:audit_report_download": _REVIEW,
     "reviews:disclosure_download": _REVIEW,
+    "reviews:disclosure_view": _REVIEW,
     # The admin, as a whole; each ModelAdmin then answers per model through portal.admin_mixins
     "admin:*": frozenset({REVIEWER, ORG_ADMIN, SUPERUSER}),
     "admin:login": frozenset({ANONYMOUS}),

@@ -74,6 +74,7 @@ EXPECTED: dict[str, tuple] = {
     "matching:audit_report_download": ACME_AUDIT_PAGE,
     # Org admins and the senior reviewer (the route lets reviewers in; the view asks who is senior)
     "reviews:disclosure_download": ACME_ORG_ADMIN_PAGE,
+    "reviews:disclosure_view": ACME_ORG_ADMIN_PAGE,
     "api-schema": EVERYONE,
     "api-docs": EVERYONE,
     "api-root": API_MEMBERS,
