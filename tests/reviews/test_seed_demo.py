@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from matching.models import Gallery, Photo
 from portal.models import AuditEvent
+from reviews.management.commands.seed_demo import DEMO_PROBE, DEMO_RETENTION_DAYS
 from reviews.models import TrainingAttestation
 from reviews.services import review_policy_for, training_status
 
@@ -51,6 +52,45 @@ def test_seeding_twice_adds_nothing(db, faces):
     output = _seed()
     assert (TrainingAttestation.objects.count(), Photo.objects.count(), get_user_model().objects.count()) == counts
     assert "(unchanged)" in output
+
+
+def test_a_demo_case_once_closed_says_when_its_biometrics_are_purged(db, faces):
+    from datetime import timedelta
+
+    from matching import services
+
+    # Given the demo, and a case its caseworker opened
+    _seed()
+    alice = get_user_model().objects.get(username="alice")
+    organisation = alice.membership.organisation
+    case = services.case_create(
+        organisation=organisation,
+        acting_user=alice,
+        reference="DEMO-C1",
+        title="Demo case",
+        purpose="Demonstration",
+        photos=[services.uploaded_image_read(faces.upload(DEMO_PROBE))],
+    )
+
+    # When she closes it
+    case = services.case_close(case=case, acting_user=alice, reason="Found safe.")
+
+    # Then its purge is due after the demo's retention period
+    assert organisation.retention_days == DEMO_RETENTION_DAYS == 30
+    assert case.purge_due_at == case.closed_at + timedelta(days=30)
+
+
+def test_seeding_again_keeps_the_retention_an_org_admin_chose(db, faces):
+    from portal.services import organisation_update
+
+    _seed()
+    dana = get_user_model().objects.get(username="dana")
+    organisation_update(organisation=dana.membership.organisation, acting_user=dana, retention_days=90)
+
+    _seed()
+
+    dana.membership.organisation.refresh_from_db()
+    assert dana.membership.organisation.retention_days == 90
 
 
 def test_seed_demo_refuses_a_production_deployment(db, settings):

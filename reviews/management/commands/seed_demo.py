@@ -38,6 +38,8 @@ DEMO_SUBJECTS = [
     ("DEMO-002", "Joe Biden", "M", "60+", "White", "face_recognition/biden__tests_test_images_biden.jpg"),
 ]
 DEMO_PROBE = "face_recognition/obama__tests_test_images_obama2.jpg"
+# Closing a demo case then says when its biometrics go; an org admin changes it on the organisation's admin page.
+DEMO_RETENTION_DAYS = 30
 
 
 class Command(BaseCommand):
@@ -63,6 +65,7 @@ class Command(BaseCommand):
                 "permitted_purpose": "Demonstration with public test photos only",
                 "legal_basis": "No personal data of real cases; demonstration",
                 "use_case_approved_at": timezone.now(),
+                "retention_days": DEMO_RETENTION_DAYS,
             },
         )
         lines = []
