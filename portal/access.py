@@ -154,6 +154,8 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "two_factor_setup": frozenset({SIGNED_IN}),
     "two_factor_verify": frozenset({SIGNED_IN}),
     "no_role": frozenset({SIGNED_IN}),
+    # A member's own API token (mint and revoke), as `auth-token` in the API
+    "api_token": frozenset({MEMBER}),
     # Caseworkers' pages
     "matching:case_list": _CASES,
     "matching:case_create": _CASES,

@@ -52,6 +52,7 @@ EXPECTED: dict[str, tuple] = {
     "two_factor_setup": (200, 200, 200, 200, 200, LOGIN),
     "two_factor_verify": (302, 302, 302, 302, 302, LOGIN),  # no device yet: on to the setup page
     "no_role": (403, 403, 403, 403, 403, LOGIN),  # the page itself says "you have no role"
+    "api_token": (200, 200, 200, 200, 200, LOGIN),  # a member's own token; the second factor is tested elsewhere
     "healthz": EVERYONE,
     "invitation_accept": EVERYONE,  # the link itself is the credential
     "matching:case_list": CASES_PAGE,
