@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from matching.models import Candidate, Outcome, Photo
 from reviews.models import ReviewDecision
-from tests.browser.conftest import images_loaded, log_in, totp_code
+from tests.browser.conftest import JOURNEY_SHOTS, images_loaded, log_in, totp_code
 from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -83,6 +83,37 @@ def test_reviewer_confirms_a_second_factor_at_login(page, journey_shot, live_ser
     assert "Face search portal: review and administration" in page.inner_text("#site-name")
     page.goto(f"{live_server.url}{QUEUE}")
     assert page.inner_text("h1") == "Review queue: candidates waiting for a decision"
+
+
+def test_a_reviewer_who_signs_in_again_with_the_same_code_is_told_to_wait_for_the_next(
+    page, browser, journey_shot, live_server, reviewers, password, settings
+):
+    # Given bob, signed in with the code on his phone
+    settings.REQUIRE_TWO_FACTOR = True
+    bob = reviewers[0]
+    device = TOTPDevice.objects.create(user=bob, name="phone", confirmed=True)
+    code = totp_code(device)
+    log_in(page, live_server, "bob", password)
+    page.fill("input[name=token]", code)
+    page.click("main button[type=submit]")
+    page.wait_for_selector("#site-name")
+    # (at a step's edge the phone's next code is taken early; mark that one taken too, so "now" is deterministic)
+    device.refresh_from_db()
+    TOTPDevice.objects.filter(pk=device.pk).update(last_t=device.last_t + 1)
+
+    # When he signs in in a second browser within the same 30 seconds, with the code still on his phone
+    other = browser.new_context(viewport={"width": 1280, "height": 900})
+    second = other.new_page()
+    log_in(second, live_server, "bob", password)
+    second.fill("input[name=token]", totp_code(device))
+    second.click("main button[type=submit]")
+
+    # Then he is told the code was used, and to wait for the next one, not that it is wrong
+    second.wait_for_selector(".errorlist")
+    message = second.inner_text(".errorlist")
+    assert "This code was already used; wait for the next one" in message and "not valid" not in message
+    second.screenshot(path=str(JOURNEY_SHOTS / "test_totp_code_already_used.png"), full_page=True)
+    other.close()
 
 
 def test_reviewer_works_the_queue_with_filters_claims_the_keyboard_and_decides(
