@@ -122,7 +122,7 @@ def test_org_admin_makes_a_caseworker_a_reviewer_and_her_navigation_follows(
     # Given alice, a caseworker, who sees no review queue
     alice_page = browser.new_context().new_page()
     log_in(alice_page, live_server, "alice", password)
-    assert alice_page.locator("header.top nav a").all_inner_texts() == ["Cases"]
+    assert alice_page.locator("header.top nav a").all_inner_texts() == ["Cases", "API token"]
 
     # When dana changes alice's role to reviewer on the members page
     log_in(page, live_server, "dana", password)
@@ -138,7 +138,7 @@ def test_org_admin_makes_a_caseworker_a_reviewer_and_her_navigation_follows(
     assert "Reviewer" in row.inner_text()
     assert Membership.objects.get(user=alice).role == "reviewer"
     alice_page.reload()
-    assert alice_page.locator("header.top nav a").all_inner_texts() == ["Bias audits", "Review & admin"]
+    assert alice_page.locator("header.top nav a").all_inner_texts() == ["Bias audits", "Review & admin", "API token"]
     assert alice_page.goto(f"{live_server.url}{QUEUE}").status == 200
     alice_page.context.close()
 
