@@ -34,15 +34,23 @@ browser:
 	  else echo "Chromium is missing: install Debian's chromium package, or the browser tests will skip."; fi; \
 	fi
 
-# Pango and HarfBuzz for WeasyPrint, which renders the disclosure PDF in the worker.
+# Pango and HarfBuzz for WeasyPrint, which prints the disclosure PDF in the worker. Never fatal: when apt is
+# locked, offline or absent this warns and `make run` goes on; the portal then runs, and a disclosure report is
+# made as HTML with a message that its PDF could not be printed.
+PDF_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 pdflibs:
 	@libs="$$($$(command -v ldconfig || echo /sbin/ldconfig) -p 2>/dev/null)"; \
 	if ! echo "$$libs" | grep -q 'libpango-1.0.so.0' || ! echo "$$libs" | grep -q 'libpangoft2-1.0.so.0' \
 	    || ! echo "$$libs" | grep -q 'libharfbuzz-subset.so.0'; then \
+	  missing="Pango is missing, so disclosure reports will have no PDF (their HTML is still made)"; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	      libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core) >/dev/null; \
-	  else echo "Pango is missing: install Debian's libpango-1.0-0, libpangoft2-1.0-0 and libharfbuzz-subset0, or disclosure PDFs will fail."; fi; \
+	    if ! out="$$( (timeout 300 apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	        timeout 600 apt-get install -y -q $(PDF_PACKAGES)) 2>&1)"; then \
+	      echo "warning: $$missing. apt-get could not install it:"; \
+	      echo "$$out" | grep -E '^(E|W):' | tail -n 3 | sed 's/^/  /'; \
+	      echo "  Run \`make pdflibs\` again once apt is free, or install $(PDF_PACKAGES)."; \
+	    fi; \
+	  else echo "warning: $$missing. Install Debian's $(PDF_PACKAGES)."; fi; \
 	fi
 
 test: install browser pdflibs

@@ -124,10 +124,31 @@ class ConfirmedMatchSerializer(serializers.ModelSerializer):
         return [reviewer.get_username() for reviewer in candidate.confirming_reviewers]
 
 
+# Whether a case is closed and when its biometrics go, in the list and the detail alike.
+CASE_STATE = ["closed", "closed_at", "purge_due_at", "purged_at"]
+
+
 class CaseSerializer(serializers.ModelSerializer):
+    closed = serializers.BooleanField(
+        source="is_closed", read_only=True, help_text="Whether the case is closed (its retention period has started)."
+    )
+    closed_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When it was closed; null while it is open."
+    )
+    purge_due_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When its probe photos, crops and encodings will be purged: its closing time plus the "
+        "organisation's retention period as it is now. Null while the case is open, once it is purged, or when the "
+        "organisation keeps no retention period.",
+    )
+    purged_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When its biometrics were purged; null until then."
+    )
+
     class Meta:
         model = Case
-        fields = ["id", "reference", "title", "description", "purpose", "created_at"]
+        fields = ["id", "reference", "title", "description", "purpose", "created_at", *CASE_STATE]
 
 
 class CaseStateSerializer(serializers.ModelSerializer):
@@ -171,19 +192,9 @@ class CaseDetailSerializer(CaseSerializer):
     photos = serializers.SerializerMethodField()
     candidates = serializers.SerializerMethodField()
     confirmed_matches = serializers.SerializerMethodField()
-    purge_due_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta(CaseSerializer.Meta):
-        fields = [
-            *CaseSerializer.Meta.fields,
-            "closed_at",
-            "close_reason",
-            "purge_due_at",
-            "purged_at",
-            "photos",
-            "candidates",
-            "confirmed_matches",
-        ]
+        fields = [*CaseSerializer.Meta.fields, "close_reason", "photos", "candidates", "confirmed_matches"]
 
     @extend_schema_field(PhotoSerializer(many=True))
     def get_photos(self, case: Case) -> list[dict]:

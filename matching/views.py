@@ -423,6 +423,7 @@ def audit_report(request, run_id: int):
         [(g["key"], [(r["threshold"], r["fmr"], r["fnmr"]) for r in g["rates"]]) for g in drawn],
         threshold_in_use=at,
     )
+    ranked = [g for g in document["groups"] if g["level"] >= 0 and not g["insufficient"]]
     return render(
         request,
         "matching/audit_report.html",
@@ -435,8 +436,21 @@ def audit_report(request, run_id: int):
             "not_drawn": not_drawn,
             "disparity": document["fmr_max_to_geomean"],
             "advice": evaluation.threshold_advice(run),
+            "everyone": next((g for g in document["groups"] if g["key"] == "all"), None),
+            "worst_groups": _worst_groups(ranked),
+            "unranked": sum(1 for g in document["groups"] if g["level"] >= 0 and g["insufficient"]),
         },
     )
+
+
+# The report's summary names this many groups; every group is in the tables below it.
+WORST_GROUPS_SHOWN = 5
+
+
+def _worst_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups with enough data whose FMR at the run's threshold is highest, as the run document states it."""
+    measured = [g for g in groups if g["in_use"] is not None and g["in_use"]["fmr"] is not None]
+    return sorted(measured, key=lambda g: (-g["in_use"]["fmr"], g["key"]))[:WORST_GROUPS_SHOWN]
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection); a quote in front makes

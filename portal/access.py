@@ -154,6 +154,8 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "two_factor_setup": frozenset({SIGNED_IN}),
     "two_factor_verify": frozenset({SIGNED_IN}),
     "no_role": frozenset({SIGNED_IN}),
+    # A member's own API token (mint and revoke), as `auth-token` in the API
+    "api_token": frozenset({MEMBER}),
     # Caseworkers' pages
     "matching:case_list": _CASES,
     "matching:case_create": _CASES,
@@ -177,6 +179,7 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "matching:audit_report": _REVIEW,
     "matching:audit_report_download": _REVIEW,
     "reviews:disclosure_download": _REVIEW,
+    "reviews:disclosure_view": _REVIEW,
     # The admin, as a whole; each ModelAdmin then answers per model through portal.admin_mixins
     "admin:*": frozenset({REVIEWER, ORG_ADMIN, SUPERUSER}),
     "admin:login": frozenset({ANONYMOUS}),

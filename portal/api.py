@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from portal.keys import api_key_revoke, personal_token_create
+from portal.keys import personal_token_create, personal_token_revoke
 from portal.models import ApiKey, ApiKeyKind
 from portal.services import AccessError
 
@@ -276,8 +276,7 @@ class PersonalTokenView(APIView):
     @extend_schema(responses={204: None, 403: ErrorsSerializer}, operation_id="auth_token_revoke")
     def delete(self, request):
         self._refuse_keys(request)
-        for key in ApiKey.objects.filter(user=request.user, kind=ApiKeyKind.PERSONAL, revoked_at__isnull=True):
-            api_key_revoke(api_key=key, acting_user=request.user)
+        personal_token_revoke(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod

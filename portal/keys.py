@@ -135,6 +135,21 @@ def personal_token_create(*, user: Any, name: str = "") -> tuple[ApiKey, str]:
     return key, secret
 
 
+def personal_token_active(user: Any) -> ApiKey | None:
+    """The member's working personal token, if any (creating one revokes the one before, so at most one)."""
+    return ApiKey.objects.filter(user=user, kind=ApiKeyKind.PERSONAL, revoked_at__isnull=True).order_by("-id").first()
+
+
+@transaction.atomic
+def personal_token_revoke(*, user: Any) -> int:
+    """Revoke the member's own personal token(s); how many were working. Each revocation is in the activity log."""
+    revoked = 0
+    for key in ApiKey.objects.filter(user=user, kind=ApiKeyKind.PERSONAL, revoked_at__isnull=True):
+        api_key_revoke(api_key=key, acting_user=user)
+        revoked += 1
+    return revoked
+
+
 def api_key_check(secret: str) -> ApiKey | None:
     """The active key this secret belongs to, or None. Constant-time on the secret itself."""
     if not secret.startswith(SECRET_START) or len(secret) > 200:

@@ -6,6 +6,7 @@ are not required to. Machine credentials (API keys and tokens) are not sessions 
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlencode
 
 from django import forms
@@ -87,13 +88,50 @@ class TokenForm(forms.Form):
     )
 
 
+def totp_seconds_left(device, now: float | None = None) -> int:
+    """Seconds until the authenticator shows its next code (a phone counts from t0, whatever the drift)."""
+    now = time.time() if now is None else now
+    return max(1, int(device.step - (now - device.t0) % device.step + 0.999))
+
+
+def totp_code_used(device, token: str, now: float | None = None) -> bool:
+    """Whether the code is one the device accepts at this time but has already accepted once.
+
+    django-otp takes each time step's code once (a replay defence): a second sign-in with a code still on the
+    phone's screen is refused as if it were wrong, although it is right.
+    """
+    from django_otp.oath import TOTP
+
+    try:
+        value = int(token)
+    except ValueError:
+        return False
+    now = time.time() if now is None else now
+
+    def matches(min_t: int | None) -> bool:
+        # A fresh TOTP each time: a successful verify() moves its drift.
+        totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+        totp.time = now
+        return totp.verify(value, device.tolerance, min_t)
+
+    # Right within the tolerance window with no lower bound, refused above the last step taken: so it was taken.
+    return matches(None) and not matches(device.last_t + 1)
+
+
 def _code_error(device, token: str) -> str | None:
     """None when the code is right; otherwise what to tell the user, saying so when they are throttled."""
     allowed, data = device.verify_is_allowed()
     if not allowed:
         return _throttled_message(device, data)
-    if device.verify_token(token.strip()):
+    token = token.strip()
+    if device.verify_token(token):
         return None
+    if totp_code_used(device, token):
+        seconds = totp_seconds_left(device)
+        return (
+            "This code was already used; wait for the next one "
+            f"(your app shows it in about {seconds} second{'s' if seconds != 1 else ''})."
+        )
     return "That code is not valid. Check the time on your phone and try again."
 
 

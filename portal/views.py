@@ -80,3 +80,46 @@ def invitation_accept(request, token: str):
         {"form": form, "invitation": invitation},
         status=400 if request.method == "POST" else 200,
     )
+
+
+class TokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, label="Name (optional)")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_token(request):
+    """A member's own API token: mint it (its secret shown this once) and revoke it.
+
+    The same services as `POST` and `DELETE /api/auth/token/`. Like every page, it opens only after the second
+    factor for those who need one (portal.twofactor), so a stolen password alone cannot mint a token.
+    """
+    from django.contrib import messages
+
+    from portal.keys import personal_token_active, personal_token_create, personal_token_revoke
+    from portal.services import AccessError
+
+    secret = ""
+    form = TokenCreateForm()
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "revoke":
+            if personal_token_revoke(user=request.user):
+                messages.success(request, "Your API token is revoked: it stopped working at once.")
+            return redirect("api_token")
+        if action != "create":
+            return render(request, "portal/api_token.html", {"form": form}, status=400)
+        form = TokenCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                _, secret = personal_token_create(user=request.user, name=form.cleaned_data["name"])
+            except AccessError as error:
+                messages.error(request, str(error))
+            else:
+                form = TokenCreateForm()
+    return render(
+        request,
+        "portal/api_token.html",
+        {"form": form, "secret": secret, "token": personal_token_active(request.user)},
+        status=400 if form.errors else 200,
+    )

@@ -142,15 +142,23 @@ def history(obj: ReviewItem) -> str:
     )
 
 
-@admin.display(description="download")
+@admin.display(description="report")
 def downloads(obj: DisclosureReport) -> str:
     if obj.status != "done":
         return obj.get_status_display()
-    return format_html(
-        '<a href="{}">HTML</a> · <a href="{}">PDF</a>',
+    links = format_html(
+        '<a href="{}" class="disclosure-view" target="_blank" rel="noopener">View</a>'
+        ' · <a href="{}" class="disclosure-html">Download HTML</a>',
+        reverse("reviews:disclosure_view", args=[obj.pk]),
         reverse("reviews:disclosure_download", args=[obj.pk, "html"]),
-        reverse("reviews:disclosure_download", args=[obj.pk, "pdf"]),
     )
+    if obj.pdf:
+        return format_html(
+            '{} · <a href="{}" class="disclosure-pdf">Download PDF</a>',
+            links,
+            reverse("reviews:disclosure_download", args=[obj.pk, "pdf"]),
+        )
+    return format_html('{}<p class="errornote pdf-missing">{}</p>', links, obj.pdf_failure_reason or "No PDF.")
 
 
 # After a decision

@@ -10,14 +10,22 @@ def _disclosures_listener(event) -> None:
     disclosures_after_biometrics_removed(event)
 
 
+def _warnings_listener(event) -> None:
+    # Inside the transaction that stores the candidates: the queue never shows one without its warning.
+    from reviews.services import candidate_warnings_store
+
+    candidate_warnings_store(candidate_ids=event.candidate_ids)
+
+
 class ReviewsConfig(AppConfig):
     name = "reviews"
     verbose_name = "Review"
 
     def ready(self) -> None:
-        from matching.services import biometrics_listener_register
+        from matching.services import biometrics_listener_register, candidates_listener_register
         from portal.audit import audit_detail_view_register
         from reviews.services import audit_detail_of_candidate
 
         biometrics_listener_register(_disclosures_listener)
+        candidates_listener_register(_warnings_listener)
         audit_detail_view_register("matching.Candidate", audit_detail_of_candidate)

@@ -208,10 +208,26 @@ def disclosure_context(case: Case) -> dict[str, Any]:
     }
 
 
+class PdfUnavailable(Exception):
+    """WeasyPrint cannot print here: the machine lacks its system libraries (Pango, HarfBuzz)."""
+
+
+PDF_UNAVAILABLE = (
+    "No PDF: the worker could not load Pango, which prints the PDF ({error}). The HTML report is complete: view "
+    "or download it. For a PDF, install Debian's libpango-1.0-0, libpangoft2-1.0-0 and libharfbuzz-subset0 on "
+    "the worker's machine (`make pdflibs` as root), restart the worker and request the report again."
+)
+
+
 def _pdf(html: str) -> bytes:
     """The PDF is the HTML report printed: one template, so the two cannot say different things."""
-    from weasyprint import HTML
-    from weasyprint.urls import URLFetcher
+    try:
+        from weasyprint import HTML
+        from weasyprint.urls import URLFetcher
+    except OSError as error:
+        # WeasyPrint opens Pango with cffi when it is imported; on a machine without it that open fails. A
+        # machine set up by `make run` while apt was locked or offline is one (see `make pdflibs`).
+        raise PdfUnavailable(str(error).split(":")[0][:160]) from error
 
     # The report inlines its images as data URIs; it must fetch nothing else, from the network or the disk.
     return HTML(string=html, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf()
@@ -265,7 +281,12 @@ def disclosure_generate(*, report_id: int) -> None:
     started_from = report.regenerated_at
     context = disclosure_context(report.case)
     html = render_to_string("reviews/disclosure.html", context)
-    pdf = _pdf(html)
+    try:
+        pdf, pdf_failure = _pdf(html), ""
+    except PdfUnavailable as error:
+        # Not a failed report: the HTML says everything the PDF would, so it is stored and the page says why
+        # there is no PDF. Trying again would fail the same way until Pango is installed.
+        pdf, pdf_failure = None, PDF_UNAVAILABLE.format(error=error)
     with transaction.atomic():
         current = DisclosureReport.objects.select_for_update(no_key=True).get(pk=report_id)
         if current.regenerated_at != started_from or current.status != DisclosureStatus.RUNNING:
@@ -274,10 +295,14 @@ def disclosure_generate(*, report_id: int) -> None:
             return
         old_files = [current.html, current.pdf]
         report.html.save(f"{uuid.uuid4().hex}.html", ContentFile(html.encode()), save=False)
-        report.pdf.save(f"{uuid.uuid4().hex}.pdf", ContentFile(pdf), save=False)
+        if pdf is None:
+            report.pdf = ""
+        else:
+            report.pdf.save(f"{uuid.uuid4().hex}.pdf", ContentFile(pdf), save=False)
+        report.pdf_failure_reason = pdf_failure
         report.status = DisclosureStatus.DONE
         report.finished_at = timezone.now()
-        report.save(update_fields=["html", "pdf", "status", "finished_at"])
+        report.save(update_fields=["html", "pdf", "pdf_failure_reason", "status", "finished_at"])
         for old in old_files:
             if old and old.name and old.name not in (report.html.name, report.pdf.name):
                 old.storage.delete(old.name)

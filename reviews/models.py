@@ -175,6 +175,8 @@ class DisclosureReport(models.Model):
     failure_reason = models.CharField(max_length=500, blank=True)
     html = models.FileField(upload_to="disclosures/%Y/%m/", max_length=300, blank=True)
     pdf = models.FileField(upload_to="disclosures/%Y/%m/", max_length=300, blank=True)
+    # Why a report that is done has no PDF (the worker could not print one); its HTML is whole.
+    pdf_failure_reason = models.CharField("PDF", max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # Set when an erasure or a purge took images out of an earlier version of this report.

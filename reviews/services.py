@@ -292,6 +292,34 @@ def notify_caseworker(*, case_id: int, confirmed: bool) -> None:
     )
 
 
+@transaction.atomic
+def candidate_warnings_store(*, candidate_ids: list[int]) -> int:
+    """Store the queue's warning severity of new candidates, in the transaction that stores them.
+
+    Matching tells reviews of every new candidate inside `search_results_store` (its CandidatesStored listener,
+    registered in `reviews.apps`), so no candidate reaches the queue without its warning. `warnings_refresh` (the
+    beat sweep, and the task queued with each decision) keeps them current when the audit changes.
+    """
+    from reviews.bias import AuditContext
+    from reviews.models import CandidateWarning
+
+    candidates = list(
+        Candidate.objects.filter(pk__in=candidate_ids, warning__isnull=True)
+        .select_related("case__organisation", "subject", "search")
+        .order_by("id")
+    )
+    if not candidates:
+        return 0
+    # One search's candidates, so one organisation and one audit context.
+    context = AuditContext.load(candidates[0].case.organisation)
+    run_id = context.validity.run.pk if context.validity.valid else None
+    CandidateWarning.objects.bulk_create(
+        CandidateWarning(candidate=candidate, severity=bias_panel(candidate, context).severity, run_id=run_id)
+        for candidate in candidates
+    )
+    return len(candidates)
+
+
 # Per process: organisation id -> the state in which every open candidate's warning was found fresh.
 _warnings_fresh_at: dict[int, tuple] = {}
 

@@ -42,6 +42,8 @@ from matching.services.retention import (
     subject_erase,
 )
 from matching.services.searching import (
+    CandidatesStored,
+    candidates_listener_register,
     gallery_matrix_load,
     gallery_shard_search,
     gallery_shards,
@@ -58,12 +60,14 @@ __all__ = [
     "USE_CASE_REFUSAL",
     "BiometricsRemoved",
     "CandidateAlreadyDecided",
+    "CandidatesStored",
     "ServiceError",
     "StoredFiles",
     "SweepResult",
     "UploadedImage",
     "biometrics_listener_register",
     "candidate_set_outcome",
+    "candidates_listener_register",
     "case_add_photos",
     "case_close",
     "case_create",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -194,6 +196,23 @@ def shard_results_store(
     )
 
 
+@dataclass(frozen=True)
+class CandidatesStored:
+    """New candidates of one photo's search, for the apps that keep something per candidate (reviews' warnings)."""
+
+    organisation_id: int
+    candidate_ids: list[int]
+
+
+_candidates_listeners: list[Callable[[CandidatesStored], None]] = []
+
+
+def candidates_listener_register(listener: Callable[[CandidatesStored], None]) -> None:
+    """Called from an app's ready(): the listener runs inside the transaction that stores the candidates."""
+    if listener not in _candidates_listeners:
+        _candidates_listeners.append(listener)
+
+
 def search_results_store(
     *,
     photo_id: int,
@@ -212,6 +231,7 @@ def search_results_store(
         organisation = Organisation.objects.get(id=locked.organisation_id)
         already = set(Search.objects.filter(face__photo=locked).values_list("face_id", flat=True))
         faces = Face.objects.filter(id__in=list(face_hits)).order_by("index")
+        stored: list[int] = []
         for face in faces:
             if face.id in already:
                 continue
@@ -238,6 +258,12 @@ def search_results_store(
                 )
                 for rank, hit in enumerate(hits, start=1)
             )
+            if hits:
+                stored.extend(Candidate.objects.filter(search=search).values_list("id", flat=True))
+        if stored:
+            event = CandidatesStored(organisation_id=organisation.pk, candidate_ids=stored)
+            for listener in _candidates_listeners:
+                listener(event)
         locked.status = PhotoStatus.DONE
         locked.status_changed_at = timezone.now()
         locked.save(update_fields=["status", "status_changed_at"])

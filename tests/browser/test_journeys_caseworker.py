@@ -159,3 +159,40 @@ def test_caseworker_sees_a_confirmed_match_with_every_confirming_reviewer(
     assert page.inner_text("[data-count=confirmed]") == "1" and page.inner_text("[data-count=pending]") == "0"
     assert "A confirmed match is an investigative lead." in page.inner_text("main")
     journey_shot()
+
+
+def test_in_the_demo_closing_a_case_says_when_its_biometrics_are_purged(page, journey_shot, live_server, faces):
+    import io
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from matching import services
+    from reviews.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PROBE
+
+    # Given a fresh demo and a case its caseworker opened
+    call_command("seed_demo", "--no-evaluation-set", stdout=io.StringIO())
+    alice = get_user_model().objects.get(username="alice")
+    case = services.case_create(
+        organisation=alice.membership.organisation,
+        acting_user=alice,
+        reference="DEMO-C1",
+        title="Missing person, first demo case",
+        purpose="Locate a missing person (demonstration)",
+        photos=[services.uploaded_image_read(faces.upload(DEMO_PROBE))],
+    )
+    log_in(page, live_server, "alice", DEMO_PASSWORD)
+    page.goto(f"{live_server.url}/cases/{case.pk}/")
+    assert "purged 30 days later" in page.inner_text("form.close-case")
+
+    # When alice closes it
+    page.fill("textarea[name=reason]", "Found safe; the family confirmed it.")
+    page.click("form.close-case button[type=submit]")
+
+    # Then the page says on which day its photos, crops and encodings go
+    page.wait_for_selector("[data-role=purge-date] strong")
+    case.refresh_from_db()
+    due = f"{case.purge_due_at:%Y-%m-%d}"
+    assert due in page.inner_text("[data-role=purge-date]") and "will be purged on" in page.inner_text("main")
+    assert due in page.inner_text("p.message.success")
+    journey_shot("closed")

@@ -12,9 +12,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # What each role's navigation offers, in order
 NAVIGATION = {
-    "alice": ["Cases"],
-    "bob": ["Bias audits", "Review & admin"],
-    "dana": ["Cases", "Galleries", "Bias audits", "Settings", "Review & admin"],
+    "alice": ["Cases", "API token"],
+    "bob": ["Bias audits", "Review & admin", "API token"],
+    "dana": ["Cases", "Galleries", "Bias audits", "Settings", "Review & admin", "API token"],
 }
 ROLE_LINE = {
     "alice": "alice · Caseworker, Acme Search",

@@ -257,6 +257,109 @@ def test_org_admin_requests_a_disclosure_report_and_downloads_it(
     pdf = open(pdf_download.value.path(), "rb").read()
     assert pdf[:5] == b"%PDF-" and len(pdf) > 10_000
 
+    # and "View" opens the same report in a tab of its own, shown rather than saved, its faces drawn
+    with page.expect_popup() as popup:
+        row.locator("a.disclosure-view").click()
+    shown = popup.value
+    shown.wait_for_load_state()
+    assert "J-D1" in shown.inner_text("body") and "Nose, mouth and jaw agree." in shown.inner_text("body")
+    assert images_loaded(shown, "img") >= 2
+    shown.screenshot(path=str(JOURNEY_SHOTS / f"{request.node.name}-view.png"), full_page=True)
+
+
+# A machine without Pango, as `make run` leaves it when apt is locked: cffi cannot open the library, just as the
+# dynamic loader answers there. The rest of the process is the real worker code.
+NO_PANGO = """
+import cffi
+
+_dlopen = cffi.FFI.dlopen
+
+
+def dlopen(self, name, flags=0):
+    if "pango" in str(name):
+        raise OSError(f"cannot load library '{name}': {name}: cannot open shared object file: No such file")
+    return _dlopen(self, name, flags)
+
+
+cffi.FFI.dlopen = dlopen
+"""
+
+
+def _generate_without_pango(report_id: int) -> str:
+    """Run the disclosure task in a process of its own on a machine without Pango; its state and output."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.conftest import ROOT, _database_url
+
+    script = NO_PANGO + (
+        "import django\n"
+        "django.setup()\n"
+        "from reviews.tasks import generate_disclosure\n"
+        f"print('task state:', generate_disclosure.apply(args=[{report_id}]).state)\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": _database_url(connection.settings_dict),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "CELERY_BROKER_URL": "memory://",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def test_without_pango_the_org_admin_gets_the_html_report_and_a_message_instead_of_the_pdf(
+    page, request, journey_shot, live_server, gallery, open_case, reviewers, dana, password
+):
+    from reviews.models import DisclosureReport
+
+    # Given a case whose candidate two reviewers confirmed, and dana's request for its report
+    case = open_case(OBAMA_2, reference="J-D2")
+    wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="probe photo")
+    candidate = case.candidates.get()
+    decide(candidate, reviewers[0], reason="Ears and hairline agree.")
+    decide(candidate, reviewers[1], reason="Nose, mouth and jaw agree.")
+    # Stored directly rather than through the service, whose outbox would also hand it to any worker (with
+    # Pango) left running by an earlier test.
+    report = DisclosureReport.objects.create(case=case, requested_by=dana)
+
+    # When a worker on a machine without Pango generates it
+    output = _generate_without_pango(report.pk)
+
+    # Then the report is done, with its HTML and without a PDF, and says why
+    assert "task state: SUCCESS" in output, output
+    report.refresh_from_db()
+    assert report.status == "done" and report.html and not report.pdf, output
+    assert report.pdf_failure_reason.startswith("No PDF: the worker could not load Pango"), report.pdf_failure_reason
+
+    # and dana's list of reports says so beside the HTML, and offers no PDF
+    log_in(page, live_server, "dana", password)
+    page.goto(f"{live_server.url}/admin/reviews/disclosurereport/")
+    row = page.locator("#result_list tbody tr", has_text="J-D2")
+    message = row.locator(".pdf-missing").inner_text()
+    assert "No PDF: the worker could not load Pango" in message and "The HTML report is complete" in message
+    assert "libpango-1.0-0" in message and "request the report again" in message
+    assert row.locator("a.disclosure-pdf").count() == 0
+    journey_shot("list")
+
+    # and the HTML report opens, whole
+    with page.expect_popup() as popup:
+        row.locator("a.disclosure-view").click()
+    shown = popup.value
+    shown.wait_for_load_state()
+    assert "J-D2" in shown.inner_text("body") and "Ears and hairline agree." in shown.inner_text("body")
+    assert images_loaded(shown, "img") >= 2
+    # and the PDF's address answers "not found" rather than failing
+    missing = page.request.get(f"{live_server.url}/review/disclosures/{report.pk}/download.pdf")
+    assert missing.status == 404
+
 
 def test_org_admin_reads_the_activity_log(page, journey_shot, live_server, dana, alice, open_case, faces, password):
     # Given a case alice opened

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from matching.models import Candidate, Outcome, Photo
 from reviews.models import ReviewDecision
-from tests.browser.conftest import images_loaded, log_in, totp_code
+from tests.browser.conftest import JOURNEY_SHOTS, images_loaded, log_in, totp_code
 from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -83,6 +83,37 @@ def test_reviewer_confirms_a_second_factor_at_login(page, journey_shot, live_ser
     assert "Face search portal: review and administration" in page.inner_text("#site-name")
     page.goto(f"{live_server.url}{QUEUE}")
     assert page.inner_text("h1") == "Review queue: candidates waiting for a decision"
+
+
+def test_a_reviewer_who_signs_in_again_with_the_same_code_is_told_to_wait_for_the_next(
+    page, browser, journey_shot, live_server, reviewers, password, settings
+):
+    # Given bob, signed in with the code on his phone
+    settings.REQUIRE_TWO_FACTOR = True
+    bob = reviewers[0]
+    device = TOTPDevice.objects.create(user=bob, name="phone", confirmed=True)
+    code = totp_code(device)
+    log_in(page, live_server, "bob", password)
+    page.fill("input[name=token]", code)
+    page.click("main button[type=submit]")
+    page.wait_for_selector("#site-name")
+    # (at a step's edge the phone's next code is taken early; mark that one taken too, so "now" is deterministic)
+    device.refresh_from_db()
+    TOTPDevice.objects.filter(pk=device.pk).update(last_t=device.last_t + 1)
+
+    # When he signs in in a second browser within the same 30 seconds, with the code still on his phone
+    other = browser.new_context(viewport={"width": 1280, "height": 900})
+    second = other.new_page()
+    log_in(second, live_server, "bob", password)
+    second.fill("input[name=token]", totp_code(device))
+    second.click("main button[type=submit]")
+
+    # Then he is told the code was used, and to wait for the next one, not that it is wrong
+    second.wait_for_selector(".errorlist")
+    message = second.inner_text(".errorlist")
+    assert "This code was already used; wait for the next one" in message and "not valid" not in message
+    second.screenshot(path=str(JOURNEY_SHOTS / "test_totp_code_already_used.png"), full_page=True)
+    other.close()
 
 
 def test_reviewer_works_the_queue_with_filters_claims_the_keyboard_and_decides(
@@ -252,3 +283,55 @@ def test_reviewer_corrects_his_own_decision(page, journey_shot, live_server, can
     _open_item(page, live_server, candidate)
     assert "Your reason: On the full photo, ears, nose and jaw agree." in page.inner_text("#worksheet")
     journey_shot("corrected")
+
+
+def test_reviewer_mints_an_api_token_after_the_second_factor_and_revokes_it(
+    page, browser, journey_shot, live_server, reviewers, password, settings
+):
+    from portal.models import ApiKey
+
+    # Given bob, a reviewer with an enrolled authenticator, signed in with his password and his code
+    settings.REQUIRE_TWO_FACTOR = True
+    bob = reviewers[0]
+    device = TOTPDevice.objects.create(user=bob, name="phone", confirmed=True)
+    log_in(page, live_server, "bob", password)
+    # (the token page is behind the second factor too: asked for it, he confirms it first)
+    page.goto(f"{live_server.url}/token/")
+    page.wait_for_selector("h1:has-text('Two-factor authentication')")
+    page.fill("input[name=token]", totp_code(device))
+    page.click("main button[type=submit]")
+    page.wait_for_selector("h1:has-text('Your API token')")
+    assert page.inner_text("#token-none") == "You have no API token."
+
+    # When he goes there from the admin, and creates a token with a name
+    page.goto(f"{live_server.url}{QUEUE}")
+    page.click("#api-token-link")
+    page.fill("input[name=name]", "Queue report script")
+    page.click("#token-create button[type=submit]")
+
+    # Then the page shows its secret once, its name and when it was made
+    secret = page.inner_text("#token-secret").strip()
+    key = ApiKey.objects.get(user=bob, kind="personal", revoked_at__isnull=True)
+    assert secret.startswith(f"fsp_{key.prefix}_")
+    assert "Queue report script" in page.inner_text("#token-current")
+    assert page.inner_text("[data-role=token-created]").startswith(f"{key.created_at:%Y-%m-%d %H:%M}")
+    journey_shot("minted")
+    # and the API answers to it, from a client that holds nothing but the token
+    script = browser.new_context()
+    answer = script.request.get(f"{live_server.url}/api/audit-runs/", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status == 200
+
+    # and a reload shows the token without its secret
+    page.goto(f"{live_server.url}/token/")
+    assert secret not in page.content() and "Queue report script" in page.inner_text("#token-current")
+
+    # When he revokes it
+    page.click(".token-revoke button[type=submit]")
+
+    # Then the page says so, and the API refuses it
+    page.wait_for_selector("#token-none")
+    assert "Your API token is revoked" in page.inner_text("main")
+    journey_shot("revoked")
+    answer = script.request.get(f"{live_server.url}/api/audit-runs/", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status == 401
+    script.close()

@@ -119,6 +119,38 @@ def test_case_list_is_paginated(client, alice, org, monkeypatch):
     assert (first["count"], len(first["results"]), len(second["results"]), second["next"]) == (3, 2, 1, None)
 
 
+def test_case_list_and_detail_say_whether_a_case_is_closed_and_when_it_is_purged(client, alice, org):
+    # Given an organisation keeping closed cases' biometrics for 30 days, an open case and a closed one
+    org.retention_days = 30
+    org.save(update_fields=["retention_days"])
+    CaseFactory(organisation=org, reference="OPEN-1")
+    shut = services.case_close(case=CaseFactory(organisation=org, reference="SHUT-1"), acting_user=alice, reason="Safe")
+    due = (shut.closed_at + datetime.timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    client.force_login(alice)
+
+    # When alice lists the cases and reads each one
+    listed = {c["reference"]: c for c in client.get(reverse("case-list")).json()["results"]}
+    detail = {ref: client.get(reverse("case-detail", args=[c["id"]])).json() for ref, c in listed.items()}
+
+    # Then both say which is closed, since when, and when its biometrics go
+    state = ("closed", "closed_at", "purge_due_at", "purged_at")
+    for cases in (listed, detail):
+        assert [cases["OPEN-1"][k] for k in state] == [False, None, None, None]
+        assert [cases["SHUT-1"][k] for k in state] == [True, cases["SHUT-1"]["closed_at"], due, None]
+        assert cases["SHUT-1"]["closed_at"].startswith(f"{shut.closed_at:%Y-%m-%dT%H:%M}")
+
+
+def test_the_schema_describes_a_case_s_closing_and_purge(client):
+    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
+
+    for name in ("Case", "CaseDetail"):
+        fields = schema["components"]["schemas"][name]["properties"]
+        assert fields["closed"]["type"] == "boolean" and "closed" in fields["closed"]["description"]
+        assert fields["purge_due_at"]["nullable"] and "purged" in fields["purge_due_at"]["description"]
+        assert "retention period" in fields["purge_due_at"]["description"]
+        assert {"closed_at", "purged_at"} <= set(fields)
+
+
 def test_case_photos_show_status_failure_reason_and_faces_but_no_subject(client, alice, org):
     # given: a case whose first photo was searched (one face, one candidate) and a second photo that failed
     candidate = candidate_with(organisation=org, created_by=alice, subject={"code": "SECRET-SUBJECT"})

@@ -52,6 +52,7 @@ EXPECTED: dict[str, tuple] = {
     "two_factor_setup": (200, 200, 200, 200, 200, LOGIN),
     "two_factor_verify": (302, 302, 302, 302, 302, LOGIN),  # no device yet: on to the setup page
     "no_role": (403, 403, 403, 403, 403, LOGIN),  # the page itself says "you have no role"
+    "api_token": (200, 200, 200, 200, 200, LOGIN),  # a member's own token; the second factor is tested elsewhere
     "healthz": EVERYONE,
     "invitation_accept": EVERYONE,  # the link itself is the credential
     "matching:case_list": CASES_PAGE,
@@ -74,6 +75,7 @@ EXPECTED: dict[str, tuple] = {
     "matching:audit_report_download": ACME_AUDIT_PAGE,
     # Org admins and the senior reviewer (the route lets reviewers in; the view asks who is senior)
     "reviews:disclosure_download": ACME_ORG_ADMIN_PAGE,
+    "reviews:disclosure_view": ACME_ORG_ADMIN_PAGE,
     "api-schema": EVERYONE,
     "api-docs": EVERYONE,
     "api-root": API_MEMBERS,

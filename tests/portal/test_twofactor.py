@@ -86,3 +86,31 @@ def test_a_throttled_code_is_reported_as_throttled_not_as_invalid(client, two_fa
     assert "you are throttled" in page and "That code is not valid" not in page
     # One wrong code is not "too many": the page says what happened
     assert "The last code was wrong" in page and "Too many" not in page
+
+
+def test_a_code_already_used_says_so_and_to_wait_for_the_next_one(client, two_factor, bob, password):
+    from django.test import Client
+
+    # Given bob signed in with the code on his phone
+    device = TOTPDevice.objects.create(user=bob, name="phone", confirmed=True)
+    code = _code(device)
+    _password_only(client, bob, password)
+    assert client.post(reverse("two_factor_verify"), {"token": code}).status_code == 302
+    device.refresh_from_db()
+    # (at the edge of a step the phone's next code is accepted early; make "now" that step for the retry)
+    device.last_t += 1
+    device.save(update_fields=["last_t"])
+
+    # When he signs in again, in another browser, and types the code still on his phone
+    other = _password_only(Client(), bob, password)
+    again = other.post(reverse("two_factor_verify"), {"token": _code(device)})
+
+    # Then he is told it was already used and to wait for the next one, not that it is wrong
+    page = again.content.decode()
+    assert again.status_code == 400
+    assert "This code was already used; wait for the next one" in page
+    assert "your app shows it in about" in page and "That code is not valid" not in page
+    # and a wrong code is still called wrong (after the throttle's pause)
+    TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=0, throttling_failure_timestamp=None)
+    wrong = other.post(reverse("two_factor_verify"), {"token": "000000" if _code(device) != "000000" else "111111"})
+    assert "That code is not valid" in wrong.content.decode()

@@ -5,6 +5,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
 from pypdf import PdfReader
@@ -67,6 +68,64 @@ def test_caseworkers_and_other_organisations_cannot_get_disclosures(
     for user in (alice, charlie):
         client.force_login(user)
         assert client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"])).status_code == 404
+
+
+def test_the_html_report_can_be_viewed_in_the_browser_with_the_download_s_checks_and_log_row(
+    client, alice, charlie, erin, dana, reviewers, open_case, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Given a finished report of a case of dana's organisation
+    case = open_case(OBAMA_2, reference="D-V")
+    client.force_login(dana)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("admin:reviews_disclosurereport_add"), {"case": case.pk, "_save": "Save"})
+    report = DisclosureReport.objects.get()
+    view_url = reverse("reviews:disclosure_view", args=[report.pk])
+
+    # When dana views it
+    response = client.get(view_url)
+
+    # Then it is shown inline, as the same HTML the download saves
+    assert response.status_code == 200 and response["Content-Type"] == "text/html; charset=utf-8"
+    assert response["Content-Disposition"].startswith("inline;")
+    assert f"disclosure-D-V-{report.pk}.html" in response["Content-Disposition"]
+    body = b"".join(response.streaming_content)
+    download = client.get(reverse("reviews:disclosure_download", args=[report.pk, "html"]))
+    assert download["Content-Disposition"].startswith("attachment;")
+    assert body == b"".join(download.streaming_content) and b"Disclosure report: case D-V" in body
+    assert response["Cache-Control"] == "private, no-store"
+    # under a policy stricter than the portal's: no script at all, images only inlined, sandboxed, not framed
+    policy = {d.split()[0]: d.split()[1:] for d in response["Content-Security-Policy"].split("; ")}
+    assert policy["default-src"] == ["'none'"] and policy["script-src"] == ["'none'"]
+    assert policy["img-src"] == ["data:"] and policy["frame-ancestors"] == ["'none'"]
+    assert "sandbox" in policy and "'self'" not in response["Content-Security-Policy"]
+    # and each view is in the activity log, told apart from a download
+    rows = AuditEvent.objects.filter(action="disclosure.download", target_id=str(report.pk)).order_by("id")
+    assert [(r.actor_id, r.detail) for r in rows] == [
+        (dana.pk, {"format": "html", "inline": True}),
+        (dana.pk, {"format": "html", "inline": False}),
+    ]
+
+    # and nobody else sees it: not the caseworker, not another organisation's caseworker or admin
+    for user in (alice, charlie, erin):
+        client.force_login(user)
+        assert client.get(view_url).status_code == 404
+    assert AuditEvent.objects.filter(action="disclosure.download").count() == 2
+
+
+def test_a_report_without_a_pdf_answers_not_found_for_its_pdf(client, dana, open_case):
+    # Given a finished report whose worker could not print the PDF
+    case = open_case(OBAMA_2, reference="D-NP")
+    report = DisclosureReport.objects.create(
+        case=case, status="done", requested_by=dana, pdf_failure_reason=disclosure.PDF_UNAVAILABLE.format(error="x")
+    )
+    report.html.save("r.html", ContentFile(b"<p>report</p>"))
+    client.force_login(dana)
+
+    # Then its PDF is not found (not a server error), its HTML is there, and its list row says why
+    assert client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"])).status_code == 404
+    assert client.get(reverse("reviews:disclosure_view", args=[report.pk])).status_code == 200
+    listing = client.get(reverse("admin:reviews_disclosurereport_changelist")).content.decode()
+    assert "No PDF: the worker could not load Pango" in listing and "download.pdf" not in listing
 
 
 # Who may request a report, and what it shows while candidates are open. Rows stand in for real searches.

@@ -10,22 +10,26 @@ from django.core.management import CommandError, call_command
 
 from matching.accuracy.evaluation import audit_validity
 from matching.accuracy.gallery_risk import operating_point_for, threshold_consequences
-from matching.models import AuditDataset, Gallery, Photo, Subject
+from matching.models import AuditDataset, AuditRun, Gallery, Photo, Subject
 from portal.models import AuditEvent, Organisation
-from reviews.management.commands.seed_demo import DEMO_EVALUATION_SET
+from reviews.management.commands.seed_demo import DEMO_EVALUATION_SET, DEMO_PROBE, DEMO_RETENTION_DAYS
 from reviews.models import TrainingAttestation
 from reviews.services import review_policy_for, training_status
 
 
-def _seed() -> str:
+def _seed(*options: str) -> str:
     out = io.StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", *options, stdout=out)
     return out.getvalue()
+
+
+# The evaluation set takes a minute of face encoding: only the tests about the threshold seed it.
+QUICK = "--no-evaluation-set"
 
 
 def test_the_demo_has_as_many_trained_reviewers_as_the_policy_needs(db, faces):
     # When the demo is seeded
-    output = _seed()
+    output = _seed(QUICK)
 
     # Then the policy's required confirmations can be met by trained reviewers, attested by the org admin
     User = get_user_model()
@@ -69,10 +73,54 @@ def test_the_demo_confirms_the_threshold_its_settings_page_proposes(db, faces):
 
 def test_seeding_twice_adds_nothing(db, faces):
     _seed()
-    counts = (TrainingAttestation.objects.count(), Photo.objects.count(), get_user_model().objects.count())
+
+    def counts():
+        models = (TrainingAttestation, Photo, get_user_model(), AuditDataset, AuditRun)
+        return [model.objects.count() for model in models]
+
+    before = counts()
     output = _seed()
-    assert (TrainingAttestation.objects.count(), Photo.objects.count(), get_user_model().objects.count()) == counts
+    assert counts() == before
     assert "(unchanged)" in output
+
+
+def test_a_demo_case_once_closed_says_when_its_biometrics_are_purged(db, faces):
+    from datetime import timedelta
+
+    from matching import services
+
+    # Given the demo, and a case its caseworker opened
+    _seed(QUICK)
+    alice = get_user_model().objects.get(username="alice")
+    organisation = alice.membership.organisation
+    case = services.case_create(
+        organisation=organisation,
+        acting_user=alice,
+        reference="DEMO-C1",
+        title="Demo case",
+        purpose="Demonstration",
+        photos=[services.uploaded_image_read(faces.upload(DEMO_PROBE))],
+    )
+
+    # When she closes it
+    case = services.case_close(case=case, acting_user=alice, reason="Found safe.")
+
+    # Then its purge is due after the demo's retention period
+    assert organisation.retention_days == DEMO_RETENTION_DAYS == 30
+    assert case.purge_due_at == case.closed_at + timedelta(days=30)
+
+
+def test_seeding_again_keeps_the_retention_an_org_admin_chose(db, faces):
+    from portal.services import organisation_update
+
+    _seed(QUICK)
+    dana = get_user_model().objects.get(username="dana")
+    organisation_update(organisation=dana.membership.organisation, acting_user=dana, retention_days=90)
+
+    _seed(QUICK)
+
+    dana.membership.organisation.refresh_from_db()
+    assert dana.membership.organisation.retention_days == 90
 
 
 def test_seed_demo_refuses_a_production_deployment(db, settings):

@@ -190,3 +190,70 @@ def test_policy_and_training_changes_are_recorded(dana, org, bob):
 def test_only_org_admins_change_the_policy(org, bob):
     with pytest.raises(ServiceError, match="Only the organisation's admins"):
         review_policy_update(organisation=org, acting_user=bob, required_confirmations=1)
+
+
+# The queue's warning severity, stored with the candidate
+
+
+def _queue_row(client, candidate) -> str:
+    from django.urls import reverse
+
+    page = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+    link = reverse("admin:reviews_reviewitem_change", args=[candidate.pk])
+    rows = [row for row in page.split("<tr") if link in row]
+    assert len(rows) == 1, f"candidate {candidate.pk} is not in the queue"
+    return rows[0]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_candidate_the_worker_stores_shows_its_warning_in_the_queue_at_once(
+    client, celery_worker_process, enrol, open_case, reviewers, dana, org
+):
+    from tests.conftest import OBAMA, OBAMA_2, wait_for
+
+    # Given scores shown (so the queue has its warning column), a gallery, and no audit yet
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=False)
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+
+    # When alice opens a case and the real worker searches its photo (a worker without beat: no sweep runs)
+    case = open_case(OBAMA_2, reference="W-1", process=False)
+    wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="the probe photo")
+
+    # Then the candidate is in bob's queue with its warning, as every other candidate is: never "—"
+    candidate = case.candidates.get()
+    client.force_login(reviewers[0])
+    cell = _queue_row(client, candidate).split('class="field-severity">')[1].split("</td>")[0]
+    assert "severity-unknown" in cell and "No valid audit" in cell, cell
+    assert candidate.warning.run_id is None
+
+
+def test_a_stored_warning_is_the_panel_s_severity_under_the_valid_audit(enrol, open_case, audit_run, org):
+    from reviews.bias import bias_panel
+    from tests.conftest import OBAMA, OBAMA_2
+
+    # Given a valid audit, and a gallery subject recorded in its groups
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", ethnicity="Black", sex="M", age_band="45-59")
+
+    # When a case's photo is searched
+    candidate = open_case(OBAMA_2).candidates.get()
+
+    # Then its stored warning is the bias panel's severity under that audit, stored with the candidate
+    assert candidate.warning.run_id == audit_run.pk
+    assert candidate.warning.severity == bias_panel(candidate).severity != "unknown"
+
+
+def test_a_photo_searched_twice_stores_one_warning_per_candidate(enrol, open_case):
+    from matching.services import photo_process
+    from reviews.models import CandidateWarning
+    from tests.conftest import OBAMA, OBAMA_2
+
+    enrol("OBAMA-REF", OBAMA)
+    case = open_case(OBAMA_2)
+    photo = case.photos.get()
+    photo.status = "queued"
+    photo.save(update_fields=["status"])
+
+    photo_process(photo_id=photo.pk)
+
+    assert CandidateWarning.objects.filter(candidate__case=case).count() == case.candidates.count() == 1

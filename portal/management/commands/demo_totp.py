@@ -7,6 +7,7 @@ a real member's second factor is their phone, and nothing on the server prints t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,10 +17,19 @@ DEMO_ORGANISATION = "demo"
 DEMO_EMAIL_DOMAIN = "demo.example.org"
 
 
-def demo_totp_code(user) -> tuple[str, int]:
-    """The code the user's authenticator shows now, and the seconds it stays valid."""
+@dataclass(frozen=True)
+class DemoCode:
+    code: str
+    seconds_left: int  # until the authenticator shows the next code
+    used: bool  # already taken to sign in: the portal refuses it a second time
+
+
+def demo_totp_code(user, now: float | None = None) -> DemoCode:
+    """The code the user's authenticator shows now, how long it has left, and whether it was already used."""
     from django_otp.oath import TOTP
     from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from portal.twofactor import totp_code_used, totp_seconds_left
 
     device = TOTPDevice.objects.filter(user=user).order_by("-confirmed", "-id").first()
     if device is None:
@@ -27,10 +37,12 @@ def demo_totp_code(user) -> tuple[str, int]:
             f"{user.get_username()} has no authenticator yet: log in as {user.get_username()} first, "
             "which opens the enrolment page, then run this again."
         )
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
-    totp.time = time.time()
-    code = f"{totp.token():0{device.digits}d}"
-    return code, int(device.step - (totp.time - device.t0) % device.step)
+    now = time.time() if now is None else now
+    # What a phone shows: the code of the current time step, from the shared secret alone (no drift).
+    phone = TOTP(device.bin_key, device.step, device.t0, device.digits)
+    phone.time = now
+    code = f"{phone.token():0{device.digits}d}"
+    return DemoCode(code, totp_seconds_left(device, now), totp_code_used(device, code, now))
 
 
 def is_demo_account(user) -> bool:
@@ -52,5 +64,12 @@ class Command(BaseCommand):
         user = get_user_model().objects.select_related("membership__organisation").filter(username=username).first()
         if user is None or not is_demo_account(user):
             raise CommandError(f"{username} is not an account of the demo organisation.")
-        code, seconds = demo_totp_code(user)
-        self.stdout.write(f"{code}   (code for {username}; valid for about {seconds} more seconds)")
+        shown = demo_totp_code(user)
+        left = f"{shown.seconds_left} second{'s' if shown.seconds_left != 1 else ''}"
+        if shown.used:
+            self.stdout.write(
+                f"{shown.code}   (code for {username}: already used to sign in, so it will be refused; "
+                f"the next code comes in {left}: run this again then)"
+            )
+        else:
+            self.stdout.write(f"{shown.code}   (code for {username}; {left} left before the next code)")

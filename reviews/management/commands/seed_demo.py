@@ -58,17 +58,28 @@ def _display_name(identity: str) -> str:
     return identity.removeprefix("lfw_").replace("_", " ") if identity.startswith("lfw_") else ""
 
 
+# Closing a demo case then says when its biometrics go; an org admin changes it on the organisation's admin page.
+DEMO_RETENTION_DAYS = 30
+
+
 class Command(BaseCommand):
     help = (
-        "Create a demo organisation: a caseworker, two trained reviewers, an org admin, a superuser and a small "
-        "reference gallery. Safe to run twice. Refused when DEPLOYMENT=production."
+        "Create a demo organisation: a caseworker, two trained reviewers, an org admin, a superuser, a demo-sized "
+        "reference gallery, an evaluation set of other people audited for it, and the threshold the settings page "
+        "proposes. Safe to run twice. Refused when DEPLOYMENT=production."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--password", default=DEMO_PASSWORD)
+        parser.add_argument(
+            "--no-evaluation-set",
+            dest="evaluation_set",
+            action="store_false",
+            help="Skip the evaluation set (a minute of face encoding): the threshold then waits for an org admin.",
+        )
 
     @transaction.atomic
-    def handle(self, *args, password: str, **options) -> None:
+    def handle(self, *args, password: str, evaluation_set: bool = True, **options) -> None:
         if settings.DEPLOYMENT == "production":
             raise CommandError(
                 "seed_demo creates accounts with a published password; it refuses DEPLOYMENT=production."
@@ -81,6 +92,7 @@ class Command(BaseCommand):
                 "permitted_purpose": "Demonstration with public test photos only",
                 "legal_basis": "No personal data of real cases; demonstration",
                 "use_case_approved_at": timezone.now(),
+                "retention_days": DEMO_RETENTION_DAYS,
             },
         )
         lines = []
@@ -122,6 +134,9 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines))
         self.stdout.write("bob and rita have current training records, recorded by dana.")
         self.stdout.write(self._gallery(organisation, users["dana"]))
+        if not evaluation_set:
+            self.stdout.write("No evaluation set (--no-evaluation-set): confirm a threshold at /settings/ as dana.")
+            return
         self.stdout.write(self._audit(organisation, users["dana"]))
         self.stdout.write(self._threshold(organisation, users["dana"]))
 
