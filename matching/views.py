@@ -91,6 +91,7 @@ def case_create(request):
                 probe_age_band=data["probe_age_band"],
                 probe_ethnicity=data["probe_ethnicity"],
                 photos=data["photos"],
+                captured_on=data["captured_on"],
             )
         except services.ServiceError as error:
             form.add_error(None, str(error))

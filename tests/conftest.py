@@ -546,9 +546,28 @@ ALL_SIMILAR = {
 }
 
 
+def analyse(candidate, reviewer, value: str = "value", limits=(), note: str = ""):
+    """The reviewer's analysis of the candidate's probe face (ACE-V), as the analysis step records it."""
+    from reviews.services import probe_analyse
+
+    return probe_analyse(candidate_id=candidate.pk, value=value, limits=list(limits), note=note, acting_user=reviewer)
+
+
+def analysed(candidate, reviewer) -> None:
+    """Record an "of value" analysis for the reviewer unless one already holds for them."""
+    from reviews.selectors import analysis_needed, decision_blockers
+
+    candidate.refresh_from_db()
+    if not decision_blockers(reviewer, candidate) and analysis_needed(reviewer, candidate):
+        analyse(candidate, reviewer)
+
+
 def decide(candidate, reviewer, conclusion: str = "identification", reason: str = "Ears, nose and jaw agree.", **kw):
     from reviews.services import review_decide
 
+    # Most tests are about the decision: the analysis that must come before it is taken as "of value".
+    if kw.pop("analyse", True):
+        analysed(candidate, reviewer)
     return review_decide(
         candidate_id=candidate.pk,
         acting_user=reviewer,
