@@ -176,9 +176,7 @@ def bench_context(user: Any, obj: ReviewItem) -> dict[str, Any]:
     context["references"] = strip
     context["reference_thumbnails"] = face_thumbnails(user, [p.face for p in strip.photos])
     context["marks_shown"] = worksheet.marks
-    context["other_analyses"] = [
-        a for a in worksheet.analyses if a.reviewer_id != user.pk and a != worksheet.analysis
-    ]
+    context["other_analyses"] = [a for a in worksheet.analyses if a.reviewer_id != user.pk and a != worksheet.analysis]
     if obj.is_open and not worksheet.finished and not worksheet.compare_only:
         # The panel's own headline and severity (reviews.bias), in the compact form beside Save; the full panel
         # stays below. While scores are hidden it is the hidden panel, whose headline speaks of the threshold.
