@@ -99,7 +99,7 @@ class ReviewPolicy(models.Model):
         help_text=(
             "Before comparing any candidate of a probe face, a reviewer judges the probe's value (ACE-V's "
             "analysis). With “each”, every reviewer records their own, blind to the others' until they have "
-            "recorded theirs; with “shared”, the first one recorded holds for all. Either way, “of no value” "
+            "decided; with “shared”, the first one recorded holds for all. Either way, “of no value” "
             "closes every open candidate of that face as not comparable."
         ),
     )

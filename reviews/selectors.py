@@ -229,13 +229,13 @@ def analysis_needed(user: Any, candidate: Candidate) -> bool:
 
 def analyses_visible_to(user: Any, candidate: Candidate) -> list[ProbeAnalysis]:
     """The analyses of the candidate's probe face this user may read. Shared analyses bind everyone, so all see
-    them. Under "each", a reviewer's analysis is independent: the others' stay hidden from someone who could
-    still decide the candidate until they have recorded their own analysis (blind review holds for it too)."""
+    them. Under "each", a reviewer's analysis is independent work like their decision: blind review hides the
+    others' (even who made them) from someone who could still decide the candidate, until they have decided."""
     analyses = list(ProbeAnalysis.objects.filter(face_id=candidate.search.face_id).select_related("reviewer"))
     policy = review_policy_for(candidate.case.organisation)
-    if policy.analysis_scope == AnalysisScope.SHARED or any(a.reviewer_id == user.pk for a in analyses):
+    if policy.analysis_scope == AnalysisScope.SHARED or may_see_decisions(user, candidate):
         return analyses
-    return analyses if may_see_decisions(user, candidate) else []
+    return [a for a in analyses if a.reviewer_id == user.pk]
 
 
 def analysis_may_be_read(user: Any, analysis: ProbeAnalysis) -> bool:
@@ -244,8 +244,6 @@ def analysis_may_be_read(user: Any, analysis: ProbeAnalysis) -> bool:
         return True
     face = Face.objects.select_related("organisation").defer("encoding").get(pk=analysis.face_id)
     if review_policy_for(face.organisation).analysis_scope == AnalysisScope.SHARED:
-        return True
-    if ProbeAnalysis.objects.filter(face_id=face.pk, reviewer=user).exists():
         return True
     candidates = Candidate.objects.select_related("case__organisation").filter(search__face_id=face.pk)
     return all(may_see_decisions(user, candidate) for candidate in candidates)
@@ -274,7 +272,8 @@ def audit_detail_of_analysis(user: Any, event: Any) -> dict[str, Any]:
     analysis = ProbeAnalysis.objects.filter(pk=event.target_id).first() if str(event.target_id).isdigit() else None
     if analysis is None or analysis_may_be_read(user, analysis):
         return event.detail
-    return {"hidden": "Blind review: you may still analyse this probe face, so other analyses of it are not shown."}
+    hidden = "Blind review: you may still decide a candidate of this probe face, so others' analyses are not shown."
+    return {"hidden": hidden}
 
 
 # Every reference photo of the candidate's subject, with when it was taken

@@ -49,7 +49,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='reviewpolicy',
             name='analysis_scope',
-            field=models.CharField(choices=[('each', 'Each reviewer records their own analysis of the probe before comparing'), ('shared', "The first reviewer's analysis of the probe holds for every reviewer")], default='each', help_text="Before comparing any candidate of a probe face, a reviewer judges the probe's value (ACE-V's analysis). With “each”, every reviewer records their own, blind to the others' until they have recorded theirs; with “shared”, the first one recorded holds for all. Either way, “of no value” closes every open candidate of that face as not comparable.", max_length=10, verbose_name='probe analysis'),
+            field=models.CharField(choices=[('each', 'Each reviewer records their own analysis of the probe before comparing'), ('shared', "The first reviewer's analysis of the probe holds for every reviewer")], default='each', help_text="Before comparing any candidate of a probe face, a reviewer judges the probe's value (ACE-V's analysis). With “each”, every reviewer records their own, blind to the others' until they have decided; with “shared”, the first one recorded holds for all. Either way, “of no value” closes every open candidate of that face as not comparable.", max_length=10, verbose_name='probe analysis'),
         ),
         migrations.AlterField(
             model_name='reviewpolicy',

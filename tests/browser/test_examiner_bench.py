@@ -351,7 +351,7 @@ def test_every_reference_photo_of_the_subject_is_shown_with_its_date_and_can_be_
     assert page.get_attribute("#face-gallery", "src") == f"/media/faces/{face_id}/aligned/"
     assert page.get_attribute("#face-overlay", "src") == f"/media/faces/{face_id}/aligned/"
     assert other.get_attribute("aria-pressed") == "true"
-    page.wait_for_function("document.querySelector('#face-gallery').complete")
+    wait_for(lambda: page.eval_on_selector("#face-gallery", "img => img.complete && img.naturalWidth > 0"), 30)
     assert page.inner_text("#gallery-taken") == other.get_attribute("data-label")
     _shot(page, "reference-strip-other-photo-1440x900")
 

@@ -31,6 +31,8 @@ def test_the_demo_has_as_many_trained_reviewers_as_the_policy_needs(db, faces):
     policy = review_policy_for(organisation)
     reviewers = [u for u in User.objects.filter(membership__organisation=organisation, membership__role="reviewer")]
     assert len(reviewers) >= policy.required_confirmations == 2
+    # and it reviews blind to the score, as a new organisation does
+    assert policy.pk is not None and policy.hide_scores_until_compared is True
     for reviewer in (bob, rita):
         assert training_status(reviewer, organisation).current
         attestation = TrainingAttestation.objects.get(reviewer=reviewer)
@@ -43,6 +45,19 @@ def test_the_demo_has_as_many_trained_reviewers_as_the_policy_needs(db, faces):
     assert sorted(gallery.subjects.values_list("code", flat=True)) == ["DEMO-001", "DEMO-002"]
     assert Photo.objects.filter(subject__gallery=gallery, status="queued").count() == 2
     assert "obama__tests_test_images_obama2.jpg" in output
+
+
+def test_seeding_a_demo_made_before_blind_review_was_the_default_turns_it_on(db, faces):
+    # Given a demo whose policy was written down with scores shown (as the migration keeps older organisations)
+    from reviews.models import ReviewPolicy
+
+    _seed()
+    ReviewPolicy.objects.filter(organisation__slug="demo").update(hide_scores_until_compared=False)
+
+    # When it is seeded again, the scores are hidden until the comparison, and the change is in the log
+    _seed()
+    assert ReviewPolicy.objects.get(organisation__slug="demo").hide_scores_until_compared is True
+    assert AuditEvent.objects.filter(action="review_policy.update").exists()
 
 
 def test_seeding_twice_adds_nothing(db, faces):
