@@ -108,10 +108,11 @@ class BulkEnrolForm(forms.Form):
     manifest = forms.FileField(
         label="Manifest (CSV)",
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
-        help_text="Columns: code and file (required); display_name (or name), sex (F/M), age_band (0-9, 10-17, "
-        "18-29, 30-44, 45-59, 60+), ethnicity (or race: Asian, Black, Indian, White, Others), born_on (date of "
-        "birth) and captured_on (date the photo was taken), both YYYY-MM-DD, optional; blank or unknown means "
-        "unknown.",
+        help_text="Columns: code and file (required); display_name, sex (F/M), age_band (0-9, 10-17, 18-29, 30-44, "
+        "45-59, 60+), ethnicity (Asian, Black, Indian, White, Others), born_on (date of birth) and captured_on (date "
+        "the photo was taken), both YYYY-MM-DD: all optional, blank or unknown = unknown. Also accepted: "
+        "subject_code for code, file_name for file, name for display_name, race for ethnicity, date_of_birth for "
+        "born_on, date_taken for captured_on.",
     )
 
 
