@@ -230,6 +230,8 @@
       });
       views.forEach(function (view) { view.classList.toggle("marking", !!markMode); });
     }
+    var markHelp = document.querySelector(".mark-head .help");
+    if (markHelp && !editable) markHelp.textContent = "Marks are made while comparing; these are the recorded ones.";
     ["point", "region"].forEach(function (m) {
       var button = document.getElementById("mark-" + m);
       if (!button) return;
