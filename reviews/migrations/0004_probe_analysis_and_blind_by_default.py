@@ -25,7 +25,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(keep_existing_policies, migrations.RunPython.noop),
         migrations.AddField(
             model_name='featurecomparison',
             name='annotations',
@@ -74,4 +73,6 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('face', 'reviewer'), name='probe_analysis_once'), models.CheckConstraint(condition=models.Q(models.Q(('value', 'none'), _negated=True), models.Q(('note', ''), _negated=True), models.Q(('limits', []), _negated=True), _connector='OR'), name='probe_no_value_has_reason')],
             },
         ),
+        # Last: on PostgreSQL no ALTER TABLE may follow the inserts in this transaction (pending FK triggers).
+        migrations.RunPython(keep_existing_policies, migrations.RunPython.noop),
     ]
