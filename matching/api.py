@@ -47,6 +47,8 @@ def form_request_serializer(form_class: type[forms.Form], name: str) -> type[ser
             fields[field_name] = serializers.FileField(**options)
         elif isinstance(field, forms.BooleanField):
             fields[field_name] = serializers.BooleanField(**options)
+        elif isinstance(field, forms.DateField):
+            fields[field_name] = serializers.DateField(**options)
         elif isinstance(field, forms.ChoiceField):
             fields[field_name] = serializers.ChoiceField(
                 choices=field.choices, allow_blank=not field.required, **options
@@ -85,10 +87,28 @@ class OrganisationScoped:
 
 class PhotoSerializer(serializers.ModelSerializer):
     faces = serializers.IntegerField(source="face_count", read_only=True)
+    unsuitable = serializers.SerializerMethodField(
+        help_text="Whether a reviewer judged a face of this photo unsuitable for comparison (its candidates closed)."
+    )
 
     class Meta:
         model = Photo
-        fields = ["id", "original_name", "status", "failure_reason", "faces", "width", "height", "created_at"]
+        fields = [
+            "id",
+            "original_name",
+            "captured_on",
+            "status",
+            "failure_reason",
+            "faces",
+            "unsuitable",
+            "width",
+            "height",
+            "created_at",
+        ]
+
+    def get_unsuitable(self, photo: Photo) -> bool:
+        count = getattr(photo, "unsuitable_faces", None)
+        return bool(count if count is not None else photo.faces.filter(unsuitable_at__isnull=False).exists())
 
 
 class ConfirmedMatchSerializer(serializers.ModelSerializer):
@@ -186,6 +206,9 @@ class CandidateCountsSerializer(serializers.Serializer):
     pending = serializers.IntegerField()
     confirmed = serializers.IntegerField()
     rejected = serializers.IntegerField()
+    not_comparable = serializers.IntegerField(
+        help_text="Closed without a comparison: a reviewer judged the probe photo unsuitable for comparison."
+    )
 
 
 class CaseDetailSerializer(CaseSerializer):
@@ -377,6 +400,7 @@ class SubjectSerializer(serializers.ModelSerializer):
             "sex",
             "age_band",
             "ethnicity",
+            "born_on",
             "photos",
             "faces",
             "failed_photos",
@@ -389,7 +413,18 @@ class SubjectDetailSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subject
-        fields = ["id", "gallery", "code", "display_name", "sex", "age_band", "ethnicity", "created_at", "photos"]
+        fields = [
+            "id",
+            "gallery",
+            "code",
+            "display_name",
+            "sex",
+            "age_band",
+            "ethnicity",
+            "born_on",
+            "created_at",
+            "photos",
+        ]
 
     @extend_schema_field(PhotoSerializer(many=True))
     def get_photos(self, subject: Subject) -> list[dict]:

@@ -12,14 +12,22 @@ import io
 import posixpath
 import zipfile
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
-from matching.models import AgeBand, Ethnicity, Sex
+from matching.models import AgeBand, Ethnicity, Sex, date_problem
 from portal.errors import Refusal
 
 REQUIRED_COLUMNS = ("code", "file")
-OPTIONAL_COLUMNS = ("display_name", "sex", "age_band", "ethnicity")
-COLUMN_ALIASES = {"race": "ethnicity", "name": "display_name", "subject_code": "code", "file_name": "file"}
+OPTIONAL_COLUMNS = ("display_name", "sex", "age_band", "ethnicity", "born_on", "captured_on")
+COLUMN_ALIASES = {
+    "race": "ethnicity",
+    "name": "display_name",
+    "subject_code": "code",
+    "file_name": "file",
+    "date_of_birth": "born_on",
+    "date_taken": "captured_on",
+}
 MAX_MEMBER_BYTES = 30 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_RATIO = 200
@@ -40,6 +48,8 @@ class ManifestRow:
     sex: str
     age_band: str
     ethnicity: str
+    born_on: date | None = None
+    captured_on: date | None = None
 
 
 def upload_read(upload: Any, *, limit: int, label: str) -> bytes:
@@ -62,6 +72,25 @@ def _choice(value: str, choices: type, column: str, line: int) -> str:
             return option.value
     allowed = ", ".join(o.value for o in choices if o.value)
     raise BulkRejected(f"line {line}: “{value}” is not a valid {column} (use one of {allowed}, or leave it blank).")
+
+
+def _date(value: str, column: str, line: int) -> date | None:
+    """A date column: YYYY-MM-DD, or blank/unknown; never in the future or before 1900."""
+    value = value.strip()
+    if value.lower() in UNKNOWN_WORDS:
+        return None
+    try:
+        parsed = date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise BulkRejected(
+            f"line {line}: “{value}” is not a date in {column} (write it as YYYY-MM-DD, or leave it blank)."
+        )
+    problem = date_problem(parsed, "date of birth" if column == "born_on" else "date taken")
+    if problem:
+        raise BulkRejected(f"line {line}: {problem}")
+    return parsed
 
 
 def manifest_parse(data: bytes) -> list[ManifestRow]:
@@ -113,15 +142,19 @@ def manifest_parse(data: bytes) -> list[ManifestRow]:
                     sex=_choice(record.get("sex", ""), Sex, "sex", line),
                     age_band=_choice(record.get("age_band", ""), AgeBand, "age band", line),
                     ethnicity=_choice(record.get("ethnicity", ""), Ethnicity, "race/ethnicity", line),
+                    born_on=_date(record.get("born_on", ""), "born_on", line),
+                    captured_on=_date(record.get("captured_on", ""), "captured_on", line),
                 )
             )
+            if rows[-1].born_on and rows[-1].captured_on and rows[-1].captured_on < rows[-1].born_on:
+                raise BulkRejected(f"line {line}: the photo cannot be taken before the date of birth.")
     except csv.Error as error:
         raise BulkRejected(f"The CSV file cannot be read: {error}.") from None
     if not rows:
         raise BulkRejected("The CSV file has no rows.")
     attributes: dict[str, tuple[str, ...]] = {}
     for row in rows:
-        values = (row.display_name, row.sex, row.age_band, row.ethnicity)
+        values = (row.display_name, row.sex, row.age_band, row.ethnicity, row.born_on)
         if attributes.setdefault(row.code, values) != values:
             raise BulkRejected(f"line {row.line}: subject {row.code} is listed with different details on two rows.")
     return rows

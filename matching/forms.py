@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 
 from matching.imaging import ImageRejected
-from matching.models import AgeBand, Ethnicity, Sex
+from matching.models import AgeBand, Ethnicity, Sex, date_problem
 from matching.services import UploadedImage, uploaded_image_read
 
 
@@ -34,6 +34,33 @@ class PhotosField(forms.FileField):
         return images
 
 
+class PastDateField(forms.DateField):
+    """An optional date in ISO form (YYYY-MM-DD), not in the future and not before 1900."""
+
+    def __init__(self, *, what: str, **kwargs) -> None:
+        self.what = what
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("input_formats", ["%Y-%m-%d"])
+        kwargs.setdefault("widget", forms.DateInput(attrs={"type": "date", "min": "1900-01-01"}, format="%Y-%m-%d"))
+        kwargs.setdefault("error_messages", {"invalid": f"Enter the {what} as a date, YYYY-MM-DD (e.g. 2019-06-30)."})
+        super().__init__(**kwargs)
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        problem = date_problem(value, self.what)
+        if problem:
+            raise forms.ValidationError(problem, code="invalid")
+
+
+def _captured_on(label: str) -> PastDateField:
+    return PastDateField(
+        what="date the photos were taken",
+        label=label,
+        help_text="Optional, where known: the day these photos were taken (YYYY-MM-DD). A reviewer weighs the "
+        "years between two photos, above all of a child.",
+    )
+
+
 class CaseForm(forms.Form):
     reference = forms.CharField(label="Reference number", max_length=100)
     title = forms.CharField(max_length=200)
@@ -45,6 +72,7 @@ class CaseForm(forms.Form):
     probe_age_band = forms.ChoiceField(label="Age band", choices=AgeBand.choices, required=False)
     probe_ethnicity = forms.ChoiceField(label="Race/ethnicity", choices=Ethnicity.choices, required=False)
     photos = PhotosField(label="Probe photos", help_text="JPEG, PNG or WebP. One or more.")
+    captured_on = _captured_on("Date taken")
 
 
 class GalleryForm(forms.Form):
@@ -58,7 +86,21 @@ class SubjectForm(forms.Form):
     sex = forms.ChoiceField(choices=Sex.choices, required=False)
     age_band = forms.ChoiceField(choices=AgeBand.choices, required=False)
     ethnicity = forms.ChoiceField(label="Race/ethnicity", choices=Ethnicity.choices, required=False)
+    born_on = PastDateField(
+        what="date of birth",
+        label="Date of birth",
+        help_text="Optional: with the date a photo was taken it gives the subject's age in it. Kept for a "
+        "subject already enrolled with one.",
+    )
     photos = PhotosField(label="Reference photos", help_text="Each photo must show this person alone.")
+    captured_on = _captured_on("Date taken")
+
+    def clean(self):
+        data = super().clean()
+        born, taken = data.get("born_on"), data.get("captured_on")
+        if born and taken and taken < born:
+            self.add_error("captured_on", f"The photos cannot be taken ({taken:%Y-%m-%d}) before the date of birth.")
+        return data
 
 
 class BulkEnrolForm(forms.Form):
@@ -66,7 +108,11 @@ class BulkEnrolForm(forms.Form):
     manifest = forms.FileField(
         label="Manifest (CSV)",
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
-        help_text="Columns: code, file, and optionally display_name, sex, age_band, ethnicity.",
+        help_text="Columns: code and file (required); display_name, sex (F/M), age_band (0-9, 10-17, 18-29, 30-44, "
+        "45-59, 60+), ethnicity (Asian, Black, Indian, White, Others), born_on (date of birth) and captured_on (date "
+        "the photo was taken), both YYYY-MM-DD: all optional, blank or unknown = unknown. Also accepted: "
+        "subject_code for code, file_name for file, name for display_name, race for ethnicity, date_of_birth for "
+        "born_on, date_taken for captured_on.",
     )
 
 

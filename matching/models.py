@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,29 @@ class Ethnicity(models.TextChoices):
     OTHER = "Others", "Other"
 
 
+# Dates of birth and capture dates: none in the future, none before this (a typo, not a photo of 1850).
+EARLIEST_DATE = date(1900, 1, 1)
+
+
+def date_problem(value: date | None, what: str, *, today: date | None = None) -> str | None:
+    """Why `value` cannot be a date of birth or a capture date; None when it can (or is unknown)."""
+    if value is None:
+        return None
+    from django.utils import timezone
+
+    today = today or timezone.localdate()
+    if value > today:
+        return f"The {what} {value:%Y-%m-%d} is in the future."
+    if value < EARLIEST_DATE:
+        return f"The {what} {value:%Y-%m-%d} is before {EARLIEST_DATE:%Y}; check the year."
+    return None
+
+
+def years_between(earlier: date, later: date) -> int:
+    """Whole years from `earlier` to `later` (a birthday not yet reached this year does not count)."""
+    return later.year - earlier.year - ((later.month, later.day) < (earlier.month, earlier.day))
+
+
 class Gallery(models.Model):
     organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="galleries")
     name = models.CharField(max_length=200)
@@ -58,6 +82,8 @@ class Subject(models.Model):
     ethnicity = models.CharField(
         "race/ethnicity", max_length=10, choices=Ethnicity.choices, blank=True, default=Ethnicity.UNKNOWN
     )
+    # Optional: with each photo's capture date it gives the subject's age in that photo.
+    born_on = models.DateField("date of birth", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     erased_at = models.DateTimeField(null=True, blank=True)
 
@@ -139,6 +165,8 @@ class Photo(models.Model):
     subject = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="photos")
     image = models.FileField(upload_to="photos/%Y/%m/", max_length=300)
     original_name = models.CharField(max_length=255, blank=True)
+    # When the photo was taken, where known: a reviewer weighs the years between two photos of a child.
+    captured_on = models.DateField("date taken", null=True, blank=True)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=PhotoStatus.choices, default=PhotoStatus.QUEUED, db_index=True)
@@ -182,6 +210,13 @@ class Photo(models.Model):
         count = getattr(self, "face_count", None)
         return (count if count is not None else self.faces.count()) == 0
 
+    def age_at_capture(self) -> int | None:
+        """The subject's age in whole years when this reference photo was taken, where both dates are known."""
+        subject = self.subject
+        if subject is None or subject.born_on is None or self.captured_on is None:
+            return None
+        return years_between(subject.born_on, self.captured_on)
+
 
 class Face(models.Model):
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="faces")
@@ -207,6 +242,10 @@ class Face(models.Model):
     face_width = models.PositiveIntegerField(help_text="Box width in pixels of the stored photo.")
     face_height = models.PositiveIntegerField(help_text="Box height in pixels of the stored photo.")
     blur = models.FloatField(help_text="Variance of the Laplacian of the crop; lower is blurrier.")
+    # A probe face a reviewer judged of no value for comparison (the review's analysis step): its candidates
+    # were closed as not comparable, and the caseworker's page says so.
+    unsuitable_at = models.DateTimeField(null=True, blank=True)
+    unsuitable_reason = models.CharField(max_length=600, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -252,6 +291,8 @@ class Outcome(models.TextChoices):
     ESCALATED = "escalated", "Escalated: reviewers disagreed"
     CONFIRMED = "confirmed", "Confirmed"
     REJECTED = "rejected", "Rejected"
+    # Nobody compared it: the probe face was judged of no value for comparison before any comparison.
+    UNSUITABLE = "unsuitable", "Not comparable: probe photo unsuitable"
 
 
 # The one definition of an open candidate: a reviewer may still decide it. Everything else asks the model.

@@ -77,12 +77,22 @@ def case_candidate_counts(case: Case) -> dict[str, int]:
         pending=Count("id", filter=Candidate.open_q()),
         confirmed=Count("id", filter=Q(outcome=Outcome.CONFIRMED)),
         rejected=Count("id", filter=Q(outcome=Outcome.REJECTED)),
+        not_comparable=Count("id", filter=Q(outcome=Outcome.UNSUITABLE)),
     )
     return {key: value or 0 for key, value in counts.items()}
 
 
 def case_photos(case: Case) -> QuerySet[Photo]:
-    return case.photos.annotate(face_count=Count("faces")).order_by("id")
+    # `unsuitable_faces`: faces a reviewer judged of no value for comparison (their candidates were closed).
+    return case.photos.annotate(
+        face_count=Count("faces"),
+        unsuitable_faces=Count("faces", filter=Q(faces__unsuitable_at__isnull=False)),
+    ).order_by("id")
+
+
+def photo_unsuitable_reasons(photo: Photo) -> list[str]:
+    """Why the photo's faces were judged unsuitable for comparison, for the caseworker's page."""
+    return list(photo.faces.filter(unsuitable_at__isnull=False).values_list("unsuitable_reason", flat=True))
 
 
 def may_view_photo(user, photo: Photo) -> bool:

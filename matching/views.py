@@ -91,6 +91,7 @@ def case_create(request):
                 probe_age_band=data["probe_age_band"],
                 probe_ethnicity=data["probe_ethnicity"],
                 photos=data["photos"],
+                captured_on=data["captured_on"],
             )
         except services.ServiceError as error:
             form.add_error(None, str(error))
@@ -105,12 +106,16 @@ def case_create(request):
 @require_GET
 def case_detail(request, case_id: int):
     case = _case_or_404(request, case_id)
+    photos = list(selectors.case_photos(case))
+    for photo in photos:
+        # What a reviewer's analysis found, for a photo judged unsuitable for comparison (rarely any).
+        photo.unsuitable_reasons = selectors.photo_unsuitable_reasons(photo) if photo.unsuitable_faces else []
     return render(
         request,
         "matching/case_detail.html",
         {
             "case": case,
-            "photos": selectors.case_photos(case),
+            "photos": photos,
             "matches": selectors.case_confirmed_matches(case),
             "counts": selectors.case_candidate_counts(case),
             "may_close": access.can_close_case(request.user),

@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from matching.models import Case, Face
 from matching.services import ServiceError
@@ -99,6 +100,10 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         return [f for f in super().get_list_filter(request) if not (hidden and f is SeverityFilter)]
 
     def get_fieldsets(self, request, obj=None):
+        if obj is not None and obj.worksheet.analyse_only:
+            # ACE-V: the probe is judged on its own; nothing of the candidate (subject, scores, the panel about
+            # the subject's groups) is shown before the analysis is recorded.
+            return [(name, spec) for name, spec in self.fieldsets if name == "Case"]
         if obj is None or not obj.worksheet.hide_scores:
             return self.fieldsets
         scores = {show.rank_display, show.distance_display}
@@ -129,13 +134,28 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(show.bench_context(request.user, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def save_model(self, request, obj, form, change) -> None:
+        if obj.worksheet.analyse_only:
+            services.probe_analyse(candidate_id=obj.pk, acting_user=request.user, **form.analysis())
+            return
         if obj.worksheet.compare_only:
-            services.review_compare(candidate_id=obj.pk, features=form.features(), acting_user=request.user)
+            services.review_compare(candidate_id=obj.pk, acting_user=request.user, **form.comparison())
             return
         services.review_decide(candidate_id=obj.pk, acting_user=request.user, **form.decision())
 
     def response_change(self, request, obj):
+        if obj.worksheet.analyse_only:
+            obj.refresh_from_db(fields=["outcome"])
+            if not obj.is_open:
+                self.message_user(request, show.unsuitable_message(obj), messages.WARNING)
+                return HttpResponseRedirect(reverse("admin:reviews_reviewitem_changelist"))
+            self.message_user(request, "Analysis recorded. Now compare the faces.")
+            return HttpResponseRedirect(request.path)
         if obj.worksheet.compare_only:
             self.message_user(
                 request, "Comparison recorded. The distance and rank are now shown; record your decision."
@@ -157,10 +177,16 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         hidden = self._scores_hidden(request)
         # The page's thumbnails come embedded, with their views logged in one INSERT (matching/thumbnails.py).
         items = list(changelist.result_list)
-        face_ids = {item.search.face_id for item in items} | {item.reference_face_id for item in items}
+        # Scores show on an item once this reviewer has recorded its comparison; the gallery face once they
+        # have analysed its probe (ACE-V: the probe is judged before any candidate is seen).
+        compared, analysed = selectors.queue_reveals(request.user, items)
+        face_ids = {item.search.face_id for item in items} | {
+            item.reference_face_id for item in items if item.pk in analysed
+        }
         thumbnails = face_thumbnails(request.user, Face.objects.defer("encoding").filter(pk__in=face_ids))
         for item in items:
-            item.hide_scores = hidden
+            item.hide_scores = hidden and item.pk not in compared
+            item.hide_gallery = item.pk not in analysed
             item.thumbnails = thumbnails
         return changelist
 

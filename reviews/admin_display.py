@@ -16,8 +16,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from matching.models import Outcome
-from reviews.bias import bias_panel_html
-from reviews.models import DisclosureReport, ReviewItem
+from reviews.bias import bias_panel_html, panel_for
+from reviews.models import FEATURES, IMAGE_TOOLS, DisclosureReport, ReviewItem
 
 
 def _thumbnail(data_uri: str | None, alt: str) -> str:
@@ -36,6 +36,8 @@ def probe_thumb(obj: ReviewItem) -> str:
 
 @admin.display(description="gallery")
 def gallery_thumb(obj: ReviewItem) -> str:
+    if getattr(obj, "hide_gallery", False):
+        return format_html('<span class="thumbnail-hidden">{}</span>', "shown once you have analysed the probe")
     return _thumbnail(obj.thumbnails.get(obj.reference_face_id), "gallery face")
 
 
@@ -161,6 +163,44 @@ def downloads(obj: DisclosureReport) -> str:
     return format_html('{}<p class="errornote pdf-missing">{}</p>', links, obj.pdf_failure_reason or "No PDF.")
 
 
+# The comparison page's bench: what its template draws beside the form
+
+
+def bench_context(user: Any, obj: ReviewItem) -> dict[str, Any]:
+    """The analysis step's measures, the reference strip, the marks to draw and the compact bias warning."""
+    from matching.quality import face_quality_of
+    from matching.thumbnails import face_thumbnails
+    from reviews.selectors import reference_strip
+
+    worksheet = obj.worksheet
+    context: dict[str, Any] = {
+        "fiswg_features": [{"value": name, "label": label} for name, label in FEATURES],
+        "image_tools": IMAGE_TOOLS,
+    }
+    if worksheet.analyse_only:
+        context["probe_quality"] = face_quality_of(obj.search.face)
+        return context
+    strip = reference_strip(obj)
+    context["references"] = strip
+    context["reference_thumbnails"] = face_thumbnails(user, [p.face for p in strip.photos])
+    context["marks_shown"] = worksheet.marks
+    context["other_analyses"] = [a for a in worksheet.analyses if a.reviewer_id != user.pk and a != worksheet.analysis]
+    if obj.is_open and not worksheet.finished and not worksheet.compare_only:
+        # The panel's own headline and severity (reviews.bias), in the compact form beside Save; the full panel
+        # stays below. While scores are hidden it is the hidden panel, whose headline speaks of the threshold.
+        context["bias_compact"] = panel_for(obj, hide_scores=obj.hide_scores)
+    return context
+
+
+def unsuitable_message(obj: ReviewItem) -> str:
+    closed = obj.search.candidates.filter(outcome=Outcome.UNSUITABLE).count()
+    return (
+        f"Analysis recorded: the probe face is of no value for comparison. {closed} candidate"
+        f"{'s' if closed != 1 else ''} of it {'were' if closed != 1 else 'was'} closed as not comparable, and the "
+        "caseworker's page says the photo was judged unsuitable for comparison."
+    )
+
+
 # After a decision
 
 
@@ -182,5 +222,6 @@ def decision_message(user: Any, obj: ReviewItem) -> str:
         ),
         Outcome.CONFIRMED: "it is now confirmed, and the caseworker sees it",
         Outcome.REJECTED: "it is now rejected",
+        Outcome.UNSUITABLE: "it is closed as not comparable",
     }[obj.outcome]
     return f"Your decision on candidate {obj.pk} is recorded; {outcome}."

@@ -13,13 +13,13 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from matching.accuracy.evaluation import audit_validity
-from matching.models import Candidate, Case, Outcome, Photo, Search
+from matching.models import Candidate, Case, Face, Outcome, Photo, Search
 from matching.services import BiometricsRemoved
 from portal import access
 from portal.audit import audit_record
 from portal.outbox import outbox_enqueue
 from reviews.bias import LABELS
-from reviews.models import FEATURES, DisclosureReport, DisclosureStatus, ReviewDecision
+from reviews.models import FEATURES, DisclosureReport, DisclosureStatus, ProbeAnalysis, ReviewDecision
 from reviews.services import (
     ServiceError,
     may_decide_escalations,
@@ -35,10 +35,22 @@ FEATURE_LABELS = dict(FEATURES)
 
 
 @dataclass
+class MarkedFace:
+    """A face as the reviewer marked it: the aligned image with its marks drawn over it, numbered."""
+
+    label: str
+    image_uri: str
+    marks: list[dict[str, Any]]
+
+
+@dataclass
 class DecisionRow:
     decision: ReviewDecision
     features: list[tuple[str, str]]
     bias_summary: str
+    tools: str = ""
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    marked_faces: list[MarkedFace] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +61,8 @@ class CandidateRow:
     outcome: str
     reference_uri: str = ""
     decisions: list[DecisionRow] = field(default_factory=list)
+    reference_taken: str = ""
+    outcome_reason: str = ""
 
 
 @dataclass
@@ -61,6 +75,9 @@ class FaceRow:
     candidates: list[CandidateRow] = field(default_factory=list)
     # Candidates still under review: counted, never listed (see `disclosure_context`).
     open_candidates: int = 0
+    # ACE-V's analyses of this probe face, before any comparison; and whether one judged it of no value.
+    analyses: list[tuple[ProbeAnalysis, str]] = field(default_factory=list)
+    unsuitable: str = ""
 
 
 @dataclass
@@ -138,6 +155,47 @@ def _data_uri(file) -> str:
 
 
 OPEN_LEFT_OUT = "candidate(s) still under review: left out of this report until their review closes."
+MEASURE_LABELS = {"eye_distance": "eye distance", "sharpness": "sharpness", "yaw": "yaw", "roll": "roll"}
+
+
+def _measures_text(measures: dict[str, Any]) -> str:
+    parts = []
+    for name, label in MEASURE_LABELS.items():
+        measure = measures.get(name) or {}
+        value = measure.get("value")
+        shown = "not measured" if value is None else f"{value:.0f}{measure.get('unit', '')}"
+        parts.append(f"{label} {shown} ({measure.get('verdict', 'unknown')})")
+    return "; ".join(parts)
+
+
+def _tools_text(tools: dict[str, list[str]]) -> str:
+    return "; ".join(f"{side}: {', '.join(used)}" for side, used in (tools or {}).items()) or "none"
+
+
+def _marked_faces(decision: ReviewDecision, faces: dict[int, Any]) -> tuple[list[dict[str, Any]], list[MarkedFace]]:
+    """The decision's marks, numbered, and each marked face's aligned image with its marks (in 480 x 576)."""
+    from matching.alignment import HEIGHT, WIDTH
+
+    marks, by_face = [], {}
+    for number, mark in enumerate(decision.annotations or [], start=1):
+        entry = {
+            **mark,
+            "number": number,
+            "feature_label": FEATURE_LABELS.get(mark.get("feature"), mark.get("feature")),
+            "cx": mark["x"] * WIDTH,
+            "cy": mark["y"] * HEIGHT,
+            "pw": mark.get("w", 0) * WIDTH,
+            "ph": mark.get("h", 0) * HEIGHT,
+        }
+        marks.append(entry)
+        by_face.setdefault(mark["face"], []).append(entry)
+    marked = []
+    for face_id, face_marks in by_face.items():
+        face = faces.get(face_id)
+        uri = _data_uri(face.aligned) if face is not None else ""
+        label = "probe face" if face_marks[0].get("side") == "probe" else f"gallery face {face_id}"
+        marked.append(MarkedFace(label=label, image_uri=uri, marks=face_marks))
+    return marks, marked
 
 
 def disclosure_context(case: Case) -> dict[str, Any]:
@@ -160,10 +218,15 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                 quality=f"{face.face_width}×{face.face_height} px, sharpness {face.blur:.0f}",
                 search=search,
                 crop_uri=_data_uri(face.crop),
+                analyses=[
+                    (analysis, _measures_text(analysis.measures))
+                    for analysis in ProbeAnalysis.objects.filter(face=face).select_related("reviewer")
+                ],
+                unsuitable=face.unsuitable_reason if face.unsuitable_at else "",
             )
             if search is not None:
                 candidates = (
-                    search.candidates.select_related("subject", "reference_face")
+                    search.candidates.select_related("subject", "reference_face__photo__subject")
                     .defer("reference_face__encoding")
                     .order_by("rank")
                 )
@@ -171,14 +234,30 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                     if candidate.is_open:
                         face_row.open_candidates += 1
                         continue
-                    decisions = [
-                        DecisionRow(
-                            decision=d,
-                            features=[(FEATURE_LABELS.get(k, k), v.replace("_", " ")) for k, v in d.features.items()],
-                            bias_summary=_bias_summary(d.bias_snapshot, current_run_id),
+                    decisions = []
+                    for d in candidate.decisions.select_related("reviewer", "corrects").order_by("created_at"):
+                        marked_ids = {mark.get("face") for mark in d.annotations or []}
+                        faces = {f.pk: f for f in Face.objects.defer("encoding").filter(pk__in=marked_ids)}
+                        marks, marked_faces = _marked_faces(d, faces)
+                        decisions.append(
+                            DecisionRow(
+                                decision=d,
+                                features=[
+                                    (FEATURE_LABELS.get(k, k), v.replace("_", " ")) for k, v in d.features.items()
+                                ],
+                                bias_summary=_bias_summary(d.bias_snapshot, current_run_id),
+                                tools=_tools_text(d.tools),
+                                marks=marks,
+                                marked_faces=marked_faces,
+                            )
                         )
-                        for d in candidate.decisions.select_related("reviewer", "corrects").order_by("created_at")
-                    ]
+                    reference_photo = candidate.reference_face.photo
+                    taken = ""
+                    if reference_photo.captured_on:
+                        age = reference_photo.age_at_capture()
+                        taken = f"taken {reference_photo.captured_on:%Y-%m-%d}" + (
+                            f", age {age}" if age is not None else ""
+                        )
                     face_row.candidates.append(
                         CandidateRow(
                             rank=candidate.rank,
@@ -187,6 +266,8 @@ def disclosure_context(case: Case) -> dict[str, Any]:
                             outcome=candidate.get_outcome_display(),
                             reference_uri=_data_uri(candidate.reference_face.crop),
                             decisions=decisions,
+                            reference_taken=taken,
+                            outcome_reason=candidate.outcome_reason if candidate.outcome == Outcome.UNSUITABLE else "",
                         )
                     )
             row.faces.append(face_row)

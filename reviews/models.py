@@ -40,6 +40,34 @@ class Conclusion(models.TextChoices):
 CONFIRMING = {Conclusion.IDENTIFICATION, Conclusion.PROBABLE}
 
 
+class ProbeValue(models.TextChoices):
+    """ACE-V's analysis: what the probe face is worth for comparison, judged before any candidate is seen."""
+
+    OF_VALUE = "value", "Of value"
+    LIMITED = "limited", "Of limited value"
+    NO_VALUE = "none", "Of no value"
+
+
+class ProbeLimit(models.TextChoices):
+    """What limits the probe's value (FISWG's image factors)."""
+
+    RESOLUTION = "resolution", "Resolution"
+    BLUR = "blur", "Blur"
+    POSE = "pose", "Pose"
+    OCCLUSION = "occlusion", "Occlusion"
+    LIGHTING = "lighting", "Lighting"
+    AGE = "age", "Age of the image"
+
+
+class AnalysisScope(models.TextChoices):
+    EACH = "each", "Each reviewer records their own analysis of the probe before comparing"
+    SHARED = "shared", "The first reviewer's analysis of the probe holds for every reviewer"
+
+
+# The image tools of the comparison page, as the worksheet records their use (static/js/review-compare.js).
+IMAGE_TOOLS = ("brightness", "contrast", "gamma", "greyscale", "mirror", "pixels")
+
+
 class ReviewItem(Candidate):
     """A candidate as the reviewer's workbench sees it."""
 
@@ -56,7 +84,24 @@ class ReviewPolicy(models.Model):
         default=2, help_text="Different reviewers who must confirm, independently, before a candidate is confirmed."
     )
     hide_scores_until_compared = models.BooleanField(
-        default=False, help_text="Hide distance and rank until the reviewer has completed the feature comparison."
+        default=True,
+        help_text=(
+            "Hide distance and rank until the reviewer has recorded the feature comparison. Turning this off "
+            "costs independence: a reviewer who sees a close score first tends to anchor on it and find the "
+            "features agree (confirmation bias), and a distant one to dismiss a true match."
+        ),
+    )
+    analysis_scope = models.CharField(
+        "probe analysis",
+        max_length=10,
+        choices=AnalysisScope.choices,
+        default=AnalysisScope.EACH,
+        help_text=(
+            "Before comparing any candidate of a probe face, a reviewer judges the probe's value (ACE-V's "
+            "analysis). With “each”, every reviewer records their own, blind to the others' until they have "
+            "decided; with “shared”, the first one recorded holds for all. Either way, “of no value” "
+            "closes every open candidate of that face as not comparable."
+        ),
     )
     training_valid_months = models.PositiveSmallIntegerField(default=12)
     senior_reviewer = models.ForeignKey(
@@ -116,12 +161,57 @@ class ReviewClaim(models.Model):
         return f"Candidate {self.candidate_id} claimed by {self.reviewer}"
 
 
+class ProbeAnalysis(models.Model):
+    """A reviewer's analysis of a probe face before any comparison (ACE-V's A): its value, and why.
+
+    One per reviewer and face. With the policy's shared scope the first one holds for every reviewer. The
+    portal's own measures are stored as they were shown beside the call.
+    """
+
+    face = models.ForeignKey("matching.Face", on_delete=models.CASCADE, related_name="+")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    value = models.CharField(max_length=10, choices=ProbeValue.choices)
+    limits = models.JSONField(default=list, help_text="What limits its value: resolution, blur, pose, …")
+    note = models.TextField(blank=True)
+    measures = models.JSONField(default=dict, help_text="The portal's measures as shown beside the call.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "probe analyses"
+        constraints = [
+            models.UniqueConstraint(fields=["face", "reviewer"], name="probe_analysis_once"),
+            models.CheckConstraint(
+                condition=~Q(value="none") | ~Q(note="") | ~Q(limits=[]), name="probe_no_value_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_value_display()}: face {self.face_id} by {self.reviewer}"
+
+    @property
+    def limit_labels(self) -> list[str]:
+        labels = dict(ProbeLimit.choices)
+        return [labels.get(limit, limit) for limit in self.limits]
+
+    @property
+    def summary(self) -> str:
+        """ "Of limited value (blur, pose): note"."""
+        text = self.get_value_display()
+        if self.limits:
+            text += f" ({', '.join(label.lower() for label in self.limit_labels)})"
+        return f"{text}: {self.note}" if self.note else text
+
+
 class FeatureComparison(models.Model):
     """The reviewer's feature-by-feature comparison, recorded before the scores are shown when policy hides them."""
 
     candidate = models.ForeignKey("matching.Candidate", on_delete=models.CASCADE, related_name="+")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     features = models.JSONField()
+    # As on the decision: the image tools used and the marks made while comparing; the decision carries them on.
+    tools = models.JSONField(default=dict)
+    annotations = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -138,6 +228,13 @@ class ReviewDecision(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     conclusion = models.CharField(max_length=20, choices=Conclusion.choices, default=Conclusion.INCONCLUSIVE)
     features = models.JSONField(default=dict, help_text="FISWG component → similar / dissimilar / not visible.")
+    tools = models.JSONField(
+        default=dict, help_text="The image tools used on each face (probe, gallery): brightness, mirror, …"
+    )
+    annotations = models.JSONField(
+        default=list,
+        help_text="Points and regions marked on either face, each tied to a FISWG component with a note.",
+    )
     reason = models.TextField()
     bias_acknowledged = models.BooleanField(default=False)
     bias_snapshot = models.JSONField(default=dict, help_text="The bias warning as the reviewer saw it.")

@@ -10,10 +10,19 @@ from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from matching.models import Candidate, Outcome
+from matching.models import AgeBand, Candidate, Face, Outcome, years_between
 from portal import access
 from portal.models import ApiKeyKind, Organisation
-from reviews.models import FEATURES, FeatureComparison, FeatureMark, ReviewDecision, ReviewPolicy, TrainingAttestation
+from reviews.models import (
+    FEATURES,
+    AnalysisScope,
+    FeatureComparison,
+    FeatureMark,
+    ProbeAnalysis,
+    ReviewDecision,
+    ReviewPolicy,
+    TrainingAttestation,
+)
 
 
 def review_policy_for(organisation: Organisation) -> ReviewPolicy:
@@ -200,6 +209,182 @@ def has_compared(user: Any, candidate: Candidate) -> bool:
     return FeatureComparison.objects.filter(candidate=candidate, reviewer=user).exists()
 
 
+# ACE-V's analysis: the probe face's value for comparison, judged before any candidate of it is compared.
+
+
+def binding_analysis(user: Any, face_id: int, policy: ReviewPolicy) -> ProbeAnalysis | None:
+    """The analysis that holds for this user's comparisons of this probe face: their own, or under the shared
+    policy the first one anybody recorded; None while there is none (the user must analyse first)."""
+    analyses = ProbeAnalysis.objects.filter(face_id=face_id).select_related("reviewer")
+    if policy.analysis_scope == AnalysisScope.SHARED:
+        return analyses.first()
+    return analyses.filter(reviewer=user).first()
+
+
+def analysis_needed(user: Any, candidate: Candidate) -> bool:
+    """Whether this user must record the probe face's analysis before comparing this candidate."""
+    policy = review_policy_for(candidate.case.organisation)
+    return binding_analysis(user, candidate.search.face_id, policy) is None
+
+
+def analyses_visible_to(user: Any, candidate: Candidate) -> list[ProbeAnalysis]:
+    """The analyses of the candidate's probe face this user may read. Shared analyses bind everyone, so all see
+    them. Under "each", a reviewer's analysis is independent work like their decision: blind review hides the
+    others' (even who made them) from someone who could still decide the candidate, until they have decided."""
+    analyses = list(ProbeAnalysis.objects.filter(face_id=candidate.search.face_id).select_related("reviewer"))
+    policy = review_policy_for(candidate.case.organisation)
+    if policy.analysis_scope == AnalysisScope.SHARED or may_see_decisions(user, candidate):
+        return analyses
+    return [a for a in analyses if a.reviewer_id == user.pk]
+
+
+def analysis_may_be_read(user: Any, analysis: ProbeAnalysis) -> bool:
+    """`analyses_visible_to` for one analysis, whatever candidate it is read from (the activity log's rows)."""
+    if access.is_superuser(user) or analysis.reviewer_id == user.pk:
+        return True
+    face = Face.objects.select_related("organisation").defer("encoding").get(pk=analysis.face_id)
+    if review_policy_for(face.organisation).analysis_scope == AnalysisScope.SHARED:
+        return True
+    candidates = Candidate.objects.select_related("case__organisation").filter(search__face_id=face.pk)
+    return all(may_see_decisions(user, candidate) for candidate in candidates)
+
+
+def queue_reveals(user: Any, items: list[Candidate]) -> tuple[set[int], set[int]]:
+    """Of a queue page's items: those whose comparison this user has recorded (their scores may show) and
+    those whose probe face has the analysis that holds for this user (their gallery face may show)."""
+    if not items:
+        return set(), set()
+    ids = [item.pk for item in items]
+    compared = set(
+        FeatureComparison.objects.filter(reviewer=user, candidate_id__in=ids).values_list("candidate_id", flat=True)
+    )
+    organisation = access.organisation_of(user)
+    analyses = ProbeAnalysis.objects.filter(face_id__in={item.search.face_id for item in items})
+    if organisation is None or review_policy_for(organisation).analysis_scope != AnalysisScope.SHARED:
+        analyses = analyses.filter(reviewer=user)
+    faces = set(analyses.values_list("face_id", flat=True))
+    # A closed item takes no more comparisons: nothing is left to judge first.
+    return compared, {item.pk for item in items if item.search.face_id in faces or not item.is_open}
+
+
+def audit_detail_of_analysis(user: Any, event: Any) -> dict[str, Any]:
+    """An analysis's log row as this user may read it: under "each", blind until they have recorded theirs."""
+    analysis = ProbeAnalysis.objects.filter(pk=event.target_id).first() if str(event.target_id).isdigit() else None
+    if analysis is None or analysis_may_be_read(user, analysis):
+        return event.detail
+    hidden = "Blind review: you may still decide a candidate of this probe face, so others' analyses are not shown."
+    return {"hidden": hidden}
+
+
+# Every reference photo of the candidate's subject, with when it was taken
+
+
+CHILD_AGE = 18
+
+
+@dataclass(frozen=True)
+class ReferencePhoto:
+    face: Face
+    captured_on: date | None
+    age: int | None  # the subject's age in whole years when it was taken, where known
+    years_from_probe: int | None  # whole years between this photo and the probe photo, where both are dated
+    is_candidate: bool  # the face the search found
+
+    @property
+    def label(self) -> str:
+        taken = f"taken {self.captured_on:%Y-%m-%d}" if self.captured_on else "date taken unknown"
+        return f"{taken}, age {self.age}" if self.age is not None else taken
+
+
+@dataclass(frozen=True)
+class ReferenceStrip:
+    photos: list[ReferencePhoto]
+    probe_captured_on: date | None
+    child: bool
+    # For a child: how many years lie between the photos, in words.
+    gap_note: str
+
+
+def _band_is_child(band: str) -> bool:
+    return band in (AgeBand.B0_9, AgeBand.B10_17)
+
+
+def reference_strip(candidate: Candidate) -> ReferenceStrip:
+    """Every stored reference face of the candidate's subject (the search's own first), each with its photo's
+    capture date, the subject's age then where known, and for a child the years between it and the probe."""
+    subject, probe_photo = candidate.subject, candidate.search.face.photo
+    faces = list(
+        Face.objects.filter(subject=subject, purged_at__isnull=True)
+        .select_related("photo__subject")
+        .defer("encoding")
+        .order_by("photo__captured_on", "photo_id", "index")
+    )
+    probe_date = probe_photo.captured_on
+    photos = []
+    for face in faces:
+        taken = face.photo.captured_on
+        gap = None
+        if taken and probe_date:
+            gap = abs(years_between(min(taken, probe_date), max(taken, probe_date)))
+        photos.append(
+            ReferencePhoto(
+                face=face,
+                captured_on=taken,
+                age=face.photo.age_at_capture(),
+                years_from_probe=gap,
+                is_candidate=face.pk == candidate.reference_face_id,
+            )
+        )
+    photos.sort(key=lambda p: not p.is_candidate)
+    child = (
+        _band_is_child(subject.age_band)
+        or _band_is_child(candidate.case.probe_age_band)
+        or any(p.age is not None and p.age < CHILD_AGE for p in photos)
+    )
+    note = ""
+    if child:
+        gaps = [p for p in photos if p.years_from_probe is not None]
+        if not probe_date:
+            note = "A child: the probe photo's date is unknown, so the years between the photos are unknown."
+        elif not gaps:
+            note = "A child: no reference photo is dated, so the years between the photos are unknown."
+        else:
+            spans = sorted({p.years_from_probe for p in gaps})
+            years = (
+                f"{spans[0]} year{'s' if spans[0] != 1 else ''}"
+                if len(spans) == 1
+                else f"{spans[0]} to {spans[-1]} years"
+            )
+            note = (
+                f"A child: {years} between the probe photo and the dated reference photos. A child's face changes fast."
+            )
+    return ReferenceStrip(photos=photos, probe_captured_on=probe_date, child=child, gap_note=note)
+
+
+# Marks on the faces: one's own, and once blind review allows, the other reviewers'
+
+
+def marks_shown(user: Any, candidate: Candidate, *, may_see_others: bool) -> list[dict[str, Any]]:
+    """The annotations this user sees drawn: their own (from their latest decision, else their comparison),
+    and the other reviewers' (from their latest decisions) only when blind review lets them see decisions."""
+    shown: list[dict[str, Any]] = []
+    mine = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
+    if mine is not None:
+        own = mine.annotations
+    else:
+        comparison = FeatureComparison.objects.filter(candidate=candidate, reviewer=user).first()
+        own = comparison.annotations if comparison else []
+    shown.extend({**mark, "by": user.get_username(), "own": True} for mark in own or [])
+    if may_see_others:
+        latest: dict[int, ReviewDecision] = {}
+        for decision in candidate.decisions.exclude(reviewer=user).select_related("reviewer").order_by("created_at"):
+            latest[decision.reviewer_id] = decision
+        for decision in latest.values():
+            name = decision.reviewer.get_username()
+            shown.extend({**mark, "by": name, "own": False} for mark in decision.annotations or [])
+    return shown
+
+
 def review_queue(user: Any) -> QuerySet[Candidate]:
     """The reviewer's queue: exactly the open candidates this user may decide now, oldest first."""
     return candidates_decidable_by(user, Candidate.objects.all()).order_by("created_at", "id")
@@ -235,9 +420,16 @@ class Worksheet:
     # Nothing is left for this reviewer to do here: the candidate is closed, or they have decided it (and are not
     # correcting). The page then reports the state plainly instead of as a blocked control.
     finished: bool = False
+    # ACE-V's analysis: the form records only the probe's value (no candidate is shown until it is in), and
+    # the analysis that holds for this reviewer once it is.
+    analyse_only: bool = False
+    analysis: ProbeAnalysis | None = None
+    analyses: list[ProbeAnalysis] = field(default_factory=list)
+    # Annotations drawn on the faces: this reviewer's own, and the others' once blind review allows.
+    marks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def marks(self) -> list[str]:
+    def mark_columns(self) -> list[str]:
         """The worksheet's columns, in order."""
         return [label for _, label in FeatureMark.choices]
 
@@ -272,12 +464,14 @@ def worksheet_for(
     hide_scores = scores_hidden_from(user, candidate)
     may_see_others = may_see_decisions(user, candidate)
     previous_id, next_id = queue_neighbours(user, candidate)
+    analysis = binding_analysis(user, candidate.search.face_id, policy)
+    analyse_only = not blockers and analysis is None
     return Worksheet(
         policy=policy,
         training=training_status(user, candidate.case.organisation),
         blockers=blockers,
         hide_scores=hide_scores,
-        compare_only=hide_scores and not blockers,
+        compare_only=hide_scores and not blockers and not analyse_only,
         own_latest=own_latest,
         correcting=correcting,
         correction_of=correction_of,
@@ -287,6 +481,10 @@ def worksheet_for(
         previous_id=previous_id,
         next_id=next_id,
         finished=not candidate.is_open or (own_latest is not None and not correcting),
+        analyse_only=analyse_only,
+        analysis=analysis,
+        analyses=analyses_visible_to(user, candidate),
+        marks=marks_shown(user, candidate, may_see_others=may_see_others),
     )
 
 

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from matching.models import Candidate, Outcome
-from matching.services import ServiceError, candidate_set_outcome
+from matching.models import Candidate, Face, Outcome
+from matching.services import ServiceError, candidate_set_outcome, probe_face_set_unsuitable
 from portal import access
 from portal.audit import audit_record
 from portal.models import Organisation
@@ -19,9 +19,14 @@ from reviews.bias import bias_panel
 from reviews.models import (
     CONFIRMING,
     FEATURES,
+    IMAGE_TOOLS,
+    AnalysisScope,
     Conclusion,
     FeatureComparison,
     FeatureMark,
+    ProbeAnalysis,
+    ProbeLimit,
+    ProbeValue,
     ReviewClaim,
     ReviewDecision,
     ReviewPolicy,
@@ -31,6 +36,7 @@ from reviews.selectors import (  # noqa: F401  (reads live in selectors; importa
     TrainingStatus,
     _answerable_for,
     active_decisions,
+    analysis_needed,
     audit_detail_of_candidate,
     candidates_blind_to,
     candidates_decidable_by,
@@ -45,7 +51,13 @@ from reviews.selectors import (  # noqa: F401  (reads live in selectors; importa
     training_status,
 )
 
-POLICY_FIELDS = ("required_confirmations", "hide_scores_until_compared", "training_valid_months", "senior_reviewer")
+POLICY_FIELDS = (
+    "required_confirmations",
+    "hide_scores_until_compared",
+    "analysis_scope",
+    "training_valid_months",
+    "senior_reviewer",
+)
 
 
 @transaction.atomic
@@ -114,15 +126,181 @@ def _features_clean(features: dict[str, str]) -> dict[str, str]:
     return {name: features[name] for name in names}
 
 
+NOTE_MAX = 2000
+MARKS_MAX = 60
+MARK_NOTE_MAX = 500
+ANALYSE_FIRST = (
+    "Record your analysis of the probe face first: its value for comparison, judged before any candidate is compared."
+)
+
+
+def _tools_clean(tools: dict[str, Any] | None) -> dict[str, list[str]]:
+    """{"probe": [...], "gallery": [...]}: which image tools were used on which face, in IMAGE_TOOLS order."""
+    if not tools:
+        return {}
+    if not isinstance(tools, dict) or not set(tools) <= {"probe", "gallery"}:
+        raise ServiceError("The record of the image tools used could not be read; reload the page.")
+    cleaned = {}
+    for face, used in tools.items():
+        if not isinstance(used, list) or not all(isinstance(t, str) and t in IMAGE_TOOLS for t in used):
+            raise ServiceError("The record of the image tools used names an unknown tool; reload the page.")
+        if used:
+            cleaned[face] = [tool for tool in IMAGE_TOOLS if tool in used]
+    return cleaned
+
+
+def _tools_merge(*records: dict[str, list[str]]) -> dict[str, list[str]]:
+    merged: dict[str, set[str]] = {}
+    for record in records:
+        for face, used in (record or {}).items():
+            merged.setdefault(face, set()).update(used)
+    return {face: [t for t in IMAGE_TOOLS if t in used] for face, used in sorted(merged.items())}
+
+
+def _number(value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ServiceError("A mark lies outside the face; reload the page and mark it again.")
+    return round(float(value), 4)
+
+
+def _annotations_clean(annotations: list[Any] | None, candidate: Candidate) -> list[dict[str, Any]]:
+    """Points and regions on the probe face or one of the subject's reference faces, in the aligned image's
+    coordinates (0 to 1), each tied to a FISWG component with a note."""
+    if not annotations:
+        return []
+    if not isinstance(annotations, list):
+        raise ServiceError("The marks on the faces could not be read; reload the page.")
+    if len(annotations) > MARKS_MAX:
+        raise ServiceError(f"At most {MARKS_MAX} marks on one comparison.")
+    faces = {candidate.search.face_id: "probe"} | {
+        pk: "gallery" for pk in Face.objects.filter(subject_id=candidate.subject_id).values_list("pk", flat=True)
+    }
+    features = dict(FEATURES)
+    cleaned = []
+    for number, mark in enumerate(annotations, start=1):
+        if not isinstance(mark, dict) or mark.get("kind") not in ("point", "region"):
+            raise ServiceError("The marks on the faces could not be read; reload the page.")
+        if mark.get("face") not in faces or isinstance(mark.get("face"), bool):
+            raise ServiceError(f"Mark {number} is on a face that is not part of this comparison.")
+        if mark.get("feature") not in features:
+            raise ServiceError(f"Mark {number}: choose the facial feature it shows.")
+        note = mark.get("note", "")
+        if not isinstance(note, str) or len(note.strip()) > MARK_NOTE_MAX:
+            raise ServiceError(f"Mark {number}: the note is limited to {MARK_NOTE_MAX} characters.")
+        entry = {
+            "face": mark["face"],
+            "side": faces[mark["face"]],
+            "kind": mark["kind"],
+            "x": _number(mark.get("x"), 0, 1),
+            "y": _number(mark.get("y"), 0, 1),
+            "feature": mark["feature"],
+            "note": note.strip(),
+        }
+        if mark["kind"] == "region":
+            entry["w"] = _number(mark.get("w"), 0.001, 1 - entry["x"] + 1e-6)
+            entry["h"] = _number(mark.get("h"), 0.001, 1 - entry["y"] + 1e-6)
+        cleaned.append(entry)
+    return cleaned
+
+
 @transaction.atomic
-def review_compare(*, candidate_id: int, features: dict[str, str], acting_user: Any) -> FeatureComparison:
-    """Record the feature comparison on its own, before the scores are revealed."""
-    candidate = Candidate.objects.select_related("case__organisation").get(id=candidate_id)
+def probe_analyse(
+    *, candidate_id: int, value: str, limits: list[str], note: str = "", acting_user: Any
+) -> ProbeAnalysis:
+    """Record a reviewer's analysis of a candidate's probe face, before any of its candidates is compared.
+
+    "Of no value" closes every open candidate of that face as not comparable (through matching's service, so
+    the caseworker's page says the photo was judged unsuitable), with the reason, in the activity log.
+    """
+    if value not in ProbeValue.values:
+        raise ServiceError("Choose the probe's value for comparison: of value, of limited value or of no value.")
+    if not isinstance(limits, list | tuple) or not set(limits) <= set(ProbeLimit.values):
+        raise ServiceError("Choose what limits the probe's value from the list.")
+    limits = [limit for limit in ProbeLimit.values if limit in limits]
+    note = (note or "").strip()
+    if len(note) > NOTE_MAX:
+        raise ServiceError(f"The note is limited to {NOTE_MAX} characters.")
+    if value == ProbeValue.NO_VALUE and not (limits or note):
+        raise ServiceError("Say why the probe is of no value: choose what limits it, or write a note.")
+    candidate = Candidate.objects.select_related("case__organisation", "search").get(id=candidate_id)
     blockers = decision_blockers(acting_user, candidate)
     if blockers:
         raise ServiceError(" ".join(blockers))
+    # The probe face's row lock: two reviewers analysing one face at once are taken one after the other, so
+    # under the shared policy the second learns that the first one's analysis already holds.
+    face = (
+        Face.objects.select_for_update(no_key=True)
+        .select_related("photo")
+        .defer("encoding")
+        .get(pk=candidate.search.face_id)
+    )
+    organisation = candidate.case.organisation
+    policy = review_policy_for(organisation)
+    recorded = ProbeAnalysis.objects.filter(face=face).select_related("reviewer")
+    if recorded.filter(reviewer=acting_user).exists():
+        raise ServiceError("You have already recorded your analysis of this probe face.")
+    first = recorded.first()
+    if policy.analysis_scope == AnalysisScope.SHARED and first is not None:
+        raise ServiceError(
+            f"{first.reviewer.get_username()} has already recorded the analysis of this probe face; under the "
+            "organisation's shared policy it holds for every reviewer."
+        )
+    from matching.quality import face_quality_of
+
+    analysis = ProbeAnalysis.objects.create(
+        face=face,
+        reviewer=acting_user,
+        value=value,
+        limits=limits,
+        note=note,
+        measures=face_quality_of(face).as_dict(),
+    )
+    audit_record(
+        action="probe.analyse",
+        actor=acting_user,
+        organisation=organisation,
+        target=analysis,
+        detail={"case": candidate.case.reference, "face": face.pk, "value": value, "limits": limits, "note": note},
+    )
+    if value == ProbeValue.NO_VALUE:
+        reason = f"{acting_user.get_username()} judged it {analysis.summary[0].lower()}{analysis.summary[1:]}"
+        closed = probe_face_set_unsuitable(face_id=face.pk, reason=reason, acting_user=acting_user)
+        for closed_candidate in closed:
+            audit_record(
+                action="candidate.unsuitable",
+                actor=acting_user,
+                organisation=organisation,
+                target=closed_candidate,
+                detail={"case": candidate.case.reference, "face": face.pk, "reason": closed_candidate.outcome_reason},
+            )
+        if closed:
+            outbox_enqueue("reviews.tasks.notify_caseworker", candidate.case_id, False)
+            outbox_enqueue("reviews.tasks.refresh_warnings", candidate.organisation_id)
+    return analysis
+
+
+@transaction.atomic
+def review_compare(
+    *,
+    candidate_id: int,
+    features: dict[str, str],
+    acting_user: Any,
+    tools: dict[str, Any] | None = None,
+    annotations: list[Any] | None = None,
+) -> FeatureComparison:
+    """Record the feature comparison on its own, before the scores are revealed."""
+    candidate = Candidate.objects.select_related("case__organisation", "search").get(id=candidate_id)
+    blockers = decision_blockers(acting_user, candidate)
+    if blockers:
+        raise ServiceError(" ".join(blockers))
+    if analysis_needed(acting_user, candidate):
+        raise ServiceError(ANALYSE_FIRST)
     return FeatureComparison.objects.create(
-        candidate=candidate, reviewer=acting_user, features=_features_clean(features)
+        candidate=candidate,
+        reviewer=acting_user,
+        features=_features_clean(features),
+        tools=_tools_clean(tools),
+        annotations=_annotations_clean(annotations, candidate),
     )
 
 
@@ -152,8 +330,13 @@ def review_decide(
     features: dict[str, str],
     bias_acknowledged: bool,
     corrects_id: int | None = None,
+    tools: dict[str, Any] | None = None,
+    annotations: list[Any] | None = None,
 ) -> ReviewDecision:
-    """Record one reviewer's independent decision, then move the candidate on if the policy says so."""
+    """Record one reviewer's independent decision, then move the candidate on if the policy says so.
+
+    `tools` and `annotations` are the worksheet's record of the image tools used and the marks made; the
+    tools used during this reviewer's comparison step are added to it."""
     if conclusion not in Conclusion.values:
         raise ServiceError("Choose a conclusion.")
     reason = reason.strip()
@@ -162,6 +345,7 @@ def review_decide(
     if not bias_acknowledged:
         raise ServiceError("Acknowledge the bias warning before deciding.")
     features = _features_clean(features)
+    tools = _tools_clean(tools)
     # The row lock serialises decisions on one candidate; on PostgreSQL a second
     # reviewer waits here and then sees the first one's decision.
     candidate = Candidate.objects.select_for_update(no_key=True).get(id=candidate_id)
@@ -176,6 +360,12 @@ def review_decide(
     blockers = decision_blockers(acting_user, candidate, correcting=corrects is not None)
     if blockers:
         raise ServiceError(" ".join(blockers))
+    if analysis_needed(acting_user, candidate):
+        raise ServiceError(ANALYSE_FIRST)
+    annotations = _annotations_clean(annotations, candidate)
+    comparison = FeatureComparison.objects.filter(candidate=candidate, reviewer=acting_user).first()
+    if comparison is not None:
+        tools = _tools_merge(comparison.tools, tools)
     organisation = candidate.case.organisation
     policy = review_policy_for(organisation)
     panel = bias_panel(candidate)
@@ -188,6 +378,8 @@ def review_decide(
         reviewer=acting_user,
         conclusion=conclusion,
         features=features,
+        tools=tools,
+        annotations=annotations,
         reason=reason,
         bias_acknowledged=True,
         bias_snapshot=panel.snapshot(),
@@ -276,10 +468,18 @@ def notify_caseworker(*, case_id: int, confirmed: bool) -> None:
     if confirmed:
         lines.append(f"A reviewer-confirmed match is available for case {case.reference}.")
     if not open_left and not unfinished:
-        counts = {o: case.candidates.filter(outcome=o).count() for o in (Outcome.CONFIRMED, Outcome.REJECTED)}
+        counts = {
+            o: case.candidates.filter(outcome=o).count()
+            for o in (Outcome.CONFIRMED, Outcome.REJECTED, Outcome.UNSUITABLE)
+        }
+        unsuitable = (
+            f", {counts[Outcome.UNSUITABLE]} not comparable (photo judged unsuitable for comparison)"
+            if counts[Outcome.UNSUITABLE]
+            else ""
+        )
         lines.append(
             f"Review of case {case.reference} is complete: {counts[Outcome.CONFIRMED]} confirmed, "
-            f"{counts[Outcome.REJECTED]} rejected."
+            f"{counts[Outcome.REJECTED]} rejected{unsuitable}."
         )
     if not lines:
         return

@@ -548,9 +548,28 @@ ALL_SIMILAR = {
 }
 
 
+def analyse(candidate, reviewer, value: str = "value", limits=(), note: str = ""):
+    """The reviewer's analysis of the candidate's probe face (ACE-V), as the analysis step records it."""
+    from reviews.services import probe_analyse
+
+    return probe_analyse(candidate_id=candidate.pk, value=value, limits=list(limits), note=note, acting_user=reviewer)
+
+
+def analysed(candidate, reviewer) -> None:
+    """Record an "of value" analysis for the reviewer unless one already holds for them."""
+    from reviews.selectors import analysis_needed, decision_blockers
+
+    candidate.refresh_from_db()
+    if not decision_blockers(reviewer, candidate) and analysis_needed(reviewer, candidate):
+        analyse(candidate, reviewer)
+
+
 def decide(candidate, reviewer, conclusion: str = "identification", reason: str = "Ears, nose and jaw agree.", **kw):
     from reviews.services import review_decide
 
+    # Most tests are about the decision: the analysis that must come before it is taken as "of value".
+    if kw.pop("analyse", True):
+        analysed(candidate, reviewer)
     return review_decide(
         candidate_id=candidate.pk,
         acting_user=reviewer,
@@ -560,6 +579,22 @@ def decide(candidate, reviewer, conclusion: str = "identification", reason: str 
         bias_acknowledged=kw.pop("bias_acknowledged", True),
         **kw,
     )
+
+
+def admin_review(client, candidate, data: dict, **kwargs):
+    """Post a decision through the candidate's admin page, taking the page's earlier steps first as a reviewer
+    does: the probe's analysis (of value) when it asks for one, and the feature comparison while the policy hides
+    the scores. Returns the decision's response."""
+    from django.urls import reverse
+
+    url = reverse("admin:reviews_reviewitem_change", args=[candidate.pk])
+    page = client.get(url).content.decode()
+    if 'name="analysis_value"' in page:
+        client.post(url, {"analysis_value": "value", "_save": "Save"})
+        page = client.get(url).content.decode()
+    if 'name="conclusion"' not in page and 'name="feature_face_shape"' in page:
+        client.post(url, {**{k: v for k, v in data.items() if k.startswith("feature_")}, "_save": "Save"})
+    return client.post(url, data, **kwargs)
 
 
 def review_post(conclusion: str = "identification", reason: str = "Ears, nose and jaw agree.", **extra) -> dict:

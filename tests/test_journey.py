@@ -7,7 +7,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from matching.models import Candidate, Gallery, Outcome, Photo, PhotoStatus
-from tests.conftest import BIDEN, OBAMA, OBAMA_2, review_post, wait_for
+from tests.conftest import BIDEN, OBAMA, OBAMA_2, admin_review, review_post, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -55,9 +55,8 @@ def test_upload_worker_review_and_confirmed_result(client, celery_worker_process
     # When bob and rita each confirm it through the admin form, independently
     for reviewer, reason in [(bob, "Ears, nose and jaw line agree."), (rita, "Hairline and eyebrows agree.")]:
         client.force_login(reviewer)
-        response = client.post(
-            reverse("admin:reviews_reviewitem_change", args=[candidate.pk]), review_post(reason=reason)
-        )
+        # the probe's analysis and the blind comparison first, then the decision (the default policy)
+        response = admin_review(client, candidate, review_post(reason=reason))
         assert response.status_code == 302
 
     # Then alice's case page shows the confirmed match with its reviewer and reason

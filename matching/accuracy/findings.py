@@ -78,8 +78,10 @@ def review_findings(organisation: Organisation, consequences: ThresholdConsequen
             candidates_open=Count("candidates", filter=still_open),
             confirmed=Count("candidates", filter=Q(candidates__outcome=Outcome.CONFIRMED)),
             rejected=Count("candidates", filter=Q(candidates__outcome=Outcome.REJECTED)),
+            unsuitable=Count("candidates", filter=Q(candidates__outcome=Outcome.UNSUITABLE)),
         )
-        .filter(candidates_open=0)
+        # A search whose probe was judged unsuitable for comparison was never judged at all.
+        .filter(candidates_open=0, unsuitable=0)
         .values(
             "month",
             "threshold",

@@ -11,7 +11,12 @@
 
 from __future__ import annotations
 
-from matching.services.cases import candidate_set_outcome, case_add_photos, case_create
+from matching.services.cases import (
+    candidate_set_outcome,
+    case_add_photos,
+    case_create,
+    probe_face_set_unsuitable,
+)
 from matching.services.exceptions import CandidateAlreadyDecided, ServiceError
 from matching.services.galleries import (
     enrolment_batch_create,
@@ -91,6 +96,7 @@ __all__ = [
     "photo_requeue",
     "photos_give_up",
     "photos_requeue_stale",
+    "probe_face_set_unsuitable",
     "probe_photo_search",
     "reference_faces_store",
     "search_results_store",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -11,12 +12,13 @@ from django.utils import timezone
 from matching.models import (
     Candidate,
     Case,
+    Face,
     Outcome,
     Photo,
     PhotoKind,
 )
 from matching.services.exceptions import CandidateAlreadyDecided, ServiceError
-from matching.services.uploads import StoredFiles, UploadedImage, photo_queue, photo_store
+from matching.services.uploads import StoredFiles, UploadedImage, dates_check, photo_queue, photo_store
 from portal import access
 from portal.audit import audit_record
 from portal.models import Organisation
@@ -35,9 +37,11 @@ def case_create(
     probe_age_band: str = "",
     probe_ethnicity: str = "",
     photos: list[UploadedImage],
+    captured_on: date | None = None,
 ) -> Case:
     if not photos:
         raise ServiceError("Add at least one probe photo.")
+    dates_check(captured_on=captured_on)
     reference = reference.strip()
     try:
         # A savepoint, so that two simultaneous uploads with one reference end in a message, not a server error.
@@ -58,7 +62,14 @@ def case_create(
         raise ServiceError(f"A case with reference “{reference}” already exists.") from None
     with StoredFiles() as files:
         for upload in photos:
-            photo = photo_store(files=files, organisation=organisation, kind=PhotoKind.PROBE, upload=upload, case=case)
+            photo = photo_store(
+                files=files,
+                organisation=organisation,
+                kind=PhotoKind.PROBE,
+                upload=upload,
+                case=case,
+                captured_on=captured_on,
+            )
             photo_queue(photo)
     audit_record(
         action="case.create", actor=acting_user, organisation=organisation, target=case, detail={"photos": len(photos)}
@@ -67,10 +78,13 @@ def case_create(
 
 
 @transaction.atomic
-def case_add_photos(*, case: Case, photos: list[UploadedImage], acting_user: Any) -> list[Photo]:
+def case_add_photos(
+    *, case: Case, photos: list[UploadedImage], acting_user: Any, captured_on: date | None = None
+) -> list[Photo]:
     """Add probe photos to an existing case; each is processed in the background like the first ones."""
     if not photos:
         raise ServiceError("Add at least one probe photo.")
+    dates_check(captured_on=captured_on)
     # Concurrent uploads to one case run one after another, so that each audit
     # row's running total is exact.
     case = Case.objects.select_for_update(no_key=True).select_related("organisation").get(pk=case.pk)
@@ -81,7 +95,12 @@ def case_add_photos(*, case: Case, photos: list[UploadedImage], acting_user: Any
     with StoredFiles() as files:
         for upload in photos:
             photo = photo_store(
-                files=files, organisation=case.organisation, kind=PhotoKind.PROBE, upload=upload, case=case
+                files=files,
+                organisation=case.organisation,
+                kind=PhotoKind.PROBE,
+                upload=upload,
+                case=case,
+                captured_on=captured_on,
             )
             photo_queue(photo)
             added.append(photo)
@@ -104,8 +123,8 @@ def candidate_set_outcome(
     `confirmed_by` names every reviewer whose confirmation counts towards a confirmed outcome (the acting
     user when empty), so that the caseworker sees all of them, not only the one who settled it.
     """
-    if outcome not in (Outcome.CONFIRMED, Outcome.REJECTED, Outcome.ESCALATED):
-        raise ServiceError("A candidate can only be confirmed, rejected or escalated.")
+    if outcome not in (Outcome.CONFIRMED, Outcome.REJECTED, Outcome.ESCALATED, Outcome.UNSUITABLE):
+        raise ServiceError("A candidate can only be confirmed, rejected, escalated or closed as not comparable.")
     if not reason.strip():
         raise ServiceError("A written reason is required.")
     candidate = Candidate.objects.select_for_update(no_key=True).get(id=candidate_id)
@@ -119,3 +138,34 @@ def candidate_set_outcome(
     if outcome == Outcome.CONFIRMED:
         candidate.confirmed_by.set(list(confirmed_by) or [acting_user])
     return candidate
+
+
+@transaction.atomic
+def probe_face_set_unsuitable(*, face_id: int, reason: str, acting_user: Any) -> list[Candidate]:
+    """Record that a probe face was judged of no value for comparison, and close each of its open candidates
+    as not comparable. Only the review workflow calls this (its analysis step); the caseworker's page reads
+    the face's `unsuitable_reason`. Returns the candidates it closed; a candidate already decided stays so.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise ServiceError("Say why the probe photo is unsuitable for comparison.")
+    # The face row first, then its candidates in id order: a decision on one of them locks that candidate
+    # row, so the two wait for each other instead of crossing.
+    face = Face.objects.select_for_update(no_key=True).get(pk=face_id)
+    if face.subject_id is not None:
+        raise ServiceError("Only a probe face can be judged unsuitable for comparison.")
+    if face.unsuitable_at is None:
+        face.unsuitable_at = timezone.now()
+        face.unsuitable_reason = reason[:600]
+        face.save(update_fields=["unsuitable_at", "unsuitable_reason"])
+    closed = []
+    for candidate in Candidate.objects.select_for_update(no_key=True).open().filter(search__face=face).order_by("id"):
+        closed.append(
+            candidate_set_outcome(
+                candidate_id=candidate.pk,
+                outcome=Outcome.UNSUITABLE,
+                reason=f"Not comparable: the probe photo was judged unsuitable for comparison. {reason}",
+                acting_user=acting_user,
+            )
+        )
+    return closed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from matching.models import (
 )
 from matching.services.exceptions import ServiceError
 from matching.services.processing import reference_faces_store
-from matching.services.uploads import StoredFiles, UploadedImage, photo_queue, photo_store
+from matching.services.uploads import StoredFiles, UploadedImage, dates_check, photo_queue, photo_store
 from portal.audit import audit_record
 from portal.errors import Refusal
 from portal.models import Organisation
@@ -44,6 +45,19 @@ def gallery_create(*, organisation: Organisation, name: str, description: str = 
     return gallery
 
 
+def _subject_born_on(subject: Subject, born_on: date | None) -> None:
+    """Record a date of birth on a subject that has none; refuse one that contradicts the recorded one."""
+    if born_on is None or subject.born_on == born_on:
+        return
+    if subject.born_on is not None:
+        raise ServiceError(
+            f"The subject “{subject.code}” is enrolled with the date of birth {subject.born_on:%Y-%m-%d}, "
+            f"not {born_on:%Y-%m-%d}."
+        )
+    subject.born_on = born_on
+    subject.save(update_fields=["born_on"])
+
+
 def _refuse_erased(subject: Subject) -> None:
     # An erased subject stays as a tombstone under its code; photos added to it would bring a person the
     # organisation erased back into every search, under a name nobody sees.
@@ -60,25 +74,43 @@ def subject_enrol(
     sex: str = "",
     age_band: str = "",
     ethnicity: str = "",
+    born_on: date | None = None,
     photos: list[UploadedImage],
+    captured_on: date | None = None,
     acting_user: Any,
 ) -> Subject:
-    """Create a subject, or add photos to the subject with this code. Photos are processed in the background."""
+    """Create a subject, or add photos to the subject with this code. Photos are processed in the background.
+
+    `captured_on` is the day the photos were taken, where known; `born_on` the subject's date of birth."""
     code = code.strip()
     if not code:
         raise ServiceError("A subject needs a reference code.")
     if not photos:
         raise ServiceError("Enrol at least one reference photo.")
+    dates_check(captured_on=captured_on, born_on=born_on)
     subject, created = Subject.objects.get_or_create(
         gallery=gallery,
         code=code,
-        defaults={"display_name": display_name, "sex": sex, "age_band": age_band, "ethnicity": ethnicity},
+        defaults={
+            "display_name": display_name,
+            "sex": sex,
+            "age_band": age_band,
+            "ethnicity": ethnicity,
+            "born_on": born_on,
+        },
     )
     _refuse_erased(subject)
+    _subject_born_on(subject, born_on)
+    dates_check(captured_on=captured_on, born_on=subject.born_on)
     with StoredFiles() as files:
         for upload in photos:
             photo = photo_store(
-                files=files, organisation=gallery.organisation, kind=PhotoKind.REFERENCE, upload=upload, subject=subject
+                files=files,
+                organisation=gallery.organisation,
+                kind=PhotoKind.REFERENCE,
+                upload=upload,
+                subject=subject,
+                captured_on=captured_on,
             )
             photo_queue(photo)
     audit_record(
@@ -139,15 +171,19 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
                     "sex": row.sex,
                     "age_band": row.age_band,
                     "ethnicity": row.ethnicity,
+                    "born_on": row.born_on,
                 },
             )
             _refuse_erased(subject)
+            _subject_born_on(subject, row.born_on)
+            dates_check(captured_on=row.captured_on, born_on=subject.born_on)
             photo = photo_store(
                 files=files,
                 organisation=batch.gallery.organisation,
                 kind=PhotoKind.REFERENCE,
                 upload=UploadedImage(name=row.file, image=image),
                 subject=subject,
+                captured_on=row.captured_on,
             )
             reference_faces_store(photo=photo, detected=detected, files=files)
         entry.update(status="enrolled", detail="new subject" if created else "photo added to existing subject")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +13,9 @@ from django.core.files.base import ContentFile
 from matching.imaging import ImageRejected, NormalisedImage, human_size, image_normalise
 from matching.models import (
     Photo,
+    date_problem,
 )
+from matching.services.exceptions import ServiceError
 from portal.models import Organisation
 from portal.outbox import outbox_enqueue
 
@@ -58,12 +61,31 @@ class StoredFiles:
         self.files.append(field_file)
 
 
+def dates_check(*, captured_on: date | None = None, born_on: date | None = None) -> None:
+    """Refuse a capture date or date of birth in the future, before 1900, or a photo taken before the birth."""
+    for value, what in ((born_on, "date of birth"), (captured_on, "date the photo was taken")):
+        problem = date_problem(value, what)
+        if problem:
+            raise ServiceError(problem)
+    if born_on and captured_on and captured_on < born_on:
+        raise ServiceError(
+            f"The photo cannot be taken ({captured_on:%Y-%m-%d}) before the date of birth ({born_on:%Y-%m-%d})."
+        )
+
+
 def photo_store(
-    *, files: StoredFiles, organisation: Organisation, kind: str, upload: UploadedImage, **owner: Any
+    *,
+    files: StoredFiles,
+    organisation: Organisation,
+    kind: str,
+    upload: UploadedImage,
+    captured_on: date | None = None,
+    **owner: Any,
 ) -> Photo:
     photo = Photo(
         organisation=organisation,
         kind=kind,
+        captured_on=captured_on,
         original_name=upload.name,
         width=upload.image.width,
         height=upload.image.height,

@@ -50,8 +50,19 @@ def _review(browser, live_server, username: str, candidate: Candidate, reason: s
     page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
     page.wait_for_selector(".face-view img")
     assert "You have no recorded facial-comparison training" not in page.content()
+    # The demo reviews as a new organisation does: the probe's analysis first, the probe alone on screen ...
+    assert page.locator("#face-gallery").count() == 0
+    page.check("input[name=analysis_value][value=value]")
+    page.click("#review-save")
+    page.wait_for_selector("#worksheet-grid")
+    # ... then the feature comparison, blind to the score ...
+    assert f"{candidate.distance:.3f}" not in page.inner_text("body")
     for name, mark in ALL_SIMILAR.items():
         page.check(f"input[name=feature_{name}][value={mark}]")
+    page.click("#review-save")
+    # ... and only then the score, the conclusion and the reason.
+    page.wait_for_selector("input[name=conclusion]")
+    assert f"{candidate.distance:.3f}" in page.inner_text("body")
     page.check("input[name=conclusion][value=identification]")
     page.fill("textarea[name=reason]", reason)
     page.check("input[name=bias_acknowledged]")

@@ -66,12 +66,21 @@ def test_reviewer_sees_the_bias_panel_and_confirms_in_the_admin(
     page.goto(f"{live_server.url}/admin/reviews/reviewitem/")
     page.click(f"a[href='/admin/reviews/reviewitem/{candidate.pk}/change/']")
     page.wait_for_selector(".face-view img")
+    # The probe's analysis first (nothing of the candidate, its bias panel included, is shown before it) ...
+    assert page.locator(".bias-panel").count() == 0
+    page.check("input[name=analysis_value][value=value]")
+    page.click("#review-save")
+    page.wait_for_selector("#worksheet-grid")
     assert page.is_visible(".bias-panel.severity-elevated")
     assert "race=Black" in page.inner_text(".bias-panel")
     screenshot("reviewer-review-item")
     assert "Ears and hairline agree." not in page.content()  # blind review
+    # ... then the comparison, blind to the score, then the decision
     for name, mark in ALL_SIMILAR.items():
         page.check(f"input[name=feature_{name}][value={mark}]")
+    page.click("#review-save")
+    page.wait_for_selector("input[name=conclusion]")
+    assert page.is_visible("#bias-compact.severity-elevated")
     page.check("input[name=conclusion][value=identification]")
     page.fill("textarea[name=reason]", "Hairline, eyebrows, nose and ears agree; no dissimilar features.")
     page.check("input[name=bias_acknowledged]")

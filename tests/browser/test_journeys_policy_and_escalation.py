@@ -35,7 +35,7 @@ def _open_item(page, live_server, candidate: Candidate) -> None:
 def test_org_admin_sets_the_review_policy_and_reviewers_work_to_it(
     page, browser, journey_shot, live_server, dana, reviewers, candidate, password
 ):
-    # Given dana, whose organisation still runs on the default policy (two confirmations, scores shown)
+    # Given dana, whose organisation still runs on the default policy (two confirmations, scores hidden)
     assert not ReviewPolicy.objects.exists()
     log_in(page, live_server, "dana", password)
 
@@ -65,6 +65,10 @@ def test_org_admin_settles_an_escalation_and_the_caseworker_sees_the_result(
     page, browser, journey_shot, live_server, dana, alice, reviewers, trained, candidate, password
 ):
     # Given two reviewers who disagree, which escalates the candidate, and dana, trained, who took no part
+    # (scores shown: this journey is about settling)
+    from reviews.services import review_policy_update
+
+    review_policy_update(organisation=candidate.organisation, acting_user=dana, hide_scores_until_compared=False)
     bob, rita = reviewers
     decide(candidate, bob, conclusion="identification", reason="Ears, nose and jaw agree.")
     decide(candidate, rita, conclusion="exclusion", reason="The ear lobes differ clearly.")
@@ -89,6 +93,13 @@ def test_org_admin_settles_an_escalation_and_the_caseworker_sees_the_result(
     log_in(page, live_server, "dana", password)
     page.goto(f"{live_server.url}{QUEUE}?items=escalated")
     assert page.locator("#result_list tbody tr").count() == 1
+    # she analyses the probe herself first (each reviewer records their own analysis)
+    page.goto(f"{live_server.url}{QUEUE}{candidate.pk}/change/")
+    page.wait_for_selector("#analysis")
+    page.check("input[name=analysis_value][value=limited]")
+    page.check("input[name=analysis_limits][value=pose]")
+    page.click("#review-save")
+    page.wait_for_selector("#worksheet-grid")
     _open_item(page, live_server, candidate)
     body = page.inner_text("body")
     assert "Ears, nose and jaw agree." in body and "The ear lobes differ clearly." in body

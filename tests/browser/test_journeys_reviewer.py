@@ -16,11 +16,20 @@ from playwright.sync_api import expect
 from matching.models import Candidate, Outcome, Photo
 from reviews.models import ReviewDecision
 from tests.browser.conftest import JOURNEY_SHOTS, images_loaded, log_in, totp_code
-from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide, wait_for
+from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, analysed, decide, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 QUEUE = "/admin/reviews/reviewitem/"
+
+
+@pytest.fixture(autouse=True)
+def scores_shown(org):
+    """These journeys decide in one step: scores shown from the start. Blind by default, and the probe's analysis
+    step, are walked in test_examiner_bench.py and test_first_hour.py."""
+    from reviews.models import ReviewPolicy
+
+    ReviewPolicy.objects.create(organisation=org, hide_scores_until_compared=False)
 
 
 @pytest.fixture
@@ -37,7 +46,12 @@ def candidate_for(gallery, open_case):
         case = open_case(OBAMA_2, reference=reference)
         # A worker left running by an earlier test may claim the photo first; either way it finishes.
         wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="probe photo")
-        return case.candidates.get()
+        candidate = case.candidates.get()
+        from django.contrib.auth import get_user_model
+
+        for reviewer in get_user_model().objects.filter(username__in=["bob", "rita"]):
+            analysed(candidate, reviewer)  # the probe's analysis, by each reviewer who may record it
+        return candidate
 
     return make
 

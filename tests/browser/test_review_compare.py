@@ -8,7 +8,7 @@ import pytest
 
 from matching.models import Photo
 from tests.browser.conftest import log_in
-from tests.conftest import OBAMA, OBAMA_2, wait_for
+from tests.conftest import OBAMA, OBAMA_2, analysed, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +28,14 @@ def _candidate(enrol, open_case):
     wait_for(lambda: all(p.is_finished for p in Photo.objects.filter(kind="reference")), message="gallery")
     case = open_case(OBAMA_2)
     wait_for(lambda: all(p.is_finished for p in case.photos.all()), message="probe photo")
-    return case.candidates.get()
+    candidate = case.candidates.get()
+    # These tests are about the comparison: each trained reviewer has recorded the probe's analysis
+    # (the analysis step itself is in test_examiner_bench.py).
+    from django.contrib.auth import get_user_model
+
+    for reviewer in get_user_model().objects.filter(username__in=["bob", "rita"]):
+        analysed(candidate, reviewer)
+    return candidate
 
 
 def _open_as_bob(page, live_server, candidate, password) -> None:

@@ -17,7 +17,7 @@ from django.urls import reverse
 from matching.models import Outcome
 from portal.models import Invitation, TaskOutbox
 from reviews.services import review_policy_update
-from tests.conftest import OBAMA, OBAMA_2, review_post, wait_for
+from tests.conftest import OBAMA, OBAMA_2, admin_review, review_post, wait_for
 from tests.faults.conftest import _free_port, elapsed, record_figures
 
 
@@ -89,7 +89,7 @@ def test_decisions_and_invitations_stand_while_smtp_is_down_and_the_mail_follows
 
     # when: a reviewer confirms, and an org admin invites someone, through their pages
     client.force_login(reviewers[0])
-    decided = client.post(reverse("admin:reviews_reviewitem_change", args=[candidate.pk]), review_post(), follow=True)
+    decided = admin_review(client, candidate, review_post(), follow=True)
     client.force_login(dana)
     invited = client.post(
         reverse("admin:portal_invitation_add"), {"email": "nina@example.org", "role": "reviewer", "_save": "Save"}

@@ -33,7 +33,12 @@ def test_caseworker_creates_a_case_with_photos_in_one_request(client, alice, fac
     body = response.json()
     assert body["reference"] == "API-1"
     assert [p["status"] for p in body["photos"]] == ["queued"]
-    assert body["confirmed_matches"] == [] and body["candidates"] == {"pending": 0, "confirmed": 0, "rejected": 0}
+    assert body["confirmed_matches"] == [] and body["candidates"] == {
+        "pending": 0,
+        "confirmed": 0,
+        "rejected": 0,
+        "not_comparable": 0,
+    }
 
 
 def test_bad_photo_gives_a_clear_400_and_stores_nothing(client, alice):

@@ -126,7 +126,7 @@ def test_case_page_shows_counts_but_never_a_pending_subject(client, alice, enrol
 
     assert "OBAMA-REF" not in page and "Barack Obama" not in page
     assert reverse("matching:face_crop", args=[candidate.reference_face_id]) not in page
-    assert status["counts"] == {"pending": 1, "confirmed": 0, "rejected": 0}
+    assert status["counts"] == {"pending": 1, "confirmed": 0, "rejected": 0, "not_comparable": 0}
     assert "OBAMA" not in str(status)
 
 

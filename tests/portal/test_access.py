@@ -105,7 +105,7 @@ def test_api_lists_only_own_cases_and_only_confirmed_matches(client, acme_world,
     client.force_login(alice)
     detail = client.get(reverse("case-detail", args=[acme_world["case"].pk])).json()
     assert [m["subject_code"] for m in detail["confirmed_matches"]] == ["OBAMA-REF"]
-    assert detail["candidates"] == {"pending": 0, "confirmed": 1, "rejected": 0}
+    assert detail["candidates"] == {"pending": 0, "confirmed": 1, "rejected": 0, "not_comparable": 0}
 
 
 def test_org_admin_adds_a_member_only_to_their_organisation(client, dana, other_org):

@@ -10,7 +10,7 @@ from portal.models import AuditEvent
 from reviews.bias import bias_panel
 from reviews.models import FeatureComparison, ReviewDecision
 from reviews.services import review_policy_update
-from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide, review_post
+from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, analyse, analysed, decide, review_post
 
 
 @pytest.fixture
@@ -19,11 +19,26 @@ def candidate(enrol, open_case):
     return open_case(OBAMA_2).candidates.get()
 
 
+@pytest.fixture
+def scores_shown(org, dana):
+    """The policy with scores shown at once (the default hides them until the comparison is recorded)."""
+    review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=False)
+
+
+@pytest.fixture
+def analysed_by_both(reviewers, candidate):
+    """bob and rita have each recorded their analysis of the probe (of value), as the policy asks first."""
+    for reviewer in reviewers:
+        analyse(candidate, reviewer)
+
+
 def change_url(candidate) -> str:
     return reverse("admin:reviews_reviewitem_change", args=[candidate.pk])
 
 
-def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(client, reviewers, candidate):
+def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(
+    client, reviewers, candidate, scores_shown, analysed_by_both
+):
     client.force_login(reviewers[0])
 
     page = client.get(change_url(candidate)).content.decode()
@@ -38,7 +53,7 @@ def test_reviewer_sees_both_faces_side_by_side_with_distance_and_rank(client, re
     assert "Identification: the same person" in page and "I have read the bias warning" in page
 
 
-def test_the_queue_embeds_its_thumbnails_and_logs_each_face_shown(client, reviewers, candidate):
+def test_the_queue_embeds_its_thumbnails_and_logs_each_face_shown(client, reviewers, candidate, analysed_by_both):
     # Given a reviewer with a candidate waiting
     bob, _ = reviewers
     client.force_login(bob)
@@ -69,7 +84,7 @@ def test_the_queue_says_where_a_face_was_erased(client, dana, reviewers, candida
     assert not AuditEvent.objects.filter(action="media.face", target_id=str(candidate.reference_face_id)).exists()
 
 
-def test_two_reviewers_confirm_through_the_admin_form(client, reviewers, candidate):
+def test_two_reviewers_confirm_through_the_admin_form(client, reviewers, candidate, scores_shown, analysed_by_both):
     bob, rita = reviewers
 
     client.force_login(bob)
@@ -96,7 +111,9 @@ def test_two_reviewers_confirm_through_the_admin_form(client, reviewers, candida
     assert AuditEvent.objects.filter(action="candidate.confirmed").exists()
 
 
-def test_a_reason_every_feature_and_the_acknowledgement_are_required(client, reviewers, candidate):
+def test_a_reason_every_feature_and_the_acknowledgement_are_required(
+    client, reviewers, candidate, scores_shown, analysed_by_both
+):
     client.force_login(reviewers[0])
     data = review_post(reason="  ")
     del data["feature_ears"], data["bias_acknowledged"]
@@ -112,6 +129,7 @@ def test_a_reason_every_feature_and_the_acknowledgement_are_required(client, rev
 def test_blind_review_hides_the_first_reason_from_the_second_reviewer(client, reviewers, candidate):
     bob, rita = reviewers
     decide(candidate, bob, reason="The scar above the left eyebrow matches.")
+    analysed(candidate, rita)
     client.force_login(rita)
 
     before = client.get(change_url(candidate)).content.decode()
@@ -125,6 +143,7 @@ def test_blind_review_hides_the_first_reason_from_the_second_reviewer(client, re
 def test_policy_can_hide_the_scores_until_the_comparison_is_recorded(client, reviewers, dana, candidate, org):
     review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
     bob = reviewers[0]
+    analyse(candidate, bob)
     client.force_login(bob)
 
     before = client.get(change_url(candidate)).content.decode()
@@ -206,7 +225,7 @@ def test_the_queue_lists_what_this_reviewer_may_still_decide_oldest_first(client
     assert "waiting-fresh" in ritas
 
 
-def test_queue_filters_by_severity_and_claims(client, reviewers, candidate, audit_run):
+def test_queue_filters_by_severity_and_claims(client, reviewers, candidate, audit_run, scores_shown):
     from reviews.tasks import refresh_warnings
 
     bob, rita = reviewers

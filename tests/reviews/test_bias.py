@@ -12,11 +12,20 @@ from matching.models import AuditRun
 from matching.services import ServiceError
 from reviews.bias import BiasPanel, bias_panel
 from reviews.models import ReviewDecision
-from tests.conftest import decide, review_post
+from tests.conftest import analysed, decide, review_post
 from tests.factories import candidate_with, searchable_subjects
 
 
+@pytest.fixture(autouse=True)
+def scores_shown(org):
+    """These tests are about the panel, which shows more with scores shown; those about hidden scores hide them."""
+    from reviews.models import ReviewPolicy
+
+    ReviewPolicy.objects.create(organisation=org, hide_scores_until_compared=False)
+
+
 def panel_html(client, user, candidate) -> str:
+    analysed(candidate, user)  # the candidate's page, past the probe's analysis
     client.force_login(user)
     return client.get(reverse("admin:reviews_reviewitem_change", args=[candidate.pk])).content.decode()
 
@@ -169,6 +178,7 @@ def test_blocking_shows_as_a_message_in_the_admin(client, reviewers, alice, org)
     org.require_valid_audit = True
     org.save()
     candidate = candidate_with(organisation=org, created_by=alice)
+    analysed(candidate, bob)
     client.force_login(bob)
 
     response = client.post(
@@ -221,6 +231,7 @@ def test_hidden_scores_leave_no_distance_in_the_bias_panel(client, reviewers, da
         organisation=org, created_by=alice, distance=0.4873, subject={"ethnicity": "Asian", "age_band": "0-9"}
     )
     bob, _ = reviewers
+    analysed(candidate, bob)
     client.force_login(bob)
     url = reverse("admin:reviews_reviewitem_change", args=[candidate.pk])
 
@@ -367,6 +378,7 @@ def test_hidden_scores_keep_the_distance_out_of_the_panel_over_http(client, revi
     review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
     _hand_built_audit(org)
     candidate = candidate_with(organisation=org, created_by=alice, distance=0.4873, subject={"ethnicity": "Asian"})
+    analysed(candidate, reviewers[0])
     client.force_login(reviewers[0])
 
     page = client.get(reverse("admin:reviews_reviewitem_change", args=[candidate.pk])).content.decode()

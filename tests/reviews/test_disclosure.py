@@ -362,3 +362,61 @@ def test_a_report_made_while_candidates_are_open_holds_only_the_closed_record(
         assert "CLOSED-1" in document and "Closed reason of rita." in document and "0.556" in document
         assert "1 candidate(s) still under review" in document
         assert "OPEN-2" not in document and "Open reason" not in document and "0.432" not in document
+
+
+def test_disclosure_prints_the_analyses_a_photo_judged_unsuitable_the_tools_and_the_marks(
+    client, reviewers, dana, enrol, open_case, eager_tasks, django_capture_on_commit_callbacks
+):
+    import datetime
+
+    from tests.conftest import analyse
+
+    # Given a case of two dated probe photos: one judged of no value, the other confirmed with marks on both faces
+    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama", captured_on=datetime.date(2008, 11, 4))
+    case = open_case(OBAMA_2, reference="D-9", captured_on=datetime.date(2013, 6, 1))
+    services.case_add_photos(
+        case=case, photos=[services.uploaded_image_read(_faces_upload(OBAMA))], acting_user=case.created_by
+    )
+    for photo in case.photos.all():
+        services.photo_process(photo_id=photo.id)
+    first, second = case.candidates.order_by("id")
+    bob, rita = reviewers
+    analyse(first, bob, value="none", limits=["blur"], note="Motion blur across the eyes.")
+    marks = [
+        {"face": second.search.face_id, "kind": "point", "x": 0.4, "y": 0.35, "feature": "eyebrows", "note": "Arch"},
+        {"face": second.reference_face_id, "kind": "region", "x": 0.4, "y": 0.5, "w": 0.2, "h": 0.15,
+         "feature": "nose", "note": "Same nostril shape"},
+    ]  # fmt: skip
+    decide(second, bob, annotations=marks, tools={"gallery": ["mirror", "greyscale"]})
+    decide(second, rita)
+
+    # When the org admin asks for the report
+    client.force_login(dana)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("admin:reviews_disclosurereport_add"), {"case": case.pk, "_save": "Save"})
+    report = DisclosureReport.objects.get()
+
+    # Then the HTML and the PDF carry each analysis, the unsuitable photo, the dates, the tools and the marks
+    assert report.status == "done", report.failure_reason
+    pdf = client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"]))
+    html = b"".join(client.get(reverse("reviews:disclosure_download", args=[report.pk, "html"])).streaming_content)
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(b"".join(pdf.streaming_content))).pages)
+    for document in (" ".join(text.split()), " ".join(html.decode().split())):
+        assert "Analysis (before any comparison): Of no value" in document
+        assert "Motion blur across the eyes." in document and "Photo judged unsuitable for comparison" in document
+        assert "Not comparable: probe photo unsuitable" in document
+        assert "Analysis (before any comparison): Of value" in document and "eye distance" in document
+        assert "Date taken: 2013-06-01" in document and "photo taken 2008-11-04" in document
+        assert "Image tools used: gallery: greyscale, mirror" in document
+        assert "Same nostril shape" in document and "Eyebrows" in document
+    assert html.decode().count("<circle") == 1 and html.decode().count('<image href="data:image/jpeg') == 2
+
+
+def _faces_upload(name):
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    path = Path(settings.FACES_DIR) / name
+    return SimpleUploadedFile(path.name, path.read_bytes(), content_type="image/jpeg")

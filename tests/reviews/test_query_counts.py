@@ -42,6 +42,10 @@ def test_review_queue_costs_the_same_queries_for_30_items_as_for_3(
 def test_review_queue_with_every_filter_set_costs_the_same_queries(
     client, alice, bob, org, trained, django_assert_num_queries
 ):
+    # Scores shown, so that the severity filter is offered too
+    from reviews.models import ReviewPolicy
+
+    ReviewPolicy.objects.create(organisation=org, hide_scores_until_compared=False)
     trained(bob)
     for _ in range(3):
         candidate_with(organisation=org, created_by=alice)

@@ -38,6 +38,8 @@ def test_the_demo_has_as_many_trained_reviewers_as_the_policy_needs(db, faces):
     policy = review_policy_for(organisation)
     reviewers = [u for u in User.objects.filter(membership__organisation=organisation, membership__role="reviewer")]
     assert len(reviewers) >= policy.required_confirmations == 2
+    # and it reviews blind to the score, as a new organisation does
+    assert policy.pk is not None and policy.hide_scores_until_compared is True
     for reviewer in (bob, rita):
         assert training_status(reviewer, organisation).current
         attestation = TrainingAttestation.objects.get(reviewer=reviewer)
@@ -69,6 +71,19 @@ def test_the_demo_confirms_the_threshold_its_settings_page_proposes(db, faces):
     assert f"dana confirmed the threshold the settings page proposes, {point.proposed}" in output
     # and the first hour's probe is within it of its subject (0.363 apart), so the journey still ends in a match
     assert point.proposed > 0.37
+
+
+def test_seeding_a_demo_made_before_blind_review_was_the_default_turns_it_on(db, faces):
+    # Given a demo whose policy was written down with scores shown (as the migration keeps older organisations)
+    from reviews.models import ReviewPolicy
+
+    _seed(QUICK)
+    ReviewPolicy.objects.filter(organisation__slug="demo").update(hide_scores_until_compared=False)
+
+    # When it is seeded again, the scores are hidden until the comparison, and the change is in the log
+    _seed(QUICK)
+    assert ReviewPolicy.objects.get(organisation__slug="demo").hide_scores_until_compared is True
+    assert AuditEvent.objects.filter(action="review_policy.update").exists()
 
 
 def test_seeding_twice_adds_nothing(db, faces):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reviews.selectors import worksheet_for
 from reviews.services import review_compare, review_policy_update
-from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, decide
+from tests.conftest import ALL_SIMILAR, OBAMA, OBAMA_2, analyse, decide
 from tests.factories import candidate_with
 
 
@@ -32,6 +32,7 @@ def test_scores_stay_hidden_until_the_features_are_compared_when_the_policy_says
     bob, _ = reviewers
     review_policy_update(organisation=org, acting_user=dana, hide_scores_until_compared=True)
     candidate = candidate_with(organisation=org, created_by=alice)
+    analyse(candidate, bob)
 
     first = worksheet_for(bob, candidate)
     review_compare(candidate_id=candidate.pk, features=ALL_SIMILAR, acting_user=bob)

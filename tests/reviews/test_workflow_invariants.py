@@ -32,7 +32,7 @@ from portal.audit import audit_chain_verify
 from portal.keys import api_key_create
 from portal.models import AuditEvent
 from reviews import services
-from reviews.models import CONFIRMING, Conclusion, ReviewDecision, ReviewItem
+from reviews.models import CONFIRMING, Conclusion, ProbeAnalysis, ReviewDecision, ReviewItem
 from tests.conftest import ALL_SIMILAR, review_post
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory, candidate_with
 
@@ -75,13 +75,16 @@ class ReviewWorkflow(RuleBasedStateMachine):
     @initialize(
         required=st.integers(1, 3),
         hide_scores=st.booleans(),
+        analysis_scope=st.sampled_from(["each", "shared"]),
         with_senior=st.booleans(),
         # Mostly current: an untrained reviewer is refused at once, and then nothing else happens.
         training=st.lists(
             st.sampled_from(["current", "current", "current", "expired", "none"]), min_size=6, max_size=6
         ),
     )
-    def setup(self, required: int, hide_scores: bool, with_senior: bool, training: list[str]) -> None:
+    def setup(
+        self, required: int, hide_scores: bool, analysis_scope: str, with_senior: bool, training: list[str]
+    ) -> None:
         from matching.services import case_create, uploaded_image_read
 
         n = next(_example)
@@ -106,6 +109,7 @@ class ReviewWorkflow(RuleBasedStateMachine):
             acting_user=attester,
             required_confirmations=required,
             hide_scores_until_compared=hide_scores,
+            analysis_scope=analysis_scope,
             senior_reviewer=self.users["senior"] if with_senior else None,
         )
         self.policy = services.review_policy_for(self.org)
@@ -162,20 +166,46 @@ class ReviewWorkflow(RuleBasedStateMachine):
     @rule(
         actor=st.sampled_from(ACTORS),
         index=st.integers(0, 2),
+        # Mostly of value: a probe of no value ends its candidates, and then little else happens.
+        value=st.sampled_from(["value", "value", "limited", "none"]),
+    )
+    def analyse(self, actor: str, index: int, value: str) -> None:
+        """ACE-V: the probe's value, judged before comparing (or by someone who may not, and is refused)."""
+        try:
+            services.probe_analyse(
+                candidate_id=self.candidates[index].pk,
+                value=value,
+                limits=["blur"] if value != "value" else [],
+                acting_user=self.users[actor],
+            )
+        except ServiceError:
+            pass
+
+    @rule(
+        actor=st.sampled_from(ACTORS),
+        index=st.integers(0, 2),
         conclusion=st.sampled_from(CONCLUSIONS),
         # One decision in four through the admin form: the form and the service must agree, and the form costs more.
         http=st.sampled_from([True, False, False, False]),
+        # Most deciders have analysed the probe first; the others must be refused.
+        analysed=st.sampled_from([True, True, True, False]),
     )
-    def decide(self, actor: str, index: int, conclusion: str, http: bool) -> None:
+    def decide(self, actor: str, index: int, conclusion: str, http: bool, analysed: bool = True) -> None:
         candidate = self._candidate(index)
         self._queue_agrees(actor, candidate) if actor != "creator" else None
         user = self.users[actor]
         reason = f"Reason {next(self.reasons)} of {actor}: ears and jaw."
         before = ReviewDecision.objects.filter(candidate=candidate, reviewer=user).count()
+        if analysed and services.analysis_needed(user, candidate):
+            self.analyse(actor=actor, index=index, value="value")
         if http:
             client = self._client(actor)
             url = reverse("admin:reviews_reviewitem_change", args=[candidate.pk])
             page = client.get(url)
+            if page.status_code == 200 and 'name="analysis_value"' in page.content.decode():
+                # The probe's analysis comes first
+                client.post(url, {"analysis_value": "value", "_save": "Save"})
+                page = client.get(url)
             if page.status_code == 200 and 'name="conclusion"' not in page.content.decode():
                 # Scores hidden: the form asks for the comparison first
                 client.post(url, {**{f"feature_{k}": v for k, v in ALL_SIMILAR.items()}, "_save": "Save"})
@@ -290,12 +320,14 @@ class ReviewWorkflow(RuleBasedStateMachine):
         state = (
             tuple(Candidate.objects.filter(pk__in=ids).order_by("pk").values_list("outcome", flat=True)),
             ReviewDecision.objects.filter(candidate__in=ids).count(),
+            ProbeAnalysis.objects.filter(face__search__candidates__in=ids).count(),
             frozenset(self.saw_before_deciding),
         )
         if state == getattr(self, "_checked_state", None):
             return
         self._checked_state = state
         self._confirmations_are_independent_trained_and_enough()
+        self._every_decision_rests_on_an_analysis_and_no_value_closes()
         self._caseworkers_see_only_confirmed_candidates()
         self._the_log_verifies()
 
@@ -337,6 +369,28 @@ class ReviewWorkflow(RuleBasedStateMachine):
             if candidate.is_open:
                 # Open after a settlement only while the settlers' confirmations are not yet enough
                 assert all(d.conclusion in CONFIRMING for d in settled)
+
+    def _every_decision_rests_on_an_analysis_and_no_value_closes(self) -> None:
+        for candidate in map(self._candidate, range(3)):
+            face_id = candidate.search.face_id
+            analyses = list(ProbeAnalysis.objects.filter(face_id=face_id).order_by("created_at", "id"))
+            if self.policy.analysis_scope == "shared":
+                assert len(analyses) <= 1, "a second analysis under the shared policy"
+            for decision in candidate.decisions.all():
+                binding = [
+                    a
+                    for a in analyses
+                    if (a.reviewer_id == decision.reviewer_id or self.policy.analysis_scope == "shared")
+                    and a.created_at <= decision.created_at
+                ]
+                assert binding, "a decision without the probe's analysis before it"
+            no_value = [a for a in analyses if a.value == "none"]
+            if no_value:
+                assert not candidate.is_open, "an open candidate of a probe judged of no value"
+                assert candidate.outcome == Outcome.UNSUITABLE or candidate.outcome_at <= no_value[0].created_at
+                assert not candidate.decisions.filter(created_at__gt=no_value[0].created_at).exists()
+            else:
+                assert candidate.outcome != Outcome.UNSUITABLE
 
     def _caseworkers_see_only_confirmed_candidates(self) -> None:
         unconfirmed = [

@@ -24,7 +24,7 @@ from matching.accuracy import evaluation, gallery_risk
 from matching.models import AuditDataset, Gallery, Subject
 from portal.management.commands.demo_totp import DEMO_EMAIL_DOMAIN
 from portal.models import Membership, Organisation, Role
-from reviews.services import training_record, training_status
+from reviews.services import review_policy_update, training_record, training_status
 
 DEMO_PASSWORD = "demo-portal-2026"
 
@@ -129,6 +129,10 @@ class Command(BaseCommand):
                     course="FISWG facial comparison (demo record)",
                     acting_user=users["dana"],
                 )
+
+        # The demo reviews blind to the score, as a new organisation does. It is the policy's default; set here too,
+        # so that seeding a demo made before that default turns it on as well (an audited change by dana).
+        review_policy_update(organisation=organisation, acting_user=users["dana"], hide_scores_until_compared=True)
 
         self.stdout.write(f"Demo organisation “{organisation.name}”. Log in at /accounts/login/ as:")
         self.stdout.write("\n".join(lines))
