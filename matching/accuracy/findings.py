@@ -2,7 +2,7 @@
 
 Reviewers reject candidates: that is the portal's own evidence of how often a search returns a stranger. For
 each month and each group of the person sought (as the case records them), this reads the searches whose
-every candidate has been decided, and counts:
+every candidate has been decided (not those whose probe was judged unsuitable for comparison), and counts:
 
 * the candidates reviewers confirmed and rejected (the share rejected, with a Wilson interval);
 * the searches that returned at least one candidate reviewers rejected: a stranger at or under the threshold.
