@@ -202,11 +202,11 @@ def _probe(candidate: Candidate) -> tuple[dict[str, str], dict[str, str], str]:
     theirs = record_profile(sex=subject.sex, age_band=subject.age_band, ethnicity=subject.ethnicity)
     merged = {**theirs, **recorded}
     if recorded and merged == recorded:
-        source = "as the case records the person sought"
+        source = "as the case records them"
     elif recorded:
-        source = "as the case records the person sought, completed from the subject's record"
+        source = "as the case records them, completed from the subject's record"
     elif theirs:
-        source = "from the subject's record: the case records nothing of the person sought"
+        source = "from the subject's record: the case records nothing of them"
     else:
         source = "nothing is recorded of the person sought or of the subject"
     return recorded, merged, source
