@@ -42,7 +42,9 @@ from matching.services.retention import (
     subject_erase,
 )
 from matching.services.searching import (
-    gallery_matrix_load,
+    gallery_change_record,
+    gallery_changes_apply,
+    gallery_index_load,
     gallery_shard_search,
     gallery_shards,
     organisation_gallery,
@@ -73,8 +75,10 @@ __all__ = [
     "enrolment_batch_process",
     "faces_review_images_backfill",
     "field_file_delete",
+    "gallery_change_record",
+    "gallery_changes_apply",
     "gallery_create",
-    "gallery_matrix_load",
+    "gallery_index_load",
     "gallery_shard_search",
     "gallery_shards",
     "organisation_gallery",
