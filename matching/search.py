@@ -365,6 +365,14 @@ class GalleryCache:
             if key != keep:
                 total -= self._entries.pop(key).index.size
 
+    def get_index(self, organisation_id: int) -> Any:
+        """The cached whole-gallery index of an organisation, as it stands (tests and benchmarks)."""
+        with self._lock:
+            for key, entry in self._entries.items():
+                if key[0] == organisation_id and key[-1] is None:
+                    return entry.index
+        return None
+
     def faces(self) -> int:
         with self._lock:
             return sum(entry.index.size for entry in self._entries.values())
