@@ -127,7 +127,9 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}
-        return super().change_view(request, object_id, form_url, extra_context)
+        return _read_only_page(
+            request, lambda: super(ReviewItemAdmin, self).change_view(request, object_id, form_url, extra_context)
+        )
 
     def save_model(self, request, obj, form, change) -> None:
         if obj.worksheet.compare_only:
@@ -150,7 +152,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
-        return super().changelist_view(request, extra_context)
+        return _read_only_page(request, lambda: super(ReviewItemAdmin, self).changelist_view(request, extra_context))
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
@@ -172,6 +174,19 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
             except ServiceError as error:
                 self.message_user(request, f"Item {item.pk}: {error}", messages.ERROR)
         self.message_user(request, f"Claimed {queryset.count()} item(s).")
+
+
+def _read_only_page(request, view):
+    """A GET renders inside `selectors.reads_once()` (its template too, which TemplateResponse would otherwise
+    render after the view returns): the policy and the reviewer's training are read once for the page. A POST
+    decides, and reads what it wrote."""
+    if request.method not in ("GET", "HEAD"):
+        return view()
+    with selectors.reads_once():
+        response = view()
+        if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+            response.render()
+    return response
 
 
 @admin.register(ReviewDecision)
