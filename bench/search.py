@@ -455,7 +455,7 @@ def size_run(n: int, args: argparse.Namespace, reader: ParallelRead, openblas: O
     return SizeResult(size=n, bound_ms=bound * 1e3, timings=timings, identical=all(verdicts))
 
 
-def compare_size(n: int, args: argparse.Namespace, openblas: OpenBlas | None) -> None:
+def compare_size(n: int, args: argparse.Namespace) -> None:
     """The side-by-side run at one size (bench/contenders.py), with the float64 brute force for recall."""
     from contenders import compare_run
 
@@ -465,7 +465,7 @@ def compare_size(n: int, args: argparse.Namespace, openblas: OpenBlas | None) ->
     reference = reference_search(data, data.probes, args.threshold, args.k)
     print(f"\nfloat64 brute force of {len(data.probes)} probes at {n:,} faces (the reference for recall): "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip
-    compare_run(data, args, openblas, reference)
+    compare_run(data, args, reference)
 
 
 def main() -> None:
@@ -526,7 +526,7 @@ def main() -> None:
 
     if args.only_compare:
         for n in sizes:
-            compare_size(n, args, openblas)
+            compare_size(n, args)
         memory_sizes = [int(s.replace("_", "")) for s in args.memory_sizes.split(",") if s.strip()]
         if memory_sizes:
             from contenders import memory_run
@@ -560,7 +560,7 @@ def main() -> None:
     if not args.no_compare:
         for n in sizes:
             if n >= args.compare_min:
-                compare_size(n, args, openblas)
+                compare_size(n, args)
         memory_sizes = [int(s.replace("_", "")) for s in args.memory_sizes.split(",") if s.strip()]
         if memory_sizes:
             from contenders import memory_run
