@@ -77,3 +77,18 @@ def test_the_queue_and_a_candidate_read_the_policy_and_the_training_once_a_page(
     assert _reads_of(client, QUEUE, "reviews_trainingattestation") == 1
     assert _reads_of(client, candidate, "reviews_reviewpolicy") == 1
     assert _reads_of(client, candidate, "reviews_trainingattestation") == 1
+
+
+def test_the_queue_writes_the_admins_own_action_checkbox(client, alice, bob, org, trained):
+    from django.contrib import admin
+
+    from reviews.models import ReviewItem
+
+    # Given an item in the queue
+    trained(bob)
+    item = ReviewItem.objects.get(pk=candidate_with(organisation=org, created_by=alice).pk)
+    client.force_login(bob)
+
+    # When the queue is shown, Then its checkbox is exactly the one Django's widget renders
+    django_markup = admin.ModelAdmin.action_checkbox(admin.site._registry[ReviewItem], item)
+    assert str(django_markup) in client.get(QUEUE).content.decode()
