@@ -1,12 +1,13 @@
-"""Exact nearest-subject search over an organisation's gallery.
+"""Gallery search: the float32 matrix search, shards, and the per-process cache of gallery indexes.
 
-The gallery is one contiguous float32 matrix, its rows grouped by subject
-(sorted by subject id, then face id). Squared distances come from matrix
-products (|a|^2 + |b|^2 - 2ab): one gemv for a single probe, or blocks of
-gallery rows against a batch of probes. Only entries within the threshold are
-kept; they are reduced to each subject's best face and the k closest subjects
-are picked with a partition. Galleries larger than a worker's budget are
-searched in shards of whole subjects and merged (see `shards_plan`).
+Workers search with matching.quantised (int8 codes and an exact re-rank); the float32 search here
+(`GalleryMatrix`, `search_gallery`, and the older `search_gallery_reduceat`) is what they held before, kept as
+the benchmarks' baseline and as a second reference in tests. It is exact on float32: squared distances come from
+matrix products (|a|^2 + |b|^2 - 2ab), one gemv for a single probe, or blocks of gallery rows against a batch of
+probes; only entries within the threshold are kept, reduced to each subject's best face, and the k closest
+subjects are picked with a partition. Galleries larger than a worker's budget are searched in shards of whole
+subjects and merged (see `shards_plan`), and `GalleryCache` keeps each process's indexes at a position in their
+organisation's change log.
 """
 
 from __future__ import annotations
