@@ -49,8 +49,6 @@ from matching.search import ENCODING_DIM, Hit
 CODE_LIMIT = 127
 # Absolute widening of every bound, in distance units (see the module's docstring).
 MARGIN = 1e-7
-# A gallery smaller than this keeps the default quantiser; a larger one fits its own on the first rows loaded.
-FIT_MIN_ROWS = 256
 # Sentinel squared norm of a removed row: its D is then beyond any limit, so the scan skips it unread.
 REMOVED = np.int32(1 << 30)
 # Rows per thread below which a scan is not split.
@@ -85,21 +83,28 @@ class Quantiser:
 
     @classmethod
     def default(cls) -> Quantiser:
-        # face_recognition's components lie well within ±0.5; this covers ±0.496 in steps of 1/256.
-        return cls(offset=np.zeros(ENCODING_DIM), scale=1.0 / 256)
+        """Offsets at 0 and steps of 1/232: codes cover ±0.547, beyond every component of face_recognition's
+        encodings (real ones stay within about ±0.52)."""
+        return cls(offset=np.zeros(ENCODING_DIM), scale=1.0 / 232)
 
     @classmethod
     def fit(cls, sample: np.ndarray) -> Quantiser:
-        """Offsets at the sample's means and one scale that covers its largest deviation (rows beyond it are
-        clipped, which only loosens their own bound)."""
+        """The default, widened if the sample reaches beyond it.
+
+        The range is the engine's rather than the gallery's: a range fitted to the first faces loaded would clip
+        faces and probes unlike them (a gallery of one population searched with another's photos), and a clipped
+        vector's error, though still bounded, leaves its bound too loose to rule anything out. A step of 1/232
+        puts a vector's error at about 0.014 in distance, so a search decrypts the faces within about 0.03 of the
+        threshold or of the k-th subject besides those it returns.
+        """
         sample = np.asarray(sample, dtype=np.float64).reshape(-1, ENCODING_DIM)
-        if len(sample) < FIT_MIN_ROWS:
-            return cls.default()
-        offset = sample.mean(axis=0)
-        spread = float(np.abs(sample - offset).max())
-        if not np.isfinite(spread) or spread <= 0:
-            return cls.default()
-        return cls(offset=offset, scale=spread * 1.02 / CODE_LIMIT)
+        default = cls.default()
+        if sample.size == 0:
+            return default
+        reach = float(np.abs(sample).max())
+        if not np.isfinite(reach) or reach * 1.02 <= CODE_LIMIT * default.scale:
+            return default
+        return cls(offset=default.offset, scale=reach * 1.02 / CODE_LIMIT)
 
     def encode(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(codes int8, squared code norms int32, residual bounds float64) of each row."""

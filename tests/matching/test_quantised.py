@@ -165,7 +165,7 @@ def test_a_dense_gallery_re_ranks_only_what_the_top_k_needs():
     # Given 2,000 faces of 2,000 subjects all within a loose threshold of the probe
     rng = np.random.default_rng(5)
     n = 2000
-    vectors = rng.normal(0, 0.02, (n, DIM))
+    vectors = rng.normal(0, 0.05, (n, DIM))
     index = GalleryIndex.build([(np.arange(1, n + 1), np.arange(1, n + 1), vectors)], expected=n)
     asked: list[int] = []
 
@@ -175,9 +175,9 @@ def test_a_dense_gallery_re_ranks_only_what_the_top_k_needs():
 
     (hits,) = index.search(np.zeros((1, DIM)), threshold=1.5, k=5, exact=exact)
 
-    # Then the result is exact, and only a handful of faces were decrypted for it
+    # Then the result is exact, and only the faces near the fifth subject's distance were decrypted for it
     assert as_tuples(hits) == brute_force(np.arange(1, n + 1), np.arange(1, n + 1), vectors, np.zeros(DIM), 1.5, 5)
-    assert len(asked) < 100
+    assert len(asked) < n // 20
 
 
 def test_a_face_once_removed_is_not_added_again():
