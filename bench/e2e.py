@@ -37,6 +37,7 @@ from bench_database import database_create  # bench/bench_database.py; the scrip
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG_SLUG = "bench-e2e"
+IMPORT_GALLERY = "Bulk import"
 # Spreads of real face_recognition encodings (as in bench/search.py): distances of about 0.43 within a
 # person and 0.84 between people.
 SD_MEAN, SD_SUBJECT, SD_FACE = 0.11, 0.045, 0.027
@@ -63,6 +64,7 @@ def environment_set(args: argparse.Namespace) -> None:
 def gallery_seed(n: int, seed: int) -> tuple[object, str]:
     """An organisation with n synthetic reference faces (reused when it already has them) and an API key."""
     from django.db import transaction
+    from django.db.models import F
 
     from matching.engine import ENGINE_NAME, engine_version
     from matching.models import Face, Gallery, Photo, Subject
@@ -72,7 +74,13 @@ def gallery_seed(n: int, seed: int) -> tuple[object, str]:
 
     organisation, _ = Organisation.objects.get_or_create(slug=ORG_SLUG, defaults={"name": "Benchmark"})
     version = engine_version()
-    have = Face.objects.filter(organisation=organisation, subject__isnull=False, engine_version=version).count()
+    # A previous run's bulk import is dropped (its gallery and faces), so that every run starts from the same
+    # gallery; the version moves without a logged change, so workers load it afresh.
+    if Gallery.objects.filter(organisation=organisation, name=IMPORT_GALLERY).delete()[0]:
+        Organisation.objects.filter(pk=organisation.pk).update(gallery_version=F("gallery_version") + 1)
+    have = Face.objects.filter(
+        organisation=organisation, subject__gallery__name="Synthetic", engine_version=version
+    ).count()
     if have != n:
         Gallery.objects.filter(organisation=organisation).delete()
         gallery = Gallery.objects.create(organisation=organisation, name="Synthetic")
@@ -339,7 +347,7 @@ def import_prepare(organisation, count: int, faces_dir: Path, stamp: int):
             name = f"{i:05d}-{path.name}"
             zipped.writestr(name, path.read_bytes())
             manifest.write(f"IMP-{stamp}-{i:05d},{name}\n")
-    gallery, _ = Gallery.objects.get_or_create(organisation=organisation, name="Bulk import")
+    gallery, _ = Gallery.objects.get_or_create(organisation=organisation, name=IMPORT_GALLERY)
     batch = EnrolmentBatch(
         gallery=gallery, rows_total=count, created_by=get_user_model().objects.get(username="bench-root")
     )
@@ -404,6 +412,9 @@ def import_scenario(args: argparse.Namespace, client, secret: str, photos: list[
         organisation = Organisation.objects.get(slug=ORG_SLUG)
         batch = import_prepare(organisation, args.import_subjects, Path(args.faces_dir), stamp)
         busy, facts = import_measure(client, secret, photos, batch, stamp, limit=max(len(photos), 200))
+        # The same probes again with the import done: the gallery now holds the enrolled photos too, so these
+        # searches find (and store) what the searches during the import found.
+        after = run_measure("1 process, one at a time, quiet after", client, secret, photos, False, f"A{stamp}")
     finally:
         workers.stop()
     print(
@@ -412,7 +423,7 @@ def import_scenario(args: argparse.Namespace, client, secret: str, photos: list[
         f"when they stopped); it ended {facts['status']} with {facts['enrolled']} enrolled, {facts['refused']} "
         f"refused; the probes' searches saw {facts['faces_min']:,} to {facts['faces_max']:,} gallery faces"
     )
-    return [quiet, busy]
+    return [quiet, busy, after]
 
 
 def main() -> None:
@@ -491,11 +502,12 @@ def main() -> None:
             f"{run.label:<34}{len(lat):>7}{p50:>8.2f}{p95:>8.2f}{max(lat, default=float('nan')):>8.2f}"
             f"{run.wall:>8.1f}{len(lat) / run.wall:>10.2f}{run.candidates:>7}{run.failed:>7}"
         )
-    quiet = [r for r in runs if r.label == "1 process, one at a time, quiet"]
     busy = [r for r in runs if r.label.endswith("bulk import")]
-    if quiet and busy and quiet[0].latencies and busy[0].latencies:
-        ratio = float(np.percentile(busy[0].latencies, 95)) / float(np.percentile(quiet[0].latencies, 95))
-        print(f"p95 during the bulk import / p95 quiet: {ratio:.2f}x (goal: at most 2x)")
+    for quiet in [r for r in runs if r.label.startswith("1 process, one at a time, quiet")]:
+        if busy and quiet.latencies and busy[0].latencies:
+            ratio = float(np.percentile(busy[0].latencies, 95)) / float(np.percentile(quiet.latencies, 95))
+            print(f"p95 during the bulk import / p95 {quiet.label[len('1 process, one at a time, '):]}: {ratio:.2f}x"
+                  " (goal: at most 2x)")  # fmt: skip
     bursts = [r for r in runs if r.label.endswith("burst")]
     if len(bursts) == 2:
         print(
