@@ -397,6 +397,46 @@ def import_measure(client, secret: str, photos: list[Path], batch, stamp: int, l
     }
 
 
+LOAD_MEMORY = """
+import json, sys, time
+import django
+django.setup()
+import numpy as np
+from contenders import rss_bytes as rss  # bench/contenders.py
+from matching.quantised import GalleryIndex, memory_release
+from matching.services import searching
+from portal.models import Organisation
+tiny = GalleryIndex.build([(np.arange(1, 11), np.arange(1, 11), np.zeros((10, 128)))], expected=10)
+tiny.search(np.zeros((1, 128)), threshold=0.6, k=5, exact=lambda ids: {})
+organisation = Organisation.objects.get(slug=sys.argv[1])
+memory_release()
+before, start = rss(), time.perf_counter()
+index = searching.organisation_gallery(organisation)
+seconds = time.perf_counter() - start
+memory_release()
+print(json.dumps({"faces": index.size, "before": before, "after": rss(), "seconds": seconds}))
+"""
+
+
+def load_memory(args: argparse.Namespace) -> None:
+    """A worker's load of the seeded gallery from PostgreSQL (decrypting every face), in a fresh process: RSS after
+    minus RSS before, per face."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
+    output = subprocess.run(
+        [sys.executable, "-c", LOAD_MEMORY, ORG_SLUG],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    result = json.loads(output.strip().splitlines()[-1])
+    print(
+        f"a worker's load of {result['faces']:,} faces from PostgreSQL (read, decrypted, quantised) in a fresh "
+        f"process: {result['seconds']:.0f} s; RSS {result['before'] / 2**20:.0f} MB before, "
+        f"{result['after'] / 2**20:.0f} MB after: {(result['after'] - result['before']) / result['faces']:.1f} "
+        "bytes a face"
+    )
+
+
 def import_scenario(args: argparse.Namespace, client, secret: str, photos: list[Path], stamp: int) -> list[Run]:
     """Quiet one-at-a-time probes on one worker process, then the same while a bulk import runs beside it."""
     from portal.models import Organisation
@@ -440,12 +480,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
         "--scenario",
-        choices=["latency", "import", "all"],
+        choices=["latency", "import", "memory", "all"],
         default="latency",
         help="latency: one at a time and bursts per --concurrency; import: one-face probes on one worker process "
-        "with and without a bulk import of --import-subjects running in another process",
+        "with and without a bulk import of --import-subjects running in another process; memory: a worker's "
+        "load of the gallery in a fresh process, RSS per face",
     )
     parser.add_argument("--import-subjects", type=int, default=1000, help="subjects the bulk import enrols")
+
     args = parser.parse_args()
 
     environment_set(args)
@@ -467,6 +509,10 @@ def main() -> None:
         f"{len(photos)} real one-face photos from {args.faces_dir}; cores {os.cpu_count()}; load average "
         + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
+    if args.scenario in ("memory", "all"):
+        load_memory(args)
+        if args.scenario == "memory":
+            return
     runs: list[Run] = [baseline_measure(photos)]
     stamp = int(time.time())
     if args.scenario in ("import", "all"):
