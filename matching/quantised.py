@@ -257,9 +257,9 @@ class GalleryIndex:
                 quantiser = Quantiser.fit(vectors)
             chunk_codes, chunk_sq, chunk_residuals = quantiser.encode(vectors)
             chunk_faces, chunk_subjects = ids_array(chunk_faces), ids_array(chunk_subjects)
-            if chunk_faces.dtype != face_ids.dtype:
+            if chunk_faces.dtype == np.int64 and face_ids.dtype == np.int32:
                 face_ids = face_ids.astype(np.int64)
-            if chunk_subjects.dtype != subject_ids.dtype:
+            if chunk_subjects.dtype == np.int64 and subject_ids.dtype == np.int32:
                 subject_ids = subject_ids.astype(np.int64)
             take = max(0, min(len(chunk_faces), expected - filled))
             end = filled + take
@@ -290,7 +290,8 @@ class GalleryIndex:
         )
         if filled < expected:
             base = Segment.concatenate([_slice(base, filled)])
-        if extra:
+        if extra or (base.rows > 1 and not bool(np.all(np.diff(base.face_ids) > 0))):
+            # Rows out of face id order (or repeated) would hide a removed face from `positions`: sorted here.
             base = Segment.concatenate([base, *extra])
         base.residual_max = float(base.residuals.max()) if base.rows else 0.0
         memory_release()

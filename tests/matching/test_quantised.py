@@ -207,3 +207,16 @@ def test_a_vector_that_is_not_finite_is_refused(bad):
 
     with pytest.raises(ValueError, match="not finite"):
         GalleryIndex.build([(np.array([1]), np.array([1]), vectors)], expected=1)
+
+
+def test_faces_loaded_out_of_order_can_still_be_removed():
+    # Given chunks whose face ids do not ascend
+    vectors = np.random.default_rng(6).normal(0, 0.1, (4, DIM))
+    index = GalleryIndex.build(
+        [(np.array([40, 10]), np.array([1, 2]), vectors[:2]), (np.array([30, 20]), np.array([3, 4]), vectors[2:])],
+        expected=4,
+    )
+
+    # When one is removed, Then it is gone, and only it
+    assert index.remove([30]) == 1
+    assert index.face_ids().tolist() == [10, 20, 40]
