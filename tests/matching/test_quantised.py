@@ -217,6 +217,6 @@ def test_faces_loaded_out_of_order_can_still_be_removed():
         expected=4,
     )
 
-    # When one is removed, Then it is gone, and only it
-    assert index.remove([30]) == 1
-    assert index.face_ids().tolist() == [10, 20, 40]
+    # When two are removed, Then they are gone, and only they
+    assert index.remove([10, 30]) == 2
+    assert index.face_ids().tolist() == [20, 40]
