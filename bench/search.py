@@ -455,6 +455,19 @@ def size_run(n: int, args: argparse.Namespace, reader: ParallelRead, openblas: O
     return SizeResult(size=n, bound_ms=bound * 1e3, timings=timings, identical=all(verdicts))
 
 
+def compare_size(n: int, args: argparse.Namespace) -> None:
+    """The side-by-side run at one size (bench/contenders.py), with the float64 brute force for recall."""
+    from contenders import compare_run
+
+    rng = np.random.default_rng(args.seed + n)
+    data = synthetic_make(n, args.faces_per_subject, args.probes, rng)
+    start = time.perf_counter()
+    reference = reference_search(data, data.probes, args.threshold, args.k)
+    print(f"\nfloat64 brute force of {len(data.probes)} probes at {n:,} faces (the reference for recall): "
+          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+    compare_run(data, args, reference)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="gallery sizes, comma-separated")
@@ -475,10 +488,32 @@ def main() -> None:
         "--shard-faces", type=int, default=0, help="faces per shard for the sharded pass (default: a quarter)"
     )
     parser.add_argument("--seed", type=int, default=20240607)
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the side-by-side run against FAISS (bench/contenders.py)"
+    )
+    parser.add_argument(
+        "--only-compare", action="store_true", help="only the side-by-side run and the memory figures, per size"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side run (contenders in turn)")
+    parser.add_argument(
+        "--compare-min", type=int, default=1_000_000, help="smallest size that gets the side-by-side run"
+    )
+    parser.add_argument("--memory-sizes", default="1000000,10000000", help="sizes for memory per face ('' to skip)")
+    parser.add_argument("--memory-child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
     django_setup()
+    if args.memory_child:
+        from contenders import memory_child
+
+        kind, _, n = args.memory_child.partition(":")
+        memory_child(int(n), kind, args.seed)
+        return
+    if not args.no_compare:
+        from contenders import faiss_import
+
+        faiss_import()  # says how to install it, before any work
     openblas = OpenBlas.find()
     print(f"search benchmark: numpy {np.__version__}; Python {platform.python_version()}; cores {os.cpu_count()}")
     print(f"BLAS: {blas_describe(openblas)}")
@@ -489,6 +524,15 @@ def main() -> None:
     )
     print("bound = the fastest of the plain reads of the gallery matrix listed first (memory or cache bandwidth)")
 
+    if args.only_compare:
+        for n in sizes:
+            compare_size(n, args)
+        memory_sizes = [int(s.replace("_", "")) for s in args.memory_sizes.split(",") if s.strip()]
+        if memory_sizes:
+            from contenders import memory_run
+
+            memory_run(memory_sizes, args.seed)
+        return
     reader = ParallelRead(os.cpu_count() or 1)
     try:
         results = [size_run(n, args, reader, openblas) for n in sizes]
@@ -513,6 +557,15 @@ def main() -> None:
                 f"{t.sharded_batched * 1e3:>10.3f}{t.sharded_batched * 1e3 / r.bound_ms:>8.2f}x"
                 f"  {'yes' if r.identical else 'no'}"
             )
+    if not args.no_compare:
+        for n in sizes:
+            if n >= args.compare_min:
+                compare_size(n, args)
+        memory_sizes = [int(s.replace("_", "")) for s in args.memory_sizes.split(",") if s.strip()]
+        if memory_sizes:
+            from contenders import memory_run
+
+            memory_run(memory_sizes, args.seed)
 
 
 if __name__ == "__main__":

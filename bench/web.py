@@ -565,6 +565,81 @@ def reviewers_report(args: argparse.Namespace, samples: dict[str, list[float]], 
         )
 
 
+def pages_profile(args: argparse.Namespace, reviewer: dict) -> None:
+    """The queue and candidate pages in this process, timed one by one, then profiled: where the server's time goes,
+    without the network, the WSGI server or other requests. pyinstrument's tree when it is installed
+    (bench/requirements.txt), else cProfile's top functions; and each page's queries with their time."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username=reviewer["username"]))
+    print(f"in-process profile: {args.profile} loads of each page as {reviewer['username']}")
+    for kind, path in [("queue", "/admin/reviews/reviewitem/"), ("candidate", reviewer["candidate_path"])]:
+        _page_profile(client, kind, path, args.profile)
+
+
+def _page_profile(client, kind: str, path: str, loads: int) -> None:
+    import cProfile
+    import statistics
+
+    from django.db import connection
+
+    for _ in range(3):  # connections, caches, templates
+        assert client.get(path).status_code == 200
+    queries: dict[str, list[float]] = {}
+
+    def timed(execute, sql, params, many, context):
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            key = re.sub(r"\s+", " ", sql.split(" WHERE ")[0])[:100]
+            queries.setdefault(key, []).append((time.perf_counter() - start) * 1e3)
+
+    with connection.execute_wrapper(timed):
+        client.get(path)
+    times = []
+    for _ in range(loads):
+        start = time.perf_counter()
+        client.get(path)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    print(
+        f"\n{kind} page {path}: {sum(len(v) for v in queries.values())} queries, "
+        f"{sum(sum(v) for v in queries.values()):.1f} ms in the database (one load); "
+        f"p50 {statistics.median(times):.1f} ms, p95 {times[int(0.95 * (len(times) - 1))]:.1f} ms "
+        f"over {len(times)} loads"
+    )
+    for key, values in sorted(queries.items(), key=lambda item: -sum(item[1])):
+        print(f"  {len(values):>3} x {sum(values):>6.1f} ms  {key}")
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(loads):
+            client.get(path)
+        profile.disable()
+        _cprofile_print(profile)
+        return
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    for _ in range(loads):
+        client.get(path)
+    profiler.stop()
+    print(profiler.output_text(unicode=False, color=False, show_all=False)[:15000])
+
+
+def _cprofile_print(profile) -> None:
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).strip_dirs().sort_stats("cumulative").print_stats(40)
+    print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=1_000_000, help="synthetic reference faces")
@@ -597,6 +672,13 @@ def main() -> None:
     parser.add_argument("--seal-seconds", type=float, default=10, help="how often views are sealed during the load")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (above 1: gthread)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="instead of the load: load the reviewer's queue and candidate pages this many times each in this "
+        "process (Django's test client, DEBUG off) under cProfile, and print where the time goes",
+    )
     args = parser.parse_args()
 
     env = environment_set(args)
@@ -637,6 +719,9 @@ def main() -> None:
                     }
                 )
     users = seeded["users"]
+    if args.profile:
+        pages_profile(args, reviewers[0])
+        return
     base = f"http://127.0.0.1:{args.port}"
     cookies = {role: session_cookie(user) for role, user in users.items()}
     urls = [

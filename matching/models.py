@@ -266,6 +266,36 @@ class Face(models.Model):
         return min(self.face_width, self.face_height)
 
 
+class GalleryChangeKind(models.TextChoices):
+    ADD = "add", "Added"
+    REMOVE = "remove", "Removed"
+    NONE = "none", "No face"
+
+
+class GalleryChange(models.Model):
+    """The change log every worker's cached gallery catches up from: one row per face that entered or left the
+    organisation's searchable gallery, at the gallery version (`seq`) that its transaction set.
+
+    The transaction that bumps `Organisation.gallery_version` holds the organisation's row until it commits, so the
+    versions of one organisation commit in order: a process that has applied every change up to version n and
+    reads rows n+1..m has seen every change up to m. A version without a row (a bump made elsewhere) makes the
+    reader load the gallery again.
+    """
+
+    organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveBigIntegerField()
+    # A plain id, not a foreign key: the row outlives the face's biometrics, and readers never join.
+    face_id = models.BigIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=6, choices=GalleryChangeKind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organisation", "seq"], name="gallery_change_org_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} face {self.face_id} at gallery version {self.seq}"
+
+
 class Search(models.Model):
     """One gallery search for one probe face. Zero candidates is a result too."""
 

@@ -1,12 +1,13 @@
-"""Exact nearest-subject search over an organisation's gallery.
+"""Gallery search: the float32 matrix search, shards, and the per-process cache of gallery indexes.
 
-The gallery is one contiguous float32 matrix, its rows grouped by subject
-(sorted by subject id, then face id). Squared distances come from matrix
-products (|a|^2 + |b|^2 - 2ab): one gemv for a single probe, or blocks of
-gallery rows against a batch of probes. Only entries within the threshold are
-kept; they are reduced to each subject's best face and the k closest subjects
-are picked with a partition. Galleries larger than a worker's budget are
-searched in shards of whole subjects and merged (see `shards_plan`).
+Workers search with matching.quantised (int8 codes and an exact re-rank); the float32 search here
+(`GalleryMatrix`, `search_gallery`, and the older `search_gallery_reduceat`) is what they held before, kept as
+the benchmarks' baseline and as a second reference in tests. It is exact on float32: squared distances come from
+matrix products (|a|^2 + |b|^2 - 2ab), one gemv for a single probe, or blocks of gallery rows against a batch of
+probes; only entries within the threshold are kept, reduced to each subject's best face, and the k closest
+subjects are picked with a partition. Galleries larger than a worker's budget are searched in shards of whole
+subjects and merged (see `shards_plan`), and `GalleryCache` keeps each process's indexes at a position in their
+organisation's change log.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -282,77 +284,102 @@ def hits_merge(per_shard: list[list[Hit]], k: int) -> list[Hit]:
     return merged[:k]
 
 
-class GalleryCache:
-    """Per-process cache of gallery matrices, each entry tagged with a stamp of the organisation's gallery version.
+@dataclass
+class CachedGallery:
+    index: Any  # a matching.quantised.GalleryIndex (or anything with a .size)
+    position: int  # the gallery version whose changes it holds
+    stamp: Hashable  # which organisation row the entry belongs to (see searching._cache_stamp)
 
-    Keys are (organisation, engine version) for a whole gallery, plus the shard's subject range for a
-    shard. A shard worker may be handed any shard of any organisation, so entries for shards are
-    evicted, least recently used first, to stay within max_faces; the entry just loaded always stays.
+
+class GalleryCache:
+    """Per-process cache of gallery indexes, each at a position in its organisation's change log.
+
+    Keys are (organisation, engine version, encoding keys) for a whole gallery, plus the shard's subject range for
+    a shard. A search asks for the entry at the organisation's current gallery version: an entry behind it is
+    brought forward by `update` (the changes since its position), and loaded again only when `update` cannot (a
+    change it cannot see, or another key or engine version, which is another entry). A shard worker may be handed
+    any shard of any organisation, so entries for shards are evicted, least recently used first, to stay within
+    max_faces; the entry just loaded always stays.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, tuple[int, GalleryMatrix]] = OrderedDict()
-        self._plans: dict[tuple, tuple[int, list[Shard]]] = {}
+        # One lock for reads, updates and loads: a worker process searches one photo at a time, and a second
+        # thread must not load the same gallery twice.
+        self._lock = threading.RLock()
+        self._entries: OrderedDict[tuple, CachedGallery] = OrderedDict()
+        self._plans: dict[tuple, Any] = {}
+        self.loads = 0
+        self.updates = 0
 
-    def plan(
-        self,
-        organisation_id: int,
-        engine_version: str,
-        gallery_version: Hashable,
-        max_faces: int,
-        loader: Callable[[], list[Shard]],
-    ) -> list[Shard]:
-        """The gallery's shard plan, kept like the matrices: until the gallery version moves."""
-        key = (organisation_id, engine_version, max_faces)
+    def plan(self, key: tuple, valid: Callable[[Any], bool], loader: Callable[[], Any]) -> Any:
+        """A gallery's shard plan, kept while valid(plan) says so."""
         with self._lock:
             entry = self._plans.get(key)
-            if entry and entry[0] == gallery_version:
-                return entry[1]
-        shards = loader()
-        with self._lock:
-            self._plans[key] = (gallery_version, shards)
-        return shards
+            if entry is not None and valid(entry):
+                return entry
+            plan = loader()
+            self._plans[key] = plan
+            return plan
 
     def get(
         self,
-        organisation_id: int,
-        engine_version: str,
-        gallery_version: Hashable,
-        loader: Callable[[], GalleryMatrix],
+        key: tuple,
         *,
-        shard: tuple[int, int | None] | None = None,
+        stamp: Hashable,
+        target: int,
+        load: Callable[[], tuple[Any, int]],
+        update: Callable[[Any, int, int], int | None],
         max_faces: int | None = None,
-    ) -> GalleryMatrix:
-        key = (organisation_id, engine_version, shard)
+    ) -> Any:
+        """The index for key at gallery version target (or later).
+
+        update(index, position, target) applies the changes after position and returns the position reached, or
+        None when the index must be loaded again; load() returns (index, position).
+        """
         with self._lock:
             entry = self._entries.get(key)
-            if entry and entry[0] == gallery_version:
-                self._entries.move_to_end(key)
-                return entry[1]
+            if entry is not None and entry.stamp == stamp:
+                if entry.position < target:
+                    reached = update(entry.index, entry.position, target)
+                    if reached is None:
+                        entry = None
+                    else:
+                        entry.position = reached
+                        self.updates += 1
+                if entry is not None:
+                    self._entries.move_to_end(key)
+                    return entry.index
             # A stale entry is dropped before loading, so that old and new never sit in memory together.
             self._entries.pop(key, None)
-        matrix = loader()
-        with self._lock:
-            self._entries[key] = (gallery_version, matrix)
+            index, position = load()
+            self.loads += 1
+            self._entries[key] = CachedGallery(index=index, position=position, stamp=stamp)
             if max_faces is not None:
                 self._evict(max_faces, keep=key)
-        return matrix
+            return index
 
     def _evict(self, max_faces: int, keep: tuple) -> None:
-        total = sum(matrix.size for _, matrix in self._entries.values())
+        total = sum(entry.index.size for entry in self._entries.values())
         for key in list(self._entries):
             if total <= max_faces:
                 break
             if key != keep:
-                total -= self._entries.pop(key)[1].size
+                total -= self._entries.pop(key).index.size
+
+    def get_index(self, organisation_id: int) -> Any:
+        """The cached whole-gallery index of an organisation, as it stands (tests and benchmarks)."""
+        with self._lock:
+            for key, entry in self._entries.items():
+                if key[0] == organisation_id and key[-1] is None:
+                    return entry.index
+        return None
 
     def faces(self) -> int:
         with self._lock:
-            return sum(matrix.size for _, matrix in self._entries.values())
+            return sum(entry.index.size for entry in self._entries.values())
 
     def forget(self, organisation_id: int) -> None:
-        """Drop an organisation's matrices and plans now, rather than at its next search (after an erasure)."""
+        """Drop an organisation's indexes and plans now, rather than bringing them forward at its next search."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == organisation_id]:
                 del self._entries[key]
@@ -363,6 +390,7 @@ class GalleryCache:
         with self._lock:
             self._entries.clear()
             self._plans.clear()
+            self.loads = self.updates = 0
 
 
 gallery_cache = GalleryCache()

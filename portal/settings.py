@@ -293,11 +293,12 @@ else:
 CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND", _result_backend_default)
 CELERY_RESULT_EXPIRES = envint("CELERY_RESULT_EXPIRES", "3600")
 
-# Search. A worker holds at most this many gallery faces in memory (128 float32
-# = 512 bytes each, so 2 000 000 faces is about 1 GB). A larger gallery is
-# searched in shards of whole subjects, one task each on the "search" queue.
+# Search. A worker holds at most this many gallery faces in memory (int8 codes,
+# 144 bytes each, so 2 000 000 faces is about 275 MB; its first search decrypts
+# them all, about a minute). A larger gallery is searched in shards of whole
+# subjects, one task each on the "search" queue.
 SEARCH_SHARD_MAX_FACES = envint("SEARCH_SHARD_MAX_FACES", "2000000")
-# BLAS threads per worker process; 0 leaves OpenBLAS's default (one per core).
+# BLAS threads per worker process, and threads of one gallery scan; 0: one per core.
 SEARCH_BLAS_THREADS = envint("SEARCH_BLAS_THREADS", "1")
 OUTBOX_FLUSH_SECONDS = envfloat("OUTBOX_FLUSH_SECONDS", "10")
 PHOTO_SWEEP_SECONDS = envfloat("PHOTO_SWEEP_SECONDS", "60")

@@ -5,10 +5,14 @@ writes in `reviews.services`."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 
 from matching.models import Case, Face
 from matching.services import ServiceError
@@ -132,7 +136,9 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}
-        return super().change_view(request, object_id, form_url, extra_context)
+        return _read_only_page(
+            request, lambda: super(ReviewItemAdmin, self).change_view(request, object_id, form_url, extra_context)
+        )
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -170,7 +176,19 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {"title": "Review queue: candidates waiting for a decision", **(extra_context or {})}
-        return super().changelist_view(request, extra_context)
+        return _read_only_page(request, lambda: super(ReviewItemAdmin, self).changelist_view(request, extra_context))
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj):
+        # Django's markup, written directly: its CheckboxInput renders a widget template per row, about 5 ms of a
+        # 25-row page.
+        label = format_html(gettext("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            label,
+        )
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
@@ -183,7 +201,8 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         face_ids = {item.search.face_id for item in items} | {
             item.reference_face_id for item in items if item.pk in analysed
         }
-        thumbnails = face_thumbnails(request.user, Face.objects.defer("encoding").filter(pk__in=face_ids))
+        faces = Face.objects.only("id", "organisation_id", "subject_id", "purged_at", "crop", "thumbnail")
+        thumbnails = face_thumbnails(request.user, faces.filter(pk__in=face_ids))
         for item in items:
             item.hide_scores = hidden and item.pk not in compared
             item.hide_gallery = item.pk not in analysed
@@ -198,6 +217,19 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
             except ServiceError as error:
                 self.message_user(request, f"Item {item.pk}: {error}", messages.ERROR)
         self.message_user(request, f"Claimed {queryset.count()} item(s).")
+
+
+def _read_only_page(request, view):
+    """A GET renders inside `selectors.reads_once()` (its template too, which TemplateResponse would otherwise
+    render after the view returns): the policy and the reviewer's training are read once for the page. A POST
+    decides, and reads what it wrote."""
+    if request.method not in ("GET", "HEAD"):
+        return view()
+    with selectors.reads_once():
+        response = view()
+        if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+            response.render()
+    return response
 
 
 @admin.register(ReviewDecision)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -24,10 +27,40 @@ from reviews.models import (
     TrainingAttestation,
 )
 
+# A page that only reads (the queue, a candidate's page on GET) asks for the organisation's policy and the
+# reviewer's training from a dozen places (the columns, the filters, the decision rule, the worksheet): inside
+# `reads_once()` each is read once per page instead of once per question. Never around a write: a service that
+# changes the policy or records training must read what it wrote.
+_page_reads: ContextVar[dict | None] = ContextVar("review_page_reads", default=None)
+
+
+@contextmanager
+def reads_once() -> Iterator[None]:
+    """Within this block (one read-only page), the policy and training status are read once each."""
+    token = _page_reads.set({})
+    try:
+        yield
+    finally:
+        _page_reads.reset(token)
+
+
+def _read_once(key: tuple, read: Callable[[], Any]) -> Any:
+    reads = _page_reads.get()
+    if reads is None:
+        return read()
+    if key not in reads:
+        reads[key] = read()
+    return reads[key]
+
 
 def review_policy_for(organisation: Organisation) -> ReviewPolicy:
     """The organisation's policy; the defaults, unsaved, until an admin first changes it (a read never writes)."""
-    return ReviewPolicy.objects.filter(organisation=organisation).first() or ReviewPolicy(organisation=organisation)
+    return _read_once(
+        ("policy", organisation.pk),
+        lambda: (
+            ReviewPolicy.objects.filter(organisation=organisation).first() or ReviewPolicy(organisation=organisation)
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,10 @@ class TrainingStatus:
 
 
 def training_status(user: Any, organisation: Organisation) -> TrainingStatus:
+    return _read_once(("training", user.pk, organisation.pk), lambda: _training_status(user, organisation))
+
+
+def _training_status(user: Any, organisation: Organisation) -> TrainingStatus:
     policy = review_policy_for(organisation)
     latest = TrainingAttestation.objects.filter(organisation=organisation, reviewer=user).first()
     if latest is None:

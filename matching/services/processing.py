@@ -24,10 +24,9 @@ from matching.models import (
     PhotoStatus,
 )
 from matching.sealing import encoding_seal
-from matching.services.searching import probe_photo_search
+from matching.services.searching import gallery_change_record, probe_photo_search
 from matching.services.thresholds import photo_hold_for_threshold
 from matching.services.uploads import StoredFiles
-from portal.models import Organisation
 from portal.outbox import outbox_enqueue, queue_depth
 
 logger = logging.getLogger(__name__)
@@ -231,8 +230,8 @@ def reference_faces_store(*, photo: Photo, detected: list[DetectedFace], files: 
             else f"{len(detected)} faces were found; a reference photo must show one person only."
         )
     else:
-        _faces_store(photo, detected, files)
-        Organisation.objects.filter(id=photo.organisation_id).update(gallery_version=F("gallery_version") + 1)
+        faces = _faces_store(photo, detected, files)
+        gallery_change_record(organisation_id=photo.organisation_id, added=[face.id for face in faces])
         photo.status = PhotoStatus.DONE
     photo.status_changed_at = timezone.now()
     photo.save(update_fields=["status", "failure_reason", "status_changed_at"])

@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from matching.models import (
@@ -28,9 +27,9 @@ from matching.models import (
 )
 from matching.services.cases import candidate_set_outcome
 from matching.services.exceptions import ServiceError
+from matching.services.searching import gallery_change_record
 from portal import access
 from portal.audit import audit_record
-from portal.models import Organisation
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,6 @@ def field_file_delete(field_file) -> None:
     """Delete a stored file through its storage (local disk or S3); a file already gone is no error."""
     if field_file and field_file.name:
         field_file.storage.delete(field_file.name)
-
-
-def _gallery_cache_forget(organisation_id: int) -> None:
-    from matching.search import gallery_cache
-
-    gallery_cache.forget(organisation_id)
 
 
 def _batch_reports_redact(subject: Subject) -> int:
@@ -120,6 +113,7 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     organisation = subject.gallery.organisation
     now = timezone.now()
     photos = list(subject.photos.all())
+    face_ids = list(Face.objects.filter(subject=subject, purged_at__isnull=True).values_list("id", flat=True))
     for photo in photos:
         _photo_purge(photo, now)
     Face.objects.filter(subject=subject).exclude(purged_at__isnull=False).update(
@@ -136,11 +130,8 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     subject.display_name = ""
     subject.save(update_fields=["erased_at", "display_name"])
     redacted = _batch_reports_redact(subject)
-    # Every worker's cached gallery matrix is keyed by this counter, so the next search reloads without them;
-    # this process drops its copy as soon as the erasure commits.
-    Organisation.objects.filter(pk=organisation.pk).update(gallery_version=F("gallery_version") + 1)
-    organisation_id = organisation.pk
-    transaction.on_commit(lambda: _gallery_cache_forget(organisation_id))
+    # Every worker's cached gallery catches up with this change at its next search, and drops these faces.
+    gallery_change_record(organisation_id=organisation.pk, removed=face_ids)
     audit_record(
         action="subject.erase",
         actor=acting_user,

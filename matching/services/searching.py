@@ -2,99 +2,260 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from matching.engine import engine_version
 from matching.models import (
     Candidate,
     Face,
+    GalleryChange,
+    GalleryChangeKind,
     Photo,
     PhotoStatus,
     Search,
 )
-from matching.sealing import encodings_open
-from matching.search import GalleryMatrix, Hit, Shard, gallery_cache, hits_merge, search_gallery, shards_plan
+from matching.quantised import GalleryIndex
+from matching.sealing import encoding_keys, encoding_open, encodings_open
+from matching.search import Hit, Shard, gallery_cache, hits_merge, shards_plan
 from portal.audit import audit_record
 from portal.models import Organisation
 
+# Faces read per query while a gallery loads: decrypted and quantised chunk by chunk, never all at once.
+LOAD_CHUNK = 20_000
+# A shard plan is made again once this share of a shard's budget has been enrolled since it was made.
+PLAN_SLACK = 0.1
 
-def gallery_matrix_load(
-    organisation: Organisation, version: str, *, subject_from: int | None = None, subject_to: int | None = None
-) -> GalleryMatrix:
-    """The organisation's reference faces as a matrix; with a subject-id range, only that shard's rows."""
-    faces = Face.objects.filter(
-        organisation=organisation, subject__isnull=False, engine_version=version, purged_at__isnull=True
+
+def searchable_faces(organisation_id: int, version: str):
+    """The faces a search may return: reference faces of the engine version, neither purged nor of an erased
+    subject."""
+    return Face.objects.filter(
+        organisation_id=organisation_id,
+        subject__isnull=False,
+        engine_version=version,
+        purged_at__isnull=True,
+        subject__erased_at__isnull=True,
     )
+
+
+def _in_shard(faces, subject_from: int | None, subject_to: int | None):
     if subject_from:
         faces = faces.filter(subject_id__gte=subject_from)
     if subject_to is not None:
         faces = faces.filter(subject_id__lt=subject_to)
-    rows = list(faces.values_list("id", "subject_id", "encoding"))
-    if not rows:
-        return GalleryMatrix.build(np.zeros(0), np.zeros(0), np.zeros((0, 128)))
+    return faces
+
+
+def _chunks(rows) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    batch: list[tuple[int, int, bytes]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == LOAD_CHUNK:
+            yield _decrypted(batch)
+            batch = []
+    if batch:
+        yield _decrypted(batch)
+
+
+def _decrypted(rows: list[tuple[int, int, bytes]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     face_ids, subject_ids, blobs = zip(*rows, strict=True)
-    encodings = encodings_open(blobs)
-    return GalleryMatrix.build(np.array(face_ids), np.array(subject_ids), encodings)
+    return np.array(face_ids), np.array(subject_ids), encodings_open(blobs)
+
+
+def gallery_index_load(
+    organisation: Organisation, version: str, *, subject_from: int | None = None, subject_to: int | None = None
+) -> tuple[GalleryIndex, int]:
+    """The organisation's searchable faces as an index (with a subject-id range, one shard's), and the gallery
+    version it holds at least.
+
+    The version is read before the faces, so the faces include every change up to it; changes committed between
+    the two reads may be in the index already, and applying them again (gallery_changes_apply) changes nothing.
+    """
+    position = Organisation.objects.values_list("gallery_version", flat=True).get(pk=organisation.pk)
+    faces = _in_shard(searchable_faces(organisation.pk, version), subject_from, subject_to)
+    expected = faces.count()
+    rows = faces.order_by("id").values_list("id", "subject_id", "encoding").iterator(chunk_size=LOAD_CHUNK)
+    return GalleryIndex.build(_chunks(rows), expected=expected), position
+
+
+def gallery_changes_apply(
+    index: GalleryIndex,
+    organisation: Organisation,
+    version: str,
+    *,
+    after: int,
+    upto: int,
+    subject_from: int | None = None,
+    subject_to: int | None = None,
+) -> int | None:
+    """Bring index from gallery version `after` to `upto` with the change log; None if it cannot (a version that
+    logged no change), and the caller loads the gallery again.
+
+    Additions are read back from the faces, as searchable now (a face erased since is not added); removals mark the
+    faces' rows. Both are idempotent, so a change already in the index is harmless.
+    """
+    changes = list(
+        GalleryChange.objects.filter(organisation_id=organisation.pk, seq__gt=after, seq__lte=upto).values_list(
+            "seq", "face_id", "kind"
+        )
+    )
+    if {seq for seq, _, _ in changes} != set(range(after + 1, upto + 1)):
+        return None
+    added = [face_id for _, face_id, kind in changes if kind == GalleryChangeKind.ADD]
+    removed = [face_id for _, face_id, kind in changes if kind == GalleryChangeKind.REMOVE]
+    for start in range(0, len(added), LOAD_CHUNK):
+        faces = _in_shard(searchable_faces(organisation.pk, version), subject_from, subject_to).filter(
+            id__in=added[start : start + LOAD_CHUNK]
+        )
+        rows = list(faces.values_list("id", "subject_id", "encoding"))
+        if rows:
+            index.add(*_decrypted(rows))
+    if removed:
+        index.remove(removed)
+    return upto
+
+
+def gallery_change_record(*, organisation_id: int, added: Sequence[int] = (), removed: Sequence[int] = ()) -> int:
+    """Move the organisation's gallery version on by one and log the faces that entered or left its gallery.
+
+    Called inside the transaction that adds or removes the faces: the UPDATE holds the organisation's row until it
+    commits, so versions commit in order (see GalleryChange). Returns the new version.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("gallery_change_record must run inside the transaction that changes the faces.")
+    Organisation.objects.filter(pk=organisation_id).update(gallery_version=F("gallery_version") + 1)
+    seq = Organisation.objects.values_list("gallery_version", flat=True).get(pk=organisation_id)
+    rows = [
+        GalleryChange(organisation_id=organisation_id, seq=seq, face_id=face_id, kind=GalleryChangeKind.ADD)
+        for face_id in added
+    ] + [
+        GalleryChange(organisation_id=organisation_id, seq=seq, face_id=face_id, kind=GalleryChangeKind.REMOVE)
+        for face_id in removed
+    ]
+    GalleryChange.objects.bulk_create(
+        rows or [GalleryChange(organisation_id=organisation_id, seq=seq, kind=GalleryChangeKind.NONE)]
+    )
+    return seq
 
 
 def gallery_shards(organisation: Organisation, version: str) -> list[Shard]:
     """How the organisation's gallery is cut for search: one shard when it fits one worker's budget.
 
-    Cached per process with the gallery version, like the matrix, so a warm search costs no query here.
+    Cached per process. A plan stays while the faces enrolled since it was made (counted in the change log) keep
+    a single shard within the budget, or add less than a tenth of a shard's budget to a sharded gallery: new
+    subjects go to the open-ended last shard. An erasure only makes shards smaller.
     """
     max_faces = settings.SEARCH_SHARD_MAX_FACES
+    target = organisation.gallery_version
 
-    def plan() -> list[Shard]:
-        faces = Face.objects.filter(
-            organisation=organisation, subject__isnull=False, engine_version=version, purged_at__isnull=True
-        )
+    def added_since(position: int) -> int:
+        return GalleryChange.objects.filter(
+            organisation_id=organisation.pk, seq__gt=position, kind=GalleryChangeKind.ADD
+        ).count()
+
+    def valid(plan: ShardPlan) -> bool:
+        if plan.stamp != _cache_stamp(organisation):
+            return False
+        if plan.position >= target:
+            return True
+        added = added_since(plan.position)
+        if len(plan.shards) == 1:
+            return plan.shards[0].faces + added <= max_faces
+        return added <= max_faces * PLAN_SLACK
+
+    def make() -> ShardPlan:
+        position = Organisation.objects.values_list("gallery_version", flat=True).get(pk=organisation.pk)
+        faces = searchable_faces(organisation.pk, version)
         total = faces.count()
         if total <= max_faces:
-            return [Shard(index=0, subject_from=0, subject_to=None, faces=total)]
-        counts = list(faces.values_list("subject_id").annotate(n=Count("id")).order_by("subject_id"))
-        subject_ids, face_counts = zip(*counts, strict=True)
-        return shards_plan(np.array(subject_ids), np.array(face_counts), max_faces)
+            shards = [Shard(index=0, subject_from=0, subject_to=None, faces=total)]
+        else:
+            counts = list(faces.values_list("subject_id").annotate(n=Count("id")).order_by("subject_id"))
+            subject_ids, face_counts = zip(*counts, strict=True)
+            shards = shards_plan(np.array(subject_ids), np.array(face_counts), max_faces)
+        return ShardPlan(stamp=_cache_stamp(organisation), position=position, shards=shards)
 
-    return gallery_cache.plan(organisation.id, version, _cache_stamp(organisation), max_faces, plan)
+    return gallery_cache.plan((organisation.pk, version, max_faces), valid, make).shards
 
 
-def _cache_stamp(organisation: Organisation) -> tuple:
-    """What a cached matrix must match: the gallery version, and which organisation row holds that id.
+@dataclass(frozen=True)
+class ShardPlan:
+    stamp: str
+    position: int
+    shards: list[Shard]
 
-    SQLite hands a deleted row's id to the next row, so an id alone could name another organisation whose
-    counter has reached the same number; its creation time tells the two apart.
+
+def _cache_stamp(organisation: Organisation) -> str:
+    """Which organisation row a cached index belongs to.
+
+    SQLite hands a deleted row's id to the next row, so an id alone could name another organisation; its creation
+    time tells the two apart.
     """
-    return (organisation.gallery_version, organisation.created_at.isoformat() if organisation.created_at else "")
+    return organisation.created_at.isoformat() if organisation.created_at else ""
 
 
-def organisation_gallery(organisation: Organisation, shard: Shard | None = None) -> GalleryMatrix:
-    """The cached matrix of the whole gallery, or of one shard; rebuilt whenever gallery_version moves."""
+def _keys_stamp() -> str:
+    """A digest of the encoding keys: an index is loaded again when they change (its faces were read with them)."""
+    return hashlib.sha256("\n".join(encoding_keys()).encode()).hexdigest()[:16]
+
+
+def organisation_gallery(organisation: Organisation, shard: Shard | None = None) -> GalleryIndex:
+    """The cached index of the whole gallery, or of one shard, at the organisation's gallery version (read by the
+    caller at the start of its task): caught up with the change log, loaded only the first time, or when the
+    engine version or the encoding keys change."""
     version = engine_version()
-    if shard is None:
-        return gallery_cache.get(
-            organisation.id,
-            version,
-            _cache_stamp(organisation),
-            lambda: gallery_matrix_load(organisation, version),
-        )
+    subject_from = shard.subject_from if shard is not None else None
+    subject_to = shard.subject_to if shard is not None else None
+    key = (organisation.pk, version, _keys_stamp(), None if shard is None else (subject_from, subject_to))
     return gallery_cache.get(
-        organisation.id,
-        version,
-        _cache_stamp(organisation),
-        lambda: gallery_matrix_load(
-            organisation, version, subject_from=shard.subject_from, subject_to=shard.subject_to
+        key,
+        stamp=_cache_stamp(organisation),
+        target=organisation.gallery_version,
+        load=lambda: gallery_index_load(organisation, version, subject_from=subject_from, subject_to=subject_to),
+        update=lambda index, after, upto: gallery_changes_apply(
+            index, organisation, version, after=after, upto=upto, subject_from=subject_from, subject_to=subject_to
         ),
-        shard=(shard.subject_from, shard.subject_to),
-        max_faces=settings.SEARCH_SHARD_MAX_FACES,
+        max_faces=settings.SEARCH_SHARD_MAX_FACES if shard is not None else None,
     )
+
+
+def exact_encodings(organisation_id: int, version: str) -> Callable[[np.ndarray], dict[int, np.ndarray]]:
+    """What a search re-ranks with: the float64 encodings of the faces it asks for, decrypted from the database,
+    of those still searchable (a face erased meanwhile is left out, and the search drops it)."""
+
+    def fetch(face_ids: np.ndarray) -> dict[int, np.ndarray]:
+        faces = searchable_faces(organisation_id, version).filter(id__in=[int(face_id) for face_id in face_ids])
+        return {face_id: encoding_open(blob) for face_id, blob in faces.values_list("id", "encoding")}
+
+    return fetch
+
+
+def gallery_search(
+    organisation: Organisation, gallery: GalleryIndex, probes: np.ndarray, *, threshold: float, k: int
+) -> list[list[Hit]]:
+    """Search probes against an index of the organisation's gallery, re-ranking with its encodings."""
+    return gallery.search(
+        probes,
+        threshold=threshold,
+        k=k,
+        exact=exact_encodings(organisation.pk, engine_version()),
+        threads=search_threads(),
+    )
+
+
+def search_threads() -> int:
+    """Threads for one search: SEARCH_BLAS_THREADS, 0 meaning one per core."""
+    return settings.SEARCH_BLAS_THREADS if settings.SEARCH_BLAS_THREADS > 0 else (os.cpu_count() or 1)
 
 
 def probe_photo_search(*, photo_id: int) -> None:
@@ -125,7 +286,7 @@ def probe_photo_search(*, photo_id: int) -> None:
         _search_fan_out(photo_id, [face.id for face in pending], shards, organisation, threshold, k)
         return
     gallery = organisation_gallery(organisation)
-    hits = search_gallery(gallery, np.stack([face.vector for face in pending]), threshold=threshold, k=k)
+    hits = gallery_search(organisation, gallery, np.stack([face.vector for face in pending]), threshold=threshold, k=k)
     search_results_store(
         photo_id=photo_id,
         face_hits={face.id: face_hits for face, face_hits in zip(pending, hits, strict=True)},
@@ -167,7 +328,11 @@ def gallery_shard_search(
     probes = [faces[i] for i in face_ids if i in faces]
     shard = Shard(index=-1, subject_from=subject_from, subject_to=subject_to, faces=0)
     gallery = organisation_gallery(organisation, shard)
-    hits = search_gallery(gallery, np.stack([f.vector for f in probes]), threshold=threshold, k=k) if probes else []
+    hits = (
+        gallery_search(organisation, gallery, np.stack([f.vector for f in probes]), threshold=threshold, k=k)
+        if probes
+        else []
+    )
     return {
         "faces": gallery.size,
         "hits": [

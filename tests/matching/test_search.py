@@ -74,16 +74,40 @@ def test_an_empty_gallery_gives_empty_results():
     assert search_gallery(gallery, np.zeros((2, 128)), threshold=0.6, k=5) == [[], []]
 
 
-def test_cache_rebuilds_when_the_version_changes():
+def _empty_index():
+    from matching.quantised import GalleryIndex, Quantiser
+
+    return GalleryIndex(Quantiser.default())
+
+
+def test_cache_brings_an_entry_forward_instead_of_loading_it_again():
+    cache, loads, updates = GalleryCache(), [], []
+
+    def load():
+        loads.append(1)
+        return _empty_index(), 0
+
+    def update(index, after, upto):
+        updates.append((after, upto))
+        return upto
+
+    cache.get((1, "v"), stamp="s", target=0, load=load, update=update)
+    cache.get((1, "v"), stamp="s", target=0, load=load, update=update)
+    cache.get((1, "v"), stamp="s", target=3, load=load, update=update)
+
+    assert len(loads) == 1
+    assert updates == [(0, 3)]
+
+
+def test_cache_loads_again_when_the_change_log_cannot_bring_it_forward():
     cache, loads = GalleryCache(), []
 
-    def loader():
+    def load():
         loads.append(1)
-        return GalleryMatrix.build(np.zeros(0), np.zeros(0), np.zeros((0, 128)))
+        return _empty_index(), 5
 
-    cache.get(1, "v", 0, loader)
-    cache.get(1, "v", 0, loader)
-    cache.get(1, "v", 1, loader)
+    cache.get((1, "v"), stamp="s", target=0, load=load, update=lambda *a: None)
+    cache.get((1, "v"), stamp="s", target=6, load=load, update=lambda *a: None)
 
     assert len(loads) == 2
 
@@ -164,12 +188,18 @@ def test_merged_shards_equal_the_whole_gallery(gallery_data):
 
 
 def test_shard_cache_stays_within_its_face_budget():
+    from matching.quantised import GalleryIndex
+
     cache = GalleryCache()
 
-    def loader(n):
-        return lambda: GalleryMatrix.build(np.arange(n), np.arange(n), np.zeros((n, 128)))
+    def load(n):
+        rng = np.random.default_rng(n)
+        return lambda: (
+            GalleryIndex.build([(np.arange(1, n + 1), np.arange(1, n + 1), rng.normal(0, 0.1, (n, 128)))], expected=n),
+            0,
+        )
 
-    cache.get(1, "v", 0, loader(60), shard=(0, 100), max_faces=100)
-    cache.get(1, "v", 0, loader(60), shard=(100, None), max_faces=100)
+    cache.get((1, "v", (0, 100)), stamp="s", target=0, load=load(60), update=lambda *a: 0, max_faces=100)
+    cache.get((1, "v", (100, None)), stamp="s", target=0, load=load(60), update=lambda *a: 0, max_faces=100)
 
     assert cache.faces() == 60  # the older shard was dropped to make room

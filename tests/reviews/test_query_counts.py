@@ -60,3 +60,39 @@ def test_review_queue_with_every_filter_set_costs_the_same_queries(
 
     with django_assert_num_queries(with_three):
         client.get(url)
+
+
+def _reads_of(client, url: str, table: str) -> int:
+    with CaptureQueriesContext(connection) as context:
+        assert client.get(url).status_code == 200
+    return sum(f'FROM "{table}"' in query["sql"] for query in context.captured_queries)
+
+
+def test_the_queue_and_a_candidate_read_the_policy_and_the_training_once_a_page(client, alice, bob, org, trained):
+    # Given a trained reviewer and a page of open candidates
+    trained(bob)
+    candidates = [candidate_with(organisation=org, created_by=alice) for _ in range(3)]
+    client.force_login(bob)
+    client.get(QUEUE)
+    candidate = f"{QUEUE}{candidates[0].pk}/change/"
+
+    # When the queue and a candidate's page are loaded, Then each reads the policy and the training once
+    assert _reads_of(client, QUEUE, "reviews_reviewpolicy") == 1
+    assert _reads_of(client, QUEUE, "reviews_trainingattestation") == 1
+    assert _reads_of(client, candidate, "reviews_reviewpolicy") == 1
+    assert _reads_of(client, candidate, "reviews_trainingattestation") == 1
+
+
+def test_the_queue_writes_the_admins_own_action_checkbox(client, alice, bob, org, trained):
+    from django.contrib import admin
+
+    from reviews.models import ReviewItem
+
+    # Given an item in the queue
+    trained(bob)
+    item = ReviewItem.objects.get(pk=candidate_with(organisation=org, created_by=alice).pk)
+    client.force_login(bob)
+
+    # When the queue is shown, Then its checkbox is exactly the one Django's widget renders
+    django_markup = admin.ModelAdmin.action_checkbox(admin.site._registry[ReviewItem], item)
+    assert str(django_markup) in client.get(QUEUE).content.decode()
