@@ -441,6 +441,10 @@ def audit_report(request, run_id: int):
             "not_drawn": not_drawn,
             "disparity": document["fmr_max_to_geomean"],
             "advice": evaluation.threshold_advice(run),
+            # What this run says of the reader's own gallery: the threshold /settings/ would propose from it.
+            "point": gallery_risk.operating_point_for(
+                gallery_risk.threshold_consequences(access.organisation_of(request.user), run=run)
+            ),
             "everyone": next((g for g in document["groups"] if g["key"] == "all"), None),
             "worst_groups": _worst_groups(ranked),
             "unranked": sum(1 for g in document["groups"] if g["level"] >= 0 and g["insufficient"]),

@@ -38,7 +38,7 @@ def test_the_audit_report_opens_with_its_summary_and_keeps_every_table_below_col
     # Then the first card is the summary: the advice, the worst groups and the plot
     assert page.locator("main section.card").first.get_attribute("id") == "audit-summary"
     summary = page.locator("#audit-summary")
-    assert "Threshold advice:" in summary.locator("#advice").inner_text()
+    assert "Pairwise advice" in summary.locator("#advice").inner_text()
     rows = summary.locator("#worst-groups tbody tr")
     assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == [g["key"] for g in worst]
     assert summary.locator("svg").count() == 1

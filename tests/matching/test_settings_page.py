@@ -238,3 +238,16 @@ def test_the_audit_json_carries_the_1_to_n_figures_of_the_readers_gallery(client
     at = next(r for r in women["rates"] if r["threshold"] == 0.45)
     assert at["fpir_ci95"][0] <= at["fpir"] <= at["fpir_ci95"][1] and at["fnir_from"] == "group"
     assert {"path", "audit_people", "subjects"} <= set(section["strata"][0])
+
+
+def test_the_audit_report_opens_with_what_the_run_proposes_for_the_readers_gallery(client, dana, org):
+    run = women_who_look_alike(org)
+    searchable_subjects(org, 10, sex="F")
+    searchable_subjects(org, 10, sex="M")
+    client.force_login(dana)
+
+    page = client.get(reverse("matching:audit_report", args=[run.pk])).content.decode()
+
+    summary = page[page.index('id="advice"') :]
+    assert summary.index("For your gallery:") < summary.index("Pairwise advice")
+    assert "the settings page would propose 0.45" in summary and "it misses most true matches" in summary
