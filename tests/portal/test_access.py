@@ -179,6 +179,7 @@ def test_only_superusers_create_organisations(client, dana, django_user_model):
             "distance_threshold": "0.55",
             "max_candidates": "3",
             "target_fmr": "0.001",
+            "fpir_ceiling": "0.5",
             "audit_max_age_days": "180",
             "_save": "Save",
         },

@@ -102,6 +102,7 @@ def test_only_a_superuser_records_the_use_case(client, dana, org, django_user_mo
         "distance_threshold": "0.6",
         "max_candidates": "5",
         "target_fmr": "0.001",
+        "fpir_ceiling": "0.5",
         "audit_max_age_days": "180",
         "permitted_purpose": "Locating missing children",
         "legal_basis": "GDPR Art. 9(2)(g)",
