@@ -122,7 +122,8 @@ def test_org_admin_confirms_the_threshold_on_the_settings_page(
     hold = page.locator("#threshold-confirm")
     expect(hold).to_be_visible()
     assert "Matching is on hold until you confirm the threshold" in hold.inner_text()
-    assert "in this gallery of 1 subject:" in hold.inner_text()
+    assert "No audit exists yet" in hold.inner_text()  # nothing here can say what a threshold means
+    expect(page.locator("#operating-point")).to_contain_text("No audit has been run")
     confirm = page.locator("#threshold-confirm button:has-text('Confirm threshold and start matching')")
     journey_shot("on-hold")
 
