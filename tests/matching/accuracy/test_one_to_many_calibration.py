@@ -12,10 +12,10 @@ The stated figure comes from the audited half and the gallery's composition only
 (``matching.accuracy.one_to_many``). For every group the audit calls measured (enough people, and enough
 strangers' worth of evidence) and that has at least 20 strangers in the other half, we count how often the
 measured FPIR falls inside the stated 95% interval. Both sides are estimates from samples of about the same
-size, so honest intervals hold about 83% of them; the suite asks for 80% at each threshold from 0.4 to 0.6 in steps
-of 0.05, pooled over six splits each audited both ways. It prints each split's coverage, the mean difference (the bias) and the
-RMS of the standardised differences, beside those of the figure this portal stated before (each group compared
-only with the gallery subjects of its own group, at its own pairwise rate).
+size, so honest intervals hold about 83% of them; the suite asks for 80% at each threshold from 0.4 to 0.6 in
+steps of 0.05, pooled over six splits each audited both ways. It prints each split's coverage, the mean difference
+(the bias) and the RMS of the standardised differences, beside those of the figure this portal stated before (each
+group compared only with the gallery subjects of its own group, at its own pairwise rate).
 """
 
 from __future__ import annotations
