@@ -105,3 +105,18 @@ def test_held_photos_are_not_resent_by_the_stale_photo_sweeper(unconfirmed, open
 
     photo.refresh_from_db()
     assert photo.status == PhotoStatus.HELD
+
+
+def test_confirming_sets_the_number_of_candidates_with_the_threshold_or_refuses_both(dana, org):
+    with pytest.raises(services.ServiceError, match="candidates"):
+        services.organisation_threshold_confirm(organisation=org, threshold=0.5, max_candidates=0, acting_user=dana)
+    org.refresh_from_db()
+    assert (org.distance_threshold, org.max_candidates) == (0.6, 5)
+
+    confirmed = services.organisation_threshold_confirm(
+        organisation=org, threshold=0.5, max_candidates=10, acting_user=dana
+    )
+
+    assert (confirmed.distance_threshold, confirmed.max_candidates) == (0.5, 10)
+    event = AuditEvent.objects.get(action="organisation.threshold_confirm")
+    assert event.detail["threshold"] == [0.6, 0.5] and event.detail["max_candidates"] == [5, 10]
