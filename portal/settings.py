@@ -75,6 +75,8 @@ MIDDLEWARE = [
     # The permission matrix (portal.access.ROUTE_ROLES), for every routed request.
     "portal.middleware.RouteAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Inside MessageMiddleware: what a service said beside a change becomes a message (portal.notices).
+    "portal.middleware.NoticesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during login into its response.
