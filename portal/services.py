@@ -5,12 +5,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from portal import access
 from portal.audit import audit_record
 from portal.errors import Refusal
-from portal.models import Invitation, Membership, Organisation, Role
+from portal.models import SLUG_USED, Invitation, Membership, Organisation, Role
 from portal.notices import notice_add
 
 
@@ -22,9 +22,18 @@ class AccessError(Refusal):
 def organisation_create(*, name: str, slug: str, acting_user: Any) -> Organisation:
     if not access.is_superuser(acting_user):
         raise AccessError("Only a superuser may create organisations.")
-    organisation = Organisation.objects.create(name=name, slug=slug)
+    _slug_check(slug)
+    organisation = Organisation(name=name, slug=slug)
+    organisation.full_clean()
+    organisation.save()
     audit_record(action="organisation.create", actor=acting_user, organisation=organisation, target=organisation)
     return organisation
+
+
+def _slug_check(slug: str, *, organisation_id: int | None = None) -> None:
+    """Refuse a slug another organisation uses in any case (the database's constraint says the same, later)."""
+    if Organisation.objects.filter(slug__iexact=slug).exclude(pk=organisation_id).exists():
+        raise AccessError(f"{slug}: {SLUG_USED}")
 
 
 @transaction.atomic
@@ -49,6 +58,8 @@ def organisation_update(*, organisation: Organisation, acting_user: Any, **chang
     diff = {k: [getattr(locked, k), v] for k, v in changes.items() if getattr(locked, k) != v}
     if not diff:
         return locked
+    if "slug" in diff:
+        _slug_check(changes["slug"], organisation_id=locked.pk)
     for field, (_, new) in diff.items():
         setattr(locked, field, new)
     locked.full_clean()
@@ -62,13 +73,16 @@ def organisation_update(*, organisation: Organisation, acting_user: Any, **chang
 def member_username(organisation: Organisation, name: str) -> str:
     """A member's username lives in their organisation's namespace, `<slug>.<name>`.
 
-    Usernames are unique across the instance, so a refusal of a name another organisation uses would tell an
-    org admin (or anyone holding an invitation link) who exists elsewhere. Within a namespace only one's own
-    organisation's members can collide: slugs hold no dot, so no two namespaces overlap.
+    Usernames are unique across the instance whatever their case, so a refusal of a name another organisation
+    uses would tell an org admin (or anyone holding an invitation link) who exists elsewhere. Within a namespace
+    only one's own organisation's members can collide: slugs hold no dot and are unique whatever their case, so
+    no two namespaces overlap. A name typed with the namespace already in front, in any case, keeps it once.
     """
     name = name.strip()
     prefix = f"{organisation.slug}."
-    return name if name.lower().startswith(prefix) else f"{prefix}{name}"
+    if name[: len(prefix)].lower() == prefix.lower():
+        name = name[len(prefix) :]
+    return f"{prefix}{name}"
 
 
 def _authority_lock(*users: Any) -> dict[int, Any]:
@@ -129,9 +143,14 @@ def member_create(
         validate_password(password)
     except ValidationError as error:
         raise AccessError(" ".join(error.messages)) from None
-    user = User.objects.create_user(
-        username=username, email=email, password=password, first_name=first_name, last_name=last_name
-    )
+    try:
+        # A name taken meanwhile, in any case, meets the unique index on lower(username) (migration portal 0012).
+        with transaction.atomic():
+            user = User.objects.create_user(
+                username=username, email=email, password=password, first_name=first_name, last_name=last_name
+            )
+    except IntegrityError:
+        raise AccessError(f"The username {username} is already used in your organisation; choose another.") from None
     membership = Membership.objects.create(user=user, organisation=organisation, role=role)
     audit_record(
         action="member.create",
