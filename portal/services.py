@@ -162,9 +162,33 @@ def member_create(
     return membership
 
 
+def _sessions_end(user: Any) -> int:
+    """Sign this person out everywhere: delete their sessions. Returns how many there were.
+
+    Called when their role or standing changes, so that no session keeps what it was granted under the old
+    one (a second factor confirmed for another role, a sign-in made before a deactivation). The person signs
+    in again, and the second factor is asked again if the new role needs it. Sessions live in the database
+    (Django's default engine, or cached_db), which is what lets another person's sessions be found.
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
+    from django.utils import timezone
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    ended = 0
+    for session in store.get_model_class().objects.filter(expire_date__gt=timezone.now()).iterator():
+        if session.get_decoded().get(SESSION_KEY) == str(user.pk):
+            store(session_key=session.session_key).delete()
+            ended += 1
+    return ended
+
+
 @transaction.atomic
 def member_set_role(*, membership: Membership, role: str, acting_user: Any) -> Membership:
-    """Change a member's role. Their pending invitations are withdrawn with it: they were made on the old role."""
+    """Change a member's role. Their pending invitations are withdrawn with it (they were made on the old role), and
+    their sessions end (they sign in again in the new one)."""
     if role not in Role.values:
         raise AccessError(f"Unknown role {role}.")
     people = _authority_lock(membership.user_id, acting_user)
@@ -187,12 +211,14 @@ def member_set_role(*, membership: Membership, role: str, acting_user: Any) -> M
         detail={"username": locked.user.username, "from": old, "to": role},
     )
     _invitations_withdraw(inviter=locked.user, acting_user=acting_user, because=f"was made {Role(role).label.lower()}")
+    _sessions_end(locked.user)
     return locked
 
 
 @transaction.atomic
 def member_set_active(*, membership: Membership, active: bool, acting_user: Any) -> None:
-    """Deactivate or reactivate a member. Deactivation withdraws their pending invitations."""
+    """Deactivate or reactivate a member. Deactivation withdraws their pending invitations and ends their sessions,
+    so that a reactivation does not bring an old session back."""
     if membership.user_id == acting_user.pk:
         raise AccessError("You cannot deactivate yourself.")
     people = _authority_lock(membership.user_id, acting_user)
@@ -212,12 +238,14 @@ def member_set_active(*, membership: Membership, active: bool, acting_user: Any)
     )
     if not active:
         _invitations_withdraw(inviter=user, acting_user=acting_user, because="was deactivated")
+        _sessions_end(user)
 
 
 @transaction.atomic
 def user_deactivate(*, user: Any, acting_user: Any) -> None:
     """Stop an account from signing in, for good or until reactivated. Users are never deleted once the activity
-    log names them: its rows cover their id (see AuditEvent.actor). Their pending invitations are withdrawn."""
+    log names them: its rows cover their id (see AuditEvent.actor). Their pending invitations are withdrawn and
+    their sessions end."""
     if not getattr(acting_user, "is_superuser", False):
         raise AccessError("Only a superuser deactivates accounts here; org admins deactivate their members.")
     if user.pk == acting_user.pk:
@@ -236,6 +264,7 @@ def user_deactivate(*, user: Any, acting_user: Any) -> None:
         detail={"username": locked.username},
     )
     _invitations_withdraw(inviter=locked, acting_user=acting_user, because="was deactivated")
+    _sessions_end(locked)
 
 
 # Invitations and use-case gating

@@ -111,3 +111,45 @@ def test_the_database_refuses_a_case_variant_username_written_past_the_services(
 
     with pytest.raises(IntegrityError):
         get_user_model().objects.create_user(username="ACME.NINA", password="x")
+
+
+# A change of role or of standing ends the member's sessions
+
+
+def _signed_in(user, password):
+    from django.test import Client
+
+    browser = Client()
+    browser.post(reverse("login"), {"username": user.username, "password": password})
+    assert browser.session.get("_auth_user_id") == str(user.pk)
+    return browser
+
+
+def test_a_role_change_ends_the_members_sessions(dana, bob, password):
+    from portal.services import member_set_role
+
+    # Given bob signed in as a reviewer
+    browser = _signed_in(bob, password)
+
+    # When dana makes him a caseworker
+    member_set_role(membership=bob.membership, role="caseworker", acting_user=dana)
+
+    # Then his session ends: he signs in again to act in his new role
+    response = browser.get(reverse("matching:case_list"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+
+def test_a_reactivated_member_does_not_get_their_old_session_back(dana, alice, password):
+    from portal.services import member_set_active
+
+    # Given alice signed in, then deactivated
+    browser = _signed_in(alice, password)
+    member_set_active(membership=alice.membership, active=False, acting_user=dana)
+
+    # When dana reactivates her
+    alice.refresh_from_db()
+    member_set_active(membership=alice.membership, active=True, acting_user=dana)
+
+    # Then the session she had before is over
+    response = browser.get(reverse("matching:case_list"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
