@@ -31,9 +31,16 @@ def organisation_create(*, name: str, slug: str, acting_user: Any) -> Organisati
 
 
 def _slug_check(slug: str, *, organisation_id: int | None = None) -> None:
-    """Refuse a slug another organisation uses in any case (the database's constraint says the same, later)."""
+    """Refuse a slug another organisation uses in any case (the database's constraint says the same, later), or
+    whose namespace still holds another organisation's accounts (a slug renamed leaves its members' names)."""
     if Organisation.objects.filter(slug__iexact=slug).exclude(pk=organisation_id).exists():
         raise AccessError(f"{slug}: {SLUG_USED}")
+    others = get_user_model().objects.filter(username__istartswith=f"{slug}.")
+    if others.exclude(membership__organisation_id=organisation_id).exists():
+        raise AccessError(
+            f"{slug}: accounts of another organisation are named {slug}.…, from before a slug was changed; "
+            "choose another slug."
+        )
 
 
 @transaction.atomic

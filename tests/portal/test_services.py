@@ -57,6 +57,20 @@ def test_an_organisation_cannot_rename_its_slug_to_a_case_variant_of_another(org
     assert other_org.slug == "other"
 
 
+def test_a_slug_whose_namespace_holds_another_organisations_accounts_is_refused(org, dana, other_org, erin):
+    # Given acme's member acme.nina, and acme renamed to acme-search (its members keep their names)
+    member_create(organisation=org, username="nina", role="reviewer", acting_user=dana, **NEW_MEMBER)
+    organisation_update(organisation=org, acting_user=dana, slug="acme-search")
+
+    # When another organisation takes the freed slug acme, in any case
+    with pytest.raises(AccessError, match="accounts of another organisation are named"):
+        organisation_update(organisation=other_org, acting_user=erin, slug="ACME")
+
+    # Then it is refused: its namespace would hold acme-search's acme.nina
+    other_org.refresh_from_db()
+    assert other_org.slug == "other"
+
+
 def test_the_database_refuses_a_case_variant_slug_written_past_the_services(org):
     from django.db import IntegrityError
 
