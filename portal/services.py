@@ -116,9 +116,11 @@ def _authority_lock(*users: Any) -> dict[int, Any]:
     return found
 
 
-def _grant_refusal(granter: Any, organisation: Organisation, role: str) -> str | None:
+def _grant_refusal(granter: Any, organisation: Organisation | None, role: str) -> str | None:
     if role not in Role.values:
         return f"Unknown role {role}."
+    if organisation is None:
+        return "A role is granted in an organisation; choose one."
     if granter is None or not access.can_grant_role(granter, organisation_id=organisation.pk, role=role):
         return f"You cannot grant the role of {Role(role).label} in {organisation.name}."
     return None
