@@ -3,7 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
+
+SLUG_USED = (
+    "This slug is already used by another organisation (slugs are the same whatever their case); choose another."
+)
 
 
 class Organisation(models.Model):
@@ -70,6 +75,11 @@ class Organisation(models.Model):
                 name="organisation_threshold_range",
             ),
             models.CheckConstraint(condition=models.Q(max_candidates__gte=1), name="organisation_max_candidates_min"),
+            # `acme` and `Acme` would be two namespaces for one reader (members are `<slug>.<name>`, compared
+            # whatever their case): one organisation's names would collide with, and so reveal, the other's.
+            models.UniqueConstraint(
+                Lower("slug"), name="organisation_slug_unique_any_case", violation_error_message=SLUG_USED
+            ),
         ]
 
     def __str__(self) -> str:
