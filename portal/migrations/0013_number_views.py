@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("portal", "0011_organisation_fpir_ceiling"),
+        ("portal", "0012_case_insensitive_names"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
