@@ -2,7 +2,9 @@
 
 Both are hostile until checked. The CSV must be UTF-8 with known columns; the
 zip may hold only plain photo files, no paths that climb out, no nested
-archives, and nothing that inflates beyond sane limits.
+archives, nothing that inflates beyond sane limits, and no two entries that
+unpack to one file: otherwise which photo is used depends on entry order, and a
+person checking the zip in another tool may look at a different one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import posixpath
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from datetime import date
@@ -179,6 +182,27 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def _unpacked_as(name: str) -> str:
+    """The file an entry unpacks to, as the most forgiving tool sees it: either slash, no ./ or //, the composed
+    Unicode form, and letter case ignored (Windows and macOS file systems)."""
+    return unicodedata.normalize("NFC", posixpath.normpath(name.replace("\\", "/"))).casefold()
+
+
+def _duplicate_problem(infos: list[zipfile.ZipInfo]) -> str | None:
+    entries: dict[str, list[str]] = {}
+    for info in infos:
+        if not info.is_dir():
+            entries.setdefault(_unpacked_as(info.filename), []).append(info.filename)
+    for names in entries.values():
+        if len(names) > 1:
+            return (
+                f"{' and '.join(dict.fromkeys(names))}: the zip holds {len(names)} entries that unpack to this one "
+                "file (names that differ only in letter case, a leading ./, the slash or the Unicode form count as "
+                "one). Give each photo a name of its own."
+            )
+    return None
+
+
 def archive_check(data: bytes, *, max_members: int) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -193,16 +217,24 @@ def archive_check(data: bytes, *, max_members: int) -> None:
         problem = _member_problem(info)
         if problem:
             raise BulkRejected(problem)
+    problem = _duplicate_problem(infos)
+    if problem:
+        raise BulkRejected(problem)
 
 
 class SafeArchive:
-    """Reads members by their exact name, with the size limits applied again while inflating."""
+    """Reads members by their exact name, with the size limits applied again while inflating. A zip with two
+    entries that unpack to one file is refused here too (an upload stored before `archive_check` refused it)."""
 
     def __init__(self, data: bytes) -> None:
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile:
             raise BulkRejected("The photos file is not a valid zip archive.") from None
+        problem = _duplicate_problem(self._zip.infolist())
+        if problem:
+            self._zip.close()
+            raise BulkRejected(problem)
         self._names = {info.filename: info for info in self._zip.infolist() if not info.is_dir()}
 
     def __enter__(self) -> SafeArchive:

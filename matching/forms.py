@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 
 from matching.imaging import ImageRejected
-from matching.models import AgeBand, Ethnicity, Sex, date_problem
+from matching.models import REFERENCE_CHARACTERS, AgeBand, Ethnicity, Sex, date_problem, reference_problem
 from matching.services import UploadedImage, uploaded_image_read
 
 
@@ -61,8 +61,20 @@ def _captured_on(label: str) -> PastDateField:
     )
 
 
+def _reference_check(value: str) -> None:
+    problem = reference_problem(value)
+    if problem:
+        raise forms.ValidationError(problem, code="invalid")
+
+
 class CaseForm(forms.Form):
-    reference = forms.CharField(label="Reference number", max_length=100)
+    reference = forms.CharField(
+        label="Reference number",
+        max_length=100,
+        validators=[_reference_check],
+        help_text=f"Your organisation's case number: {REFERENCE_CHARACTERS}, beginning and ending with a letter or "
+        "digit (e.g. MP-2026/0042).",
+    )
     title = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=10_000)
     purpose = forms.CharField(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date
 from typing import Any
 
@@ -49,6 +51,32 @@ def date_problem(value: date | None, what: str, *, today: date | None = None) ->
         return f"The {what} {value:%Y-%m-%d} is in the future."
     if value < EARLIEST_DATE:
         return f"The {what} {value:%Y-%m-%d} is before {EARLIEST_DATE:%Y}; check the year."
+    return None
+
+
+# Case references name files (the disclosure report) and head mail subjects, and people read them in lists: they
+# hold nothing that a file system, a header or the text direction reads as syntax. The README lists the same set.
+REFERENCE_CHARACTERS = "letters A-Z and a-z, digits 0-9, spaces and - _ . /"
+_REFERENCE_ALLOWED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -_./")
+
+
+def _character_shown(character: str) -> str:
+    """A character as a message can show it: quoted if it is visible on its own, else its code point and name."""
+    if unicodedata.category(character)[0] not in "CZM":
+        return f"“{character}”"
+    name = unicodedata.name(character, "")
+    return f"U+{ord(character):04X} {name}".rstrip()
+
+
+def reference_problem(reference: str) -> str | None:
+    """Why `reference` cannot be a case's reference; None when it can."""
+    refused = list(dict.fromkeys(c for c in reference if c not in _REFERENCE_ALLOWED))
+    if refused:
+        shown = [_character_shown(c) for c in refused]
+        listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+        return f"A reference may hold only {REFERENCE_CHARACTERS}; this one holds {listed}."
+    if not (reference[:1].isalnum() and reference[-1:].isalnum()):
+        return "A reference must begin and end with a letter or a digit."
     return None
 
 
@@ -126,6 +154,16 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.title}"
+
+    @property
+    def reference_for_files(self) -> str:
+        """The reference as a file name may carry it: ASCII letters, digits, hyphens and underscores, at most 60.
+
+        Accents are dropped and any other run of characters becomes one hyphen. References stored before they
+        were limited (`reference_problem`) may hold anything, so this never trusts the rule; it may be empty."""
+        decomposed = unicodedata.normalize("NFKD", self.reference)
+        unaccented = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+        return re.sub(r"[^A-Za-z0-9_]+", "-", unaccented).strip("-")[:60].strip("-")
 
     @property
     def is_closed(self) -> bool:

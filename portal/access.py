@@ -103,6 +103,18 @@ def can_manage_organisation(user: AnyUser) -> bool:
     return role_of(user) == Role.ORG_ADMIN
 
 
+def can_manage_members(user: AnyUser, organisation_id: int | None) -> bool:
+    """Who adds, invites, deactivates and reactivates an organisation's members: a superuser, or its org admins."""
+    return is_superuser(user) or (can_manage_organisation(user) and same_organisation(user, organisation_id))
+
+
+def can_grant_role(user: AnyUser, *, organisation_id: int | None, role: str) -> bool:
+    """Who may make someone a member with a role, or change a member's role: whoever manages the organisation's
+    members, for every role, org admin included. Services ask it of a user read afresh under the lock their
+    authority stands on (portal.services), so that a grant and a demotion never cross."""
+    return role in Role.values and can_manage_members(user, organisation_id)
+
+
 def can_read_audits(user: AnyUser) -> bool:
     """Bias audits: reviewers weigh them, org admins also upload evaluation sets."""
     return can_review(user) or can_manage_organisation(user)

@@ -12,6 +12,13 @@ Views of photos and crops are the bulk of the log (a queue page shows fifty thum
 without taking the chain's lock: each one is a signed row of its own, and `audit_views_seal` folds the pending
 ones into their organisation's chain in batches (a seal event carries their count and a digest), so that a
 deleted or altered view is caught once its batch is sealed, which happens before every checkpoint.
+
+Until then a view's number proves it: each takes the next number of its chain's run of views, inside its signed
+bytes, from a counter row (`AuditViewCounter`) locked until the view commits. Views therefore commit in the
+order of their numbers, and a view rolled back gives its number back, so a committed chain's views are always
+numbered 1 to the counter: a missing number is a deleted view, a repeated one an inserted copy. The seal and
+`verify_audit_log` both check it. Only the newest views, deleted together with a rewind of the counter before
+any seal has counted them, leave no trace (README, "Tamper-evident activity log").
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -29,7 +38,9 @@ from django.core.files.base import ContentFile
 from django.db import models, transaction
 from django.utils import timezone
 
-from portal.models import AuditChainHead, AuditEvent, Organisation
+from portal.models import AuditChainHead, AuditEvent, AuditViewCounter, Organisation
+
+logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 NO_ORGANISATION = 0
@@ -79,8 +90,9 @@ def _mac(key_id: str, payload: dict[str, Any]) -> str:
 
 
 def event_payload(event: AuditEvent) -> dict[str, Any]:
-    """What a row's hash covers: its place in its chain, the key that signed it, and all of its content."""
-    return {
+    """What a row's hash covers: its place in its chain (or a view's number), the key that signed it, and all of
+    its content. Views written before views were numbered keep their version 2 payload."""
+    payload = {
         "v": 2,
         "chain": event.chain,
         "seq": event.seq,
@@ -94,6 +106,9 @@ def event_payload(event: AuditEvent) -> dict[str, Any]:
         "target_id": event.target_id,
         "detail": event.detail,
     }
+    if event.view_seq is not None:
+        payload.update(v=3, view=event.view_seq)
+    return payload
 
 
 def event_hash(event: AuditEvent) -> str:
@@ -183,6 +198,22 @@ def audit_record(
     return _append(_head_lock(event.chain), event)
 
 
+def _view_numbers(chain: int, count: int) -> int:
+    """Take the next `count` numbers of the chain's run of views; returns the first.
+
+    The counter's row stays locked until the caller's transaction ends, so the next view waits for this one to
+    commit or roll back: numbers are never shared, views commit in their order, and a rolled-back number is
+    taken again. Call it outside long transactions, and after any chain lock the transaction takes: one that
+    took the counter and then a chain lock could deadlock with one that did the reverse.
+    """
+    counter, _ = AuditViewCounter.objects.select_for_update().get_or_create(chain=chain)
+    first = counter.last_view + 1
+    counter.last_view += count
+    counter.save(update_fields=["last_view"])
+    return first
+
+
+@transaction.atomic
 def audit_view_record(
     *,
     action: str,
@@ -192,28 +223,37 @@ def audit_view_record(
     target: models.Model | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Record that someone looked at something: one signed INSERT, no lock. `audit_views_seal` chains it later.
+    """Record that someone looked at something: one signed INSERT and the view counter, no chain lock.
+    `audit_views_seal` chains it later.
 
     For reads that change nothing (an image, a page), where a chain lock per request would serialise every
     reader of the organisation behind its writers.
     """
+    organisation_id = organisation.pk if organisation is not None else organisation_id
+    number = _view_numbers(chain_of(organisation_id), 1)
     event = _event_new(
-        action=action, actor=actor, organisation=organisation, organisation_id=organisation_id, target=target,
-        detail=detail,
-    )  # fmt: skip
+        action=action, actor=actor, organisation=None, organisation_id=organisation_id, target=target, detail=detail
+    )
+    event.view_seq = number
     event.hash = event_hash(event)
     event.save()
     return event
 
 
+@transaction.atomic
 def audit_views_record(*, action: str, actor: Any, organisation_id: int, targets: Iterable[models.Model]) -> int:
     """Record that someone looked at several things at once (a queue page's thumbnails): one INSERT of signed
-    rows, no lock, one row per target as if each had been viewed alone."""
+    rows and the view counter, no chain lock, one row per target as if each had been viewed alone."""
+    targets = list(targets)
+    if not targets:
+        return 0
+    number = _view_numbers(chain_of(organisation_id), len(targets))
     events = []
-    for target in targets:
+    for offset, target in enumerate(targets):
         event = _event_new(
             action=action, actor=actor, organisation=None, organisation_id=organisation_id, target=target, detail=None
         )
+        event.view_seq = number + offset
         event.hash = event_hash(event)
         events.append(event)
     AuditEvent.objects.bulk_create(events)
@@ -227,40 +267,96 @@ def _views_digest(rows: Iterable[tuple[int, str]]) -> str:
     return digest.hexdigest()
 
 
+def _numbers_text(runs: Iterable[Iterable[int]]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _views_sealed_through(chain: int) -> int:
+    """The highest view number a seal of this chain has counted (0 before any seal counted numbered views)."""
+    through = (
+        AuditEvent.objects.filter(chain=chain, seq__isnull=False, action=SEAL_ACTION, detail__has_key="views_through")
+        .order_by("-seq")
+        .values_list("detail__views_through", flat=True)
+        .first()
+    )
+    return int(through or 0)
+
+
+def _views_counted(chain: int) -> int:
+    return AuditViewCounter.objects.filter(chain=chain).values_list("last_view", flat=True).first() or 0
+
+
+def _pending_views(chain: int) -> bool:
+    """Whether the chain has views to seal, or numbers counted that no seal has accounted for (cheap, no lock)."""
+    pending = AuditEvent.objects.filter(chain=chain, seq__isnull=True, sealed_by__isnull=True)
+    return pending.exists() or _views_counted(chain) > _views_sealed_through(chain)
+
+
 @transaction.atomic
 def _seal_batch(chain: int) -> int:
     head = _head_lock(chain)
-    # Under the chain's lock, so that two sealers never take the same views; a view still being committed is
-    # not visible yet and waits for the next seal.
+    # Under the chain's lock, so that two sealers never take the same views. The counter is read before the
+    # views: views commit in the order of their numbers, so every view it counts is visible to the next query,
+    # and a view still being committed is neither counted nor seen; it waits for the next seal.
+    base = _views_sealed_through(chain)
+    counted = _views_counted(chain)
     rows = list(
         AuditEvent.objects.filter(chain=chain, seq__isnull=True, sealed_by__isnull=True)
-        .order_by("id")
-        .values_list("id", "hash")[:SEAL_BATCH]
+        .order_by(models.F("view_seq").asc(nulls_first=True), "id")
+        .values_list("id", "hash", "view_seq")[:SEAL_BATCH]
     )
-    if not rows:
+    numbers = [n for _, _, n in rows if n is not None]
+    # A full batch may stop short of the counter; the rest is the next batch's.
+    through = max([base, *numbers] if len(rows) == SEAL_BATCH else [base, counted, *numbers])
+    if not rows and through == base:
         return 0
+    present = Counter(numbers)
+    missing, expected = [], base + 1
+    for n in sorted(n for n in present if n > base):
+        if n > expected:
+            missing.append([expected, n - 1])
+        expected = n + 1
+    if through >= expected:
+        missing.append([expected, through])
+    duplicates = sorted(n for n, times in present.items() if n <= base or times > 1)
+    detail: dict[str, Any] = {"views": len(rows), "views_through": through}
+    if rows:
+        detail.update(first_id=rows[0][0], last_id=rows[-1][0], digest=_views_digest((pk, h) for pk, h, _ in rows))
+    if missing:
+        detail["missing"] = missing
+    if duplicates:
+        detail["duplicates"] = duplicates
+    if missing or duplicates:
+        logger.error(
+            "Activity log, chain %s: view numbers missing: %s; held more than once: %s. Views were deleted or "
+            "copied; sealed as found, and verify_audit_log reports it.",
+            chain,
+            _numbers_text(missing) or "none",
+            _numbers_text([n, n] for n in duplicates) or "none",
+        )
     seal = _event_new(
-        action=SEAL_ACTION,
-        actor=None,
-        organisation=None,
-        organisation_id=chain or None,
-        target=None,
-        detail={"views": len(rows), "first_id": rows[0][0], "last_id": rows[-1][0], "digest": _views_digest(rows)},
+        action=SEAL_ACTION, actor=None, organisation=None, organisation_id=chain or None, target=None, detail=detail
     )
     _append(head, seal)
-    AuditEvent.objects.filter(id__in=[pk for pk, _ in rows]).update(sealed_by=seal)
+    AuditEvent.objects.filter(id__in=[pk for pk, _, _ in rows]).update(sealed_by=seal)
     return len(rows)
 
 
 def audit_views_seal(*, chain: int | None = None) -> int:
-    """Fold every pending view into its chain, one seal event per batch. Returns how many views were sealed."""
+    """Fold every pending view into its chain, one seal event per batch. Returns how many views were sealed.
+
+    A seal also accounts for the numbers no view holds any more (deleted) or that two views hold (a copy), so
+    that the signed chain records them."""
     if chain is None:
-        chains = (
+        chains = set(
             AuditEvent.objects.filter(seq__isnull=True, sealed_by__isnull=True)
             .values_list("chain", flat=True)
             .distinct()
         )
-        return sum(audit_views_seal(chain=c) for c in sorted(set(chains)))
+        chains |= set(AuditViewCounter.objects.values_list("chain", flat=True))
+        return sum(audit_views_seal(chain=c) for c in sorted(chains))
+    if not _pending_views(chain):
+        return 0
     sealed = 0
     while batch := _seal_batch(chain):
         sealed += batch
@@ -391,6 +487,8 @@ def audit_chain_verify(checkpoints: Iterable[tuple[str, dict[str, Any]]] = ()) -
 
     heads = {head.chain: head for head in AuditChainHead.objects.all()}
     seals: dict[int, dict[str, Any]] = {}
+    # The highest view number each chain's seals counted: its views must reach it, whatever the counter says.
+    claimed: dict[int, int] = {}
     lengths: dict[int, int] = {}
     last_hashes: dict[int, str] = {}
     chain, prev, expected_seq = None, GENESIS, 1
@@ -419,6 +517,11 @@ def audit_chain_verify(checkpoints: Iterable[tuple[str, dict[str, Any]]] = ()) -
                 fail(chain, event.seq, event.pk, f"it differs from checkpoint {checkpoint}: the chain was rewritten")
         if event.action == SEAL_ACTION:
             seals[event.pk] = event.detail
+            claimed[chain] = max(claimed.get(chain, 0), int(event.detail.get("views_through") or 0))
+            found = _seal_findings(event.detail)
+            if found:
+                # The seal itself is sound, and so is the rest of its chain: only what it found is reported.
+                result.breaks.append(ChainBreak(chain, event.seq, event.pk, found))
         prev, expected_seq = event.hash, expected_seq + 1
         lengths[chain], last_hashes[chain] = event.seq, event.hash
         result.events += 1
@@ -441,7 +544,65 @@ def audit_chain_verify(checkpoints: Iterable[tuple[str, dict[str, Any]]] = ()) -
                 break
 
     _views_verify(result, seals, fail)
+    _view_numbers_verify(claimed, lambda chain, problem: fail(chain, None, None, problem))
     return result
+
+
+def _seal_findings(detail: dict[str, Any]) -> str | None:
+    missing, copied = detail.get("missing"), detail.get("duplicates")
+    if not (missing or copied):
+        return None
+    found = []
+    if missing:
+        found.append(f"views {_numbers_text(missing)} missing")
+    if copied:
+        found.append(f"views {_numbers_text([n, n] for n in copied)} there more than once")
+    return f"when it sealed its views it found {' and '.join(found)}: they were deleted or copied before the seal"
+
+
+def _view_numbers_verify(claimed: dict[int, int], report: Callable[[int, str], None]) -> None:
+    """Every chain's views numbered 1, 2, 3... with none missing and none twice, up to the highest number its
+    counter or any of its seals counted. Sealed or not: a view is accounted for from the moment it is written."""
+    from itertools import groupby
+    from operator import itemgetter
+
+    counters = dict(AuditViewCounter.objects.values_list("chain", "last_view"))
+
+    def missing(chain: int, first: int, last: int) -> None:
+        if first == last:
+            report(chain, f"view {first} is missing: it was deleted")
+        else:
+            report(chain, f"views {first}-{last} are missing: they were deleted")
+
+    def tail(chain: int, newest: int) -> None:
+        counted = counters.get(chain)
+        if max(counted or 0, claimed.get(chain, 0)) > newest:
+            missing(chain, newest + 1, max(counted or 0, claimed.get(chain, 0)))
+        if counted is None and newest:
+            report(chain, f"its view counter is missing; its views go up to {newest}")
+        elif counted is not None and counted < newest:
+            report(chain, f"its view counter says {counted} views, but view {newest} exists: the counter was rewound")
+
+    numbered = (
+        AuditEvent.objects.filter(seq__isnull=True, view_seq__isnull=False)
+        .order_by("chain", "view_seq", "id")
+        .values_list("chain", "view_seq", "id")
+    )
+    seen: set[int] = set()
+    for chain, rows in groupby(numbered.iterator(chunk_size=5000), key=itemgetter(0)):
+        seen.add(chain)
+        newest = 0
+        for number, same in groupby(rows, key=itemgetter(1)):
+            ids = [pk for _, _, pk in same]
+            if number > newest + 1:
+                missing(chain, newest + 1, number - 1)
+            if len(ids) > 1:
+                listed = ", ".join(map(str, ids))
+                report(chain, f"view {number} is there {len(ids)} times (ids {listed}): a copy was inserted")
+            newest = number
+        tail(chain, newest)
+    for chain in sorted((set(counters) | set(claimed)) - seen):
+        tail(chain, 0)
 
 
 def _views_verify(result: Verification, seals: dict[int, dict[str, Any]], fail) -> None:

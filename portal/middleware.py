@@ -128,3 +128,24 @@ class RouteAccessMiddleware:
         if api:
             return _api_error(403, "Your role does not allow this.", "permission_denied")
         raise Http404
+
+
+class NoticesMiddleware:
+    """Shows what the services told the person who made a change (portal.notices) as messages on the next page.
+
+    Goes after MessageMiddleware, which stores the messages with this response.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.contrib import messages
+
+        from portal.notices import notices_collect
+
+        with notices_collect() as said:
+            response = self.get_response(request)
+        for message in said:
+            messages.warning(request, message, fail_silently=True)
+        return response

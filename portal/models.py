@@ -3,7 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
+
+SLUG_USED = (
+    "This slug is already used by another organisation (slugs are the same whatever their case); choose another."
+)
 
 
 class Organisation(models.Model):
@@ -70,6 +75,11 @@ class Organisation(models.Model):
                 name="organisation_threshold_range",
             ),
             models.CheckConstraint(condition=models.Q(max_candidates__gte=1), name="organisation_max_candidates_min"),
+            # `acme` and `Acme` would be two namespaces for one reader (members are `<slug>.<name>`, compared
+            # whatever their case): one organisation's names would collide with, and so reveal, the other's.
+            models.UniqueConstraint(
+                Lower("slug"), name="organisation_slug_unique_any_case", violation_error_message=SLUG_USED
+            ),
         ]
 
     def __str__(self) -> str:
@@ -132,8 +142,9 @@ class AuditEvent(models.Model):
 
     Events are chained per organisation (`chain` is the organisation's id, 0 for events with none): each row
     carries its predecessor's hash, and its own hash is an HMAC under a key kept outside the database
-    (`key_id` names it). Views (`seq` empty) are written without the chain's lock and folded into the chain
-    later by a seal event (`sealed_by`). `verify_audit_log` checks all of it; see `portal/audit.py`.
+    (`key_id` names it). Views (`seq` empty) are written without the chain's lock, each with the next number of
+    its chain's run of views (`view_seq`, signed), and folded into the chain later by a seal event
+    (`sealed_by`). `verify_audit_log` checks all of it; see `portal/audit.py`.
     """
 
     chain = models.PositiveBigIntegerField(default=0, editable=False)
@@ -141,6 +152,9 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64, blank=True, editable=False)
     hash = models.CharField(max_length=64, blank=True, editable=False)
     key_id = models.CharField(max_length=16, blank=True, editable=False)
+    # Views only: 1, 2, 3... per chain, from AuditViewCounter. Empty on events, and on views written before views
+    # were numbered.
+    view_seq = models.PositiveBigIntegerField(null=True, editable=False)
     sealed_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="sealed_views", editable=False
     )
@@ -161,7 +175,15 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="auditevent_unique_chain_seq")]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "seq"], name="auditevent_unique_chain_seq"),
+            # A partial index rather than a table constraint, on every database: a copy of a view is refused.
+            models.UniqueConstraint(
+                fields=["chain", "view_seq"],
+                condition=models.Q(view_seq__isnull=False),
+                name="auditevent_unique_chain_view_seq",
+            ),
+        ]
         indexes = [
             models.Index(
                 fields=["chain"],
@@ -183,6 +205,18 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"Audit chain {self.chain} at {self.last_seq}"
+
+
+class AuditViewCounter(models.Model):
+    """How many views one chain has had: locked for the moment a view is written, so that views take
+    consecutive numbers and commit in their order. A row of its own, not the chain's head, so that views never
+    wait behind the chain's writers."""
+
+    chain = models.PositiveBigIntegerField(unique=True, default=0)
+    last_view = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"Audit chain {self.chain}: {self.last_view} views"
 
 
 class TaskOutbox(models.Model):

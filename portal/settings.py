@@ -75,6 +75,8 @@ MIDDLEWARE = [
     # The permission matrix (portal.access.ROUTE_ROLES), for every routed request.
     "portal.middleware.RouteAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Inside MessageMiddleware: what a service said beside a change becomes a message (portal.notices).
+    "portal.middleware.NoticesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during login into its response.
@@ -83,7 +85,8 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Usernames in any case (portal.authentication).
+    "portal.authentication.CaseInsensitiveModelBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -450,6 +453,8 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint-export"] = {
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5")
 AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", "1")
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Failures count against the lowercased name: the backend signs in whatever the case typed.
+AXES_USERNAME_CALLABLE = "portal.authentication.axes_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
 REQUIRE_TWO_FACTOR = envbool("REQUIRE_TWO_FACTOR", "true")

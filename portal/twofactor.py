@@ -150,6 +150,21 @@ def _throttled_message(device, data) -> str:
     return f"{count} wrong codes in a row: you are throttled. {wait}"
 
 
+def _second_factor_confirmed(request, device) -> None:
+    """Mark the session past the second factor, under a new session id and CSRF token.
+
+    The id the session had before the code belongs to a password-only sign-in, which someone else may hold: an
+    attacker who knows the password, stops at this page and plants that id in the owner's browser would
+    otherwise share the session the owner's code lifts past the second factor. django-otp does not renew it.
+    """
+    from django.middleware.csrf import rotate_token
+    from django_otp import login as otp_login
+
+    otp_login(request, device)
+    request.session.cycle_key()
+    rotate_token(request)
+
+
 def _next(request) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
     if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
@@ -160,7 +175,6 @@ def _next(request) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def two_factor_setup(request):
-    from django_otp import login as otp_login
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     if _confirmed_device(request.user):
@@ -174,7 +188,7 @@ def two_factor_setup(request):
                 device.confirmed = True
                 device.save(update_fields=["confirmed"])
                 audit_record(action="2fa.enrol", actor=request.user, organisation=access.organisation_of(request.user))
-            otp_login(request, device)
+            _second_factor_confirmed(request, device)
             return redirect(_next(request))
         form.add_error("token", error)
     import segno
@@ -191,8 +205,6 @@ def two_factor_setup(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def two_factor_verify(request):
-    from django_otp import login as otp_login
-
     device = _confirmed_device(request.user)
     if device is None:
         return redirect(f"{reverse('two_factor_setup')}?{urlencode({'next': _next(request)})}")
@@ -200,7 +212,7 @@ def two_factor_verify(request):
     if request.method == "POST" and form.is_valid():
         error = _code_error(device, form.cleaned_data["token"])
         if error is None:
-            otp_login(request, device)
+            _second_factor_confirmed(request, device)
             audit_record(action="2fa.verify", actor=request.user, organisation=access.organisation_of(request.user))
             return redirect(_next(request))
         form.add_error("token", error)

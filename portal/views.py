@@ -72,7 +72,7 @@ def invitation_accept(request, token: str):
         except AccessError as error:
             form.add_error(None, str(error))
         else:
-            login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, membership.user, backend="portal.authentication.CaseInsensitiveModelBackend")
             return redirect("home")
     return render(
         request,

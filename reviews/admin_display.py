@@ -121,10 +121,9 @@ def subject_summary(obj: ReviewItem) -> str:
 @admin.display(description="decisions so far")
 def history(obj: ReviewItem) -> str:
     worksheet = obj.worksheet
-    if worksheet.hidden_decisions:
-        count = worksheet.hidden_decisions
-        others = "1 other reviewer has" if count == 1 else f"{count} other reviewers have"
-        return f"{others} decided. Blind review: you see their decisions once you record yours."
+    if worksheet.decisions_hidden:
+        # The same words whether or not anyone has decided: the count would say too much (see Worksheet).
+        return "Blind review: whether other reviewers have decided, and what, is shown once you record yours."
     return (
         format_html_join(
             "",

@@ -448,9 +448,11 @@ class Worksheet:
     # The feature marks this reviewer recorded in the comparison step, if any: the worksheet starts from them.
     own_comparison: dict[str, str] = field(default_factory=dict)
     # Blind review: the other reviewers' decisions, shown once one's own is recorded (or to the senior decider,
-    # or when the candidate is closed); otherwise only how many there are.
+    # or when the candidate is closed). Until then nothing of them, not even whether there are any: with the
+    # candidate still pending, "two others have decided" says that they agreed (disagreement escalates), and
+    # tells the reviewer whether their decision settles it (README, "Accountable review").
     decisions: list[ReviewDecision] = field(default_factory=list)
-    hidden_decisions: int = 0
+    decisions_hidden: bool = False
     # The neighbours of this item in the reviewer's queue (what they may still decide, oldest first).
     previous_id: int | None = None
     next_id: int | None = None
@@ -514,7 +516,7 @@ def worksheet_for(
         correction_of=correction_of,
         own_comparison=comparison.features if comparison else {},
         decisions=list(candidate.decisions.select_related("reviewer")) if may_see_others else [],
-        hidden_decisions=0 if may_see_others else candidate.decisions.count(),
+        decisions_hidden=not may_see_others,
         previous_id=previous_id,
         next_id=next_id,
         finished=not candidate.is_open or (own_latest is not None and not correcting),

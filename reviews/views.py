@@ -27,6 +27,14 @@ REPORT_VIEW_POLICY = {
 }
 
 
+def _report_filename(report: DisclosureReport, fmt: str) -> str:
+    """ASCII letters, digits and hyphens before the extension, so that the Content-Disposition holds nothing to
+    escape, and no path, quote, semicolon or text-direction control; even a reference stored before references
+    were limited gives one (see `Case.reference_for_files`)."""
+    label = report.case.reference_for_files
+    return f"disclosure-{label}-{report.pk}.{fmt}" if label else f"disclosure-{report.pk}.{fmt}"
+
+
 def _report_file(request, report_id: int, fmt: str, *, inline: bool) -> FileResponse:
     """A finished report's file for whoever may request reports in its organisation; each read is logged."""
     report = get_object_or_404(DisclosureReport.objects.select_related("case"), pk=report_id)
@@ -53,7 +61,7 @@ def _report_file(request, report_id: int, fmt: str, *, inline: bool) -> FileResp
     response = FileResponse(
         handle,
         as_attachment=not inline,
-        filename=f"disclosure-{report.case.reference}-{report.pk}.{fmt}",
+        filename=_report_filename(report, fmt),
         content_type="application/pdf" if fmt == "pdf" else "text/html; charset=utf-8",
     )
     response["Cache-Control"] = "private, no-store"

@@ -208,7 +208,12 @@ def audit_dataset_import(*, dataset_id: int, images_dir: Path | None = None, pro
         source: Any = FolderImages(images_dir)
     else:
         with dataset.archive.open("rb") as handle:
-            source = bulk.SafeArchive(handle.read())
+            try:
+                source = bulk.SafeArchive(handle.read())
+            except bulk.BulkRejected as error:
+                # An upload stored before its check refused such a zip: it fails whole, and its photos go.
+                dataset.failure_reason = str(error)[:500]
+                return _dataset_finish(dataset, BatchStatus.FAILED)
     done = {entry["line"] for entry in dataset.report}
     pending: list[dict[str, Any]] = []
     for row in rows:
@@ -238,15 +243,20 @@ def audit_dataset_import(*, dataset_id: int, images_dir: Path | None = None, pro
             if progress:
                 progress(dataset)
     _report_append(dataset, pending)
-    dataset.status = BatchStatus.DONE
+    return _dataset_finish(dataset, BatchStatus.DONE)
+
+
+def _dataset_finish(dataset: AuditDataset, status: str) -> AuditDataset:
+    dataset.status = status
     dataset.finished_at = timezone.now()
-    # The photos are encoded now; their archive (and the manifest with its identities) goes, the report stays.
+    # The photos are encoded now (or refused); their archive (and the manifest with its identities) goes, the
+    # report stays.
     for field_file in (dataset.archive, dataset.manifest):
         if field_file and field_file.name:
             field_file.storage.delete(field_file.name)
     dataset.archive = ""
     dataset.manifest = ""
-    dataset.save(update_fields=["status", "finished_at", "archive", "manifest"])
+    dataset.save(update_fields=["status", "failure_reason", "finished_at", "archive", "manifest"])
     return dataset
 
 

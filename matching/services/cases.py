@@ -16,6 +16,7 @@ from matching.models import (
     Outcome,
     Photo,
     PhotoKind,
+    reference_problem,
 )
 from matching.services.exceptions import CandidateAlreadyDecided, ServiceError
 from matching.services.uploads import StoredFiles, UploadedImage, dates_check, photo_queue, photo_store
@@ -43,6 +44,9 @@ def case_create(
         raise ServiceError("Add at least one probe photo.")
     dates_check(captured_on=captured_on)
     reference = reference.strip()
+    problem = reference_problem(reference)
+    if problem:
+        raise ServiceError(problem)
     try:
         # A savepoint, so that two simultaneous uploads with one reference end in a message, not a server error.
         with transaction.atomic():

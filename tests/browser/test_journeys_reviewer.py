@@ -208,10 +208,11 @@ def test_blind_review_hides_the_other_decision_until_the_reviewer_records_his_ow
     page.set_viewport_size({"width": 1440, "height": 900})
     log_in(page, live_server, "bob", password)
 
-    # When bob opens it, he is told someone has decided, but not who, what or why
+    # When bob opens it, he is told neither whether anyone has decided, nor who, what or why
     _open_item(page, live_server, candidate)
     body = page.inner_text("body")
-    assert "1 other reviewer has decided. Blind review: you see their decisions once you record yours." in body
+    assert "Blind review: whether other reviewers have decided, and what, is shown once you record yours." in body
+    assert "other reviewer has decided" not in body
     assert "Jaw line and left ear agree closely." not in body
     assert "rita" not in body
     journey_shot("before")

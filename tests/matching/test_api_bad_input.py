@@ -128,13 +128,25 @@ def test_the_wrong_content_type_is_a_415(client, dana, gallery, route, content_t
     [
         ({"priority": "high"}, [("priority", "unknown_field")]),
         ({"reference": "R" * 101}, [("reference", "max_length")]),
+        ({"reference": "a/../../b.exe;"}, [("reference", "invalid")]),
+        ({"reference": "safe\u202efdp.exe"}, [("reference", "invalid")]),
         ({"purpose": ""}, [("purpose", "required")]),
         ({"probe_sex": "X"}, [("probe_sex", "invalid_choice")]),
         ({"probe_age_band": "12"}, [("probe_age_band", "invalid_choice")]),
         ({"photos": "not a file"}, [("photos", "invalid")]),
         ({"description": "\x00"}, [("description", "null_characters_not_allowed")]),
     ],
-    ids=["unknown", "long-reference", "no-purpose", "bad-sex", "bad-age-band", "photo-as-text", "nul"],
+    ids=[
+        "unknown",
+        "long-reference",
+        "path-in-reference",
+        "right-to-left-reference",
+        "no-purpose",
+        "bad-sex",
+        "bad-age-band",
+        "photo-as-text",
+        "nul",
+    ],
 )
 def test_case_create_refuses_malformed_fields_and_stores_nothing(client, alice, faces, media_root, fields, expected):
     client.force_login(alice)
@@ -147,6 +159,16 @@ def test_case_create_refuses_malformed_fields_and_stores_nothing(client, alice, 
     assert response.status_code == 400
     assert errors_of(response) == expected
     assert not Case.objects.exists() and not Photo.objects.exists() and stored_files(media_root) == before
+
+
+def test_case_create_says_which_characters_a_reference_may_hold(client, alice, faces):
+    client.force_login(alice)
+
+    response = client.post(reverse("case-list"), case_post(reference="C-1;\u202e", photos=[faces.upload(OBAMA)]))
+
+    [error] = response.json()["errors"]
+    assert error["message"].startswith("A reference may hold only letters A-Z and a-z, digits 0-9, spaces and -")
+    assert "“;” and U+202E RIGHT-TO-LEFT OVERRIDE" in error["message"]
 
 
 def test_case_create_refuses_more_photos_than_the_limit(client, alice, faces, settings):

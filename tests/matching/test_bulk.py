@@ -116,6 +116,28 @@ def _zip_with_absolute_path() -> bytes:
     return out.getvalue()
 
 
+def zip_of_entries(*entries: tuple[str, bytes]) -> bytes:
+    """A zip that may name one file twice, as zipfile writes it when asked (with a warning)."""
+    import warnings
+
+    out = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(out, "w") as archive:
+        warnings.simplefilter("ignore", UserWarning)
+        for name, data in entries:
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+# Two entries that an unpacking tool writes to one file: the same name, or names that differ only in letter case,
+# a leading ./, the slash, or how an accented letter is encoded.
+COLLIDING_NAMES = {
+    "same-name": ("a.jpg", "a.jpg"),
+    "letter-case": ("a.jpg", "A.JPG"),
+    "dot-slash": ("./a.jpg", "a.jpg"),
+    "backslash": ("dir\\a.jpg", "dir/a.jpg"),
+    "unicode-form": ("caf\u00e9.jpg", "cafe\u0301.jpg"),
+}
+
 GOOD_CSV = csv_bytes("code,file", "P-1,a.jpg")
 BAD_BULK = {
     "not-a-zip": (b"PK but not really a zip", GOOD_CSV, "not a valid zip"),
@@ -123,6 +145,11 @@ BAD_BULK = {
     "absolute-path": (_zip_with_absolute_path(), GOOD_CSV, "absolute paths"),
     "nested-zip": (make_zip({"inner.zip": make_zip({"a.jpg": b"x"})}), GOOD_CSV, "archives inside"),
     "zip-bomb": (make_zip({"a.jpg": b"\0" * 50_000_000}), GOOD_CSV, "zip bomb"),
+    "duplicate-names": (
+        zip_of_entries(("a.jpg", b"first face"), ("a.jpg", b"second face")),
+        GOOD_CSV,
+        "a.jpg: the zip holds 2 entries that unpack to this one file",
+    ),
     "csv-missing-column": (make_zip({"a.jpg": b"x"}), csv_bytes("code", "P-1"), "lacks the column(s): file"),
     "csv-extra-column": (
         make_zip({"a.jpg": b"x"}),
@@ -180,3 +207,35 @@ def test_caseworker_cannot_reach_gallery_pages(client, alice, gallery):
 
     assert client.get(reverse("matching:gallery_list")).status_code == 404
     assert client.get(reverse("matching:gallery_detail", args=[gallery.pk])).status_code == 404
+
+
+@pytest.mark.parametrize("kind", sorted(COLLIDING_NAMES))
+def test_a_zip_naming_one_file_twice_is_refused_by_its_check_and_its_reader(kind):
+    from matching import bulk
+
+    first, second = COLLIDING_NAMES[kind]
+    archive = zip_of_entries((first, b"first face"), (second, b"second face"))
+
+    with pytest.raises(bulk.BulkRejected, match="the zip holds 2 entries that unpack to this one file") as checked:
+        bulk.archive_check(archive, max_members=10)
+    with pytest.raises(bulk.BulkRejected, match="the zip holds 2 entries that unpack to this one file"):
+        bulk.SafeArchive(archive)
+    assert first in str(checked.value) and second in str(checked.value)
+
+
+def test_a_stored_batch_whose_zip_names_one_file_twice_fails_and_enrols_nothing(dana, gallery):
+    # Given a batch stored before duplicate names were refused
+    from django.core.files.base import ContentFile
+
+    batch = EnrolmentBatch(gallery=gallery, created_by=dana, rows_total=1, status="running")
+    batch.archive.save("old.zip", ContentFile(zip_of_entries(("a.jpg", b"1"), ("a.jpg", b"2"))), save=False)
+    batch.manifest.save("old.csv", ContentFile(GOOD_CSV), save=False)
+    batch.save()
+
+    # When the worker processes it
+    services.enrolment_batch_process(batch_id=batch.pk)
+
+    # Then it fails, saying why, and nothing of it is enrolled
+    batch.refresh_from_db()
+    assert batch.status == "failed" and "a.jpg: the zip holds 2 entries" in batch.failure_reason
+    assert not Subject.objects.exists() and not Photo.objects.exists()

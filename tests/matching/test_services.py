@@ -140,3 +140,18 @@ def test_a_cached_gallery_is_never_served_to_another_organisation_holding_the_sa
 
     # Then the cache does not hand it the old organisation's faces
     assert organisation_gallery(org).size == 0
+
+
+def test_case_create_refuses_a_reference_outside_the_safe_characters(alice, faces):
+    # Whatever the caller (the form, the API, a script): the service holds the rule too
+    with pytest.raises(services.ServiceError, match="A reference may hold only letters"):
+        services.case_create(
+            organisation=alice.membership.organisation,
+            acting_user=alice,
+            reference="a/../../b.exe;",
+            title="Missing child",
+            purpose="Locate a missing child",
+            photos=[services.uploaded_image_read(faces.upload(OBAMA))],
+        )
+
+    assert not Photo.objects.exists()

@@ -114,6 +114,18 @@ def test_duplicate_reference_is_refused_with_a_message(client, alice, faces, ope
     assert Case.objects.count() == 1
 
 
+@pytest.mark.parametrize("reference", ["a/../../b.exe;", "safe\u202efdp.exe"], ids=["path", "right-to-left"])
+def test_a_reference_outside_the_safe_characters_is_refused_on_the_form(client, alice, faces, media_root, reference):
+    client.force_login(alice)
+    before = _stored_files(media_root)
+
+    response = client.post(reverse("matching:case_create"), _case_post(faces.upload(OBAMA), reference=reference))
+
+    assert response.status_code == 400
+    assert "A reference may hold only letters A-Z and a-z, digits 0-9, spaces and - _ . /" in response.content.decode()
+    assert not Case.objects.exists() and not Photo.objects.exists() and _stored_files(media_root) == before
+
+
 def test_case_page_shows_counts_but_never_a_pending_subject(client, alice, enrol, open_case):
     enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
     enrol("BIDEN-REF", BIDEN, display_name="Joe Biden")

@@ -22,10 +22,11 @@ from portal.audit import (
     checkpoints_read,
     event_payload,
 )
-from portal.models import AuditChainHead, AuditEvent
+from portal.models import AuditChainHead, AuditEvent, AuditViewCounter
 
 EVENTS = AuditEvent._meta.db_table
 HEADS = AuditChainHead._meta.db_table
+COUNTERS = AuditViewCounter._meta.db_table
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +41,7 @@ def _only_this_tests_log(db) -> None:
     # Verification covers the whole log, and rows committed by other processes (a worker finishing a task after
     # an earlier test) would be signed with another key. Emptied inside the test's transaction, so rolled back.
     sql(f"DELETE FROM {HEADS}")
+    sql(f"DELETE FROM {COUNTERS}")
     sql(f"DELETE FROM {EVENTS}")
 
 
@@ -319,6 +321,242 @@ def test_no_write_waits_on_another_organisations_chain(org, other_org, alice, bo
     finally:
         release.set()
         thread.join(20)
+
+
+# Views are numbered from the moment they are written: what a database administrator can and cannot do to them
+# before they are sealed (README, "Tamper-evident activity log")
+
+
+def views(org, user, count: int) -> list[AuditEvent]:
+    return [audit_view_record(action="media.face", actor=user, organisation=org) for _ in range(count)]
+
+
+def test_each_view_takes_the_next_number_of_its_organisation(org, other_org, alice, charlie, bob):
+    from portal.audit import audit_views_record
+
+    first = views(org, alice, 2)
+    elsewhere = views(other_org, charlie, 1)
+    audit_views_record(action="media.face", actor=bob, organisation_id=org.pk, targets=[org, org, org])
+
+    numbered = list(AuditEvent.objects.filter(chain=org.pk).order_by("view_seq").values_list("view_seq", flat=True))
+    assert [v.view_seq for v in first] == [1, 2] and elsewhere[0].view_seq == 1
+    assert numbered == [1, 2, 3, 4, 5]
+    assert AuditViewCounter.objects.get(chain=org.pk).last_view == 5
+
+
+def test_the_number_is_signed(org, alice):
+    # Given a view whose number is changed to fill a gap left by a deleted one
+    first, second = views(org, alice, 2)
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [first.pk])
+    sql(f"UPDATE {EVENTS} SET view_seq = 1 WHERE id = %s", [second.pk])
+    sql(f"UPDATE {COUNTERS} SET last_view = 1 WHERE chain = %s", [org.pk])
+
+    with pytest.raises(CommandError, match=rf"a view \(id {second.pk}\).*altered"):
+        verify()
+
+
+def test_an_unsealed_view_moved_to_another_organisation_is_detected(org, other_org, alice):
+    view = views(org, alice, 1)[0]
+    sql(f"UPDATE {EVENTS} SET chain = %s, organisation_id = %s WHERE id = %s", [other_org.pk, other_org.pk, view.pk])
+
+    with pytest.raises(CommandError, match=rf"a view \(id {view.pk}\).*altered"):
+        verify()
+
+
+def test_deleting_an_unsealed_view_is_detected_before_it_is_sealed(org, alice):
+    # Given three views that the beat has not sealed yet, and the middle one is deleted
+    recorded = views(org, alice, 3)
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [recorded[1].pk])
+
+    # Then verification finds the gap at once, with no seal and no checkpoint
+    with pytest.raises(CommandError, match=rf"chain {org.pk}: view 2 is missing: it was deleted"):
+        verify()
+
+
+def test_deleting_the_newest_unsealed_view_is_detected_while_the_counter_counts_it(org, alice):
+    recorded = views(org, alice, 3)
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [recorded[2].pk])
+
+    with pytest.raises(CommandError, match=rf"chain {org.pk}: view 3 is missing: it was deleted"):
+        verify()
+
+
+def test_deleting_the_newest_unsealed_views_and_rewinding_the_counter_is_not_detected(org, alice):
+    # Given the newest two views, which no later view or seal has counted yet, are deleted and the counter is
+    # rewound to match: the one deletion this log cannot see (as with a chain's newest events and no checkpoint)
+    recorded = views(org, alice, 4)
+    sql(f"DELETE FROM {EVENTS} WHERE id IN (%s, %s)", [recorded[2].pk, recorded[3].pk])
+    sql(f"UPDATE {COUNTERS} SET last_view = 2 WHERE chain = %s", [org.pk])
+
+    assert "Activity log intact" in verify()
+    # And the next view takes the deleted number: from then on the erasure cannot be told from a shorter history
+    assert views(org, alice, 1)[0].view_seq == 3
+    assert "Activity log intact" in verify()
+
+
+def test_once_a_later_view_exists_an_earlier_one_cannot_be_deleted_unseen(org, alice):
+    # Given view 2 is deleted after view 3 was written, and the counter rewound as far as it can go without
+    # hiding view 3
+    recorded = views(org, alice, 3)
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [recorded[1].pk])
+    sql(f"UPDATE {COUNTERS} SET last_view = 3 WHERE chain = %s", [org.pk])
+
+    with pytest.raises(CommandError, match="view 2 is missing"):
+        verify()
+
+
+def test_once_sealed_views_cannot_be_cut_from_the_end_by_rewinding_the_counter(org, alice):
+    # Given three views are sealed, then the newest is taken out of its seal and deleted, and the counter rewound
+    recorded = views(org, alice, 3)
+    audit_views_seal()
+    sql(f"UPDATE {EVENTS} SET sealed_by_id = NULL WHERE id = %s", [recorded[2].pk])
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [recorded[2].pk])
+    sql(f"UPDATE {COUNTERS} SET last_view = 2 WHERE chain = %s", [org.pk])
+
+    with pytest.raises(CommandError, match=rf"chain {org.pk}: view 3 is missing: it was deleted"):
+        verify()
+
+
+def _copy_view(view: AuditEvent) -> None:
+    """The database administrator's replay: the same signed row inserted again, under a new id. They drop the
+    unique index that would refuse it first, as they can."""
+    sql("DROP INDEX IF EXISTS auditevent_unique_chain_view_seq")
+    columns = [f.column for f in AuditEvent._meta.concrete_fields if f.column not in ("id", "sealed_by_id")]
+    listed = ", ".join(columns)
+    sql(f"INSERT INTO {EVENTS} ({listed}) SELECT {listed} FROM {EVENTS} WHERE id = %s", [view.pk])
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["unsealed", "sealed"])
+def test_a_replayed_copy_of_a_view_is_detected(org, alice, sealed):
+    # Given a copy of an old view re-inserted, while the original is still unsealed or after it was sealed
+    recorded = views(org, alice, 3)
+    if sealed:
+        audit_views_seal()
+    _copy_view(recorded[0])
+
+    with pytest.raises(CommandError, match=rf"chain {org.pk}: view 1 is there 2 times .*a copy was inserted"):
+        verify()
+
+
+def test_a_view_deleted_and_inserted_again_under_a_new_id_changes_nothing(org, alice):
+    recorded = views(org, alice, 2)
+    _copy_view(recorded[0])
+    sql(f"DELETE FROM {EVENTS} WHERE id = %s", [recorded[0].pk])
+
+    assert "Activity log intact: 0 events in 0 chains, 2 views" in verify()
+
+
+def test_the_seal_records_the_gaps_and_copies_it_finds(org, alice, caplog):
+    # Given one view deleted in the middle, the newest deleted, and a copy of the first inserted
+    recorded = views(org, alice, 5)
+    sql(f"DELETE FROM {EVENTS} WHERE id IN (%s, %s)", [recorded[1].pk, recorded[4].pk])
+    _copy_view(recorded[0])
+
+    # When the beat seals them
+    assert audit_views_seal() == 4
+
+    # Then the signed seal says what was missing and what was there twice, and verification reports it
+    seal = AuditEvent.objects.get(action="audit.seal")
+    assert seal.detail["views_through"] == 5
+    assert seal.detail["missing"] == [[2, 2], [5, 5]] and seal.detail["duplicates"] == [1]
+    assert "view numbers missing: 2, 5; held more than once: 1." in caplog.text
+    with pytest.raises(CommandError, match=rf"event {seal.seq} of chain {org.pk}.*found views 2, 5 missing"):
+        verify()
+
+
+def test_a_seal_counts_views_even_when_every_pending_one_was_deleted(org, alice):
+    recorded = views(org, alice, 2)
+    audit_views_seal()
+    newest = views(org, alice, 2)
+    sql(f"DELETE FROM {EVENTS} WHERE id IN (%s, %s)", [newest[0].pk, newest[1].pk])
+
+    assert audit_views_seal() == 0
+    seal = AuditEvent.objects.filter(action="audit.seal").order_by("-seq").first()
+    assert (seal.detail["views"], seal.detail["views_through"], seal.detail["missing"]) == (0, 4, [[3, 4]])
+    assert recorded[0].view_seq == 1
+
+
+def test_a_rolled_back_view_leaves_no_gap(org, alice):
+    # Given a view recorded inside a transaction that is then rolled back
+    views(org, alice, 1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        views(org, alice, 1)
+        raise RuntimeError("the request failed")
+
+    # Then its number is given to the next view, and the log verifies
+    assert views(org, alice, 1)[0].view_seq == 2
+    assert "Activity log intact: 0 events in 0 chains, 2 views (2 not sealed yet)" in verify()
+
+
+@pytest.mark.postgresql_only("Row locks need PostgreSQL; SQLite locks the whole database.")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
+def test_concurrent_views_get_consecutive_numbers_and_the_sealer_sees_no_false_gap(org, alice, bob, first_commits):
+    from django.db import connections
+
+    from tests.conftest import wait_for
+
+    # Given view 1 is committed, and one reviewer's request has recorded view 2 but not committed yet
+    views(org, alice, 1)
+    recorded, release, errors, pids = threading.Event(), threading.Event(), [], []
+
+    def first_request() -> None:
+        try:
+            with transaction.atomic():
+                views(org, alice, 1)
+                recorded.set()
+                assert release.wait(30)
+                if not first_commits:
+                    raise RuntimeError("the first request fails")
+        except RuntimeError:
+            pass
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            recorded.set()
+            connections.close_all()
+
+    def second_request() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            views(org, bob, 1)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=first_request)
+    first.start()
+    assert recorded.wait(30)
+    second = threading.Thread(target=second_request)
+    second.start()
+
+    def second_waits_for_the_counter() -> bool:
+        if not pids:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [pids[0]])
+            return cursor.fetchone() is not None
+
+    try:
+        # When another reviewer's request records a view meanwhile, it waits for the counter
+        wait_for(second_waits_for_the_counter, timeout=30, message="the second view to wait for the counter")
+        # And the beat seals now: it seals view 1 and sees no gap, though view 2 is taken and not yet committed
+        assert audit_views_seal() == 1
+        assert "missing" not in AuditEvent.objects.get(action="audit.seal").detail
+    finally:
+        release.set()
+        first.join(30)
+        second.join(30)
+    assert not errors, errors
+
+    # Then the second view took the next number after the first committed, or the first's number if it rolled back
+    numbers = sorted(AuditEvent.objects.filter(action="media.face").values_list("view_seq", "actor__username"))
+    assert numbers == ([(1, "alice"), (2, "alice"), (3, "bob")] if first_commits else [(1, "alice"), (2, "bob")])
+    audit_views_seal()
+    assert "Activity log intact" in verify()
 
 
 # Actors are kept

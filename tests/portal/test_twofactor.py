@@ -114,3 +114,52 @@ def test_a_code_already_used_says_so_and_to_wait_for_the_next_one(client, two_fa
     TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=0, throttling_failure_timestamp=None)
     wrong = other.post(reverse("two_factor_verify"), {"token": "000000" if _code(device) != "000000" else "111111"})
     assert "That code is not valid" in wrong.content.decode()
+
+
+# The session is renewed at every change of privilege, so that a session id planted before it is worth nothing
+
+
+def _planted(session_key: str):
+    """A browser carrying someone else's session cookie."""
+    from django.conf import settings
+    from django.test import Client
+
+    browser = Client()
+    browser.cookies[settings.SESSION_COOKIE_NAME] = session_key
+    return browser
+
+
+@pytest.mark.parametrize("step", ["two_factor_verify", "two_factor_setup"])
+def test_a_session_id_planted_before_the_second_factor_is_worth_nothing_after_it(
+    client, two_factor, bob, password, step
+):
+    # Given an attacker who knows bob's password, signed in and stopped at the second factor with session P
+    if step == "two_factor_verify":
+        device = TOTPDevice.objects.create(user=bob, name="phone", confirmed=True)
+    attacker = _password_only(client, bob, password)
+    if step == "two_factor_setup":
+        attacker.get(reverse(step))
+        device = TOTPDevice.objects.get(user=bob)
+    planted = attacker.session.session_key
+
+    # When P is planted in bob's browser and bob enters his code there
+    browser = _planted(planted)
+    confirmed = browser.post(reverse(step), {"token": _code(device), "next": "/admin/reviews/reviewitem/"})
+
+    # Then bob is through, under a new session id, and P no longer opens anything
+    assert confirmed.status_code == 302 and confirmed.url == "/admin/reviews/reviewitem/"
+    assert browser.cookies["sessionid"].value != planted
+    assert browser.get("/admin/reviews/reviewitem/").status_code == 200
+    stale = _planted(planted).get("/admin/reviews/reviewitem/")
+    assert stale.status_code == 302 and stale.url.startswith(reverse("login")), stale.status_code
+
+
+def test_signing_in_renews_the_session(client, bob, password):
+    client.get(reverse("login"))
+    client.session.save()
+    before = client.cookies["sessionid"].value
+
+    client.post(reverse("login"), {"username": bob.username, "password": password})
+
+    assert client.cookies["sessionid"].value != before
+    assert _planted(before).get(reverse("home")).status_code == 302

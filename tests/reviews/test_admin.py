@@ -136,8 +136,40 @@ def test_blind_review_hides_the_first_reason_from_the_second_reviewer(client, re
     decide(candidate, rita, reason="Jaw line and ears agree.")
     after = client.get(change_url(candidate)).content.decode()
 
-    assert "scar above the left eyebrow" not in before and "1 other reviewer has decided" in before
+    assert "scar above the left eyebrow" not in before and "Blind review" in before
     assert "scar above the left eyebrow" in after
+
+
+def _decisions_field(page: str) -> str:
+    """The candidate page's "decisions so far", as shown."""
+    (field,) = re.findall(r'field-history.*?<div class="readonly">(.*?)</div>', page, re.S)
+    return field.strip()
+
+
+def test_blind_review_does_not_say_whether_anyone_has_decided(client, reviewers, org, alice):
+    from tests.factories import candidate_with
+
+    # Given two candidates waiting for rita: bob has decided one and nobody the other
+    bob, rita = reviewers
+    decided, untouched = (candidate_with(organisation=org, created_by=alice) for _ in range(2))
+    decide(decided, bob, reason="Ear shape agrees.")
+    for candidate in (decided, untouched):
+        analysed(candidate, rita)
+    client.force_login(rita)
+
+    # When she opens each
+    pages = [client.get(change_url(candidate)).content.decode() for candidate in (decided, untouched)]
+
+    # Then both say the same: neither how many have decided, nor whether anyone has
+    shown = [_decisions_field(page) for page in pages]
+    assert shown[0] == shown[1]
+    assert "Blind review" in shown[0] and "once you record yours" in shown[0]
+    assert not any(re.search(r"\d+ other reviewers? ha(s|ve) decided|None yet", page) for page in pages)
+    assert "bob" not in shown[0]
+    # And once she has decided, the page shows bob's decision beside hers
+    decide(decided, rita, reason="Nose bridge agrees.")
+    after = _decisions_field(client.get(change_url(decided)).content.decode())
+    assert "Ear shape agrees." in after and "Nose bridge agrees." in after
 
 
 def test_policy_can_hide_the_scores_until_the_comparison_is_recorded(client, reviewers, dana, candidate, org):
@@ -509,7 +541,7 @@ def test_a_decided_open_item_shows_the_reviewers_own_recorded_worksheet(client, 
 # Reads: opening the queue or a candidate writes nothing but the activity log.
 
 WRITE = re.compile(r'^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE)
-ACTIVITY_LOG_TABLES = {"portal_auditevent", "portal_auditchainhead"}
+ACTIVITY_LOG_TABLES = {"portal_auditevent", "portal_auditchainhead", "portal_auditviewcounter"}
 
 
 def test_opening_the_queue_and_a_candidate_writes_only_the_activity_log(client, reviewers, candidate, audit_run):

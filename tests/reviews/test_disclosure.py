@@ -128,6 +128,32 @@ def test_a_report_without_a_pdf_answers_not_found_for_its_pdf(client, dana, open
     assert "No PDF: the worker could not load Pango" in listing and "download.pdf" not in listing
 
 
+@pytest.mark.parametrize(
+    ("reference", "in_name"),
+    [("a/../../b.exe;", "a-b-exe-"), ("report\u202efdp.exe", "report-fdp-exe-"), ("\u202e;", "")],
+    ids=["path", "right-to-left", "nothing-left"],
+)
+def test_a_report_downloads_under_a_safe_name_whatever_its_case_reference(client, dana, org, reference, in_name):
+    # Given a finished report of a case whose reference was stored before references were limited
+    from tests.factories import CaseFactory
+
+    case = CaseFactory(organisation=org, reference=reference)
+    report = DisclosureReport.objects.create(case=case, status="done", requested_by=dana)
+    report.html.save("r.html", ContentFile(b"<p>report</p>"))
+    report.pdf.save("r.pdf", ContentFile(b"%PDF-1.4"))
+    client.force_login(dana)
+
+    # When it is downloaded and viewed
+    pdf = client.get(reverse("reviews:disclosure_download", args=[report.pk, "pdf"]))
+    html = client.get(reverse("reviews:disclosure_download", args=[report.pk, "html"]))
+    shown = client.get(reverse("reviews:disclosure_view", args=[report.pk]))
+
+    # Then each file name holds only ASCII letters, digits and hyphens before its extension
+    assert pdf["Content-Disposition"] == f'attachment; filename="disclosure-{in_name}{report.pk}.pdf"'
+    assert html["Content-Disposition"] == f'attachment; filename="disclosure-{in_name}{report.pk}.html"'
+    assert shown["Content-Disposition"] == f'inline; filename="disclosure-{in_name}{report.pk}.html"'
+
+
 # Who may request a report, and what it shows while candidates are open. Rows stand in for real searches.
 
 

@@ -14,14 +14,19 @@ def test_review_is_blind_until_ones_own_decision_is_recorded(org, alice, reviewe
     candidate = candidate_with(organisation=org, created_by=alice)
     decide(candidate, bob, reason="Ear shape agrees.")
 
-    # When the second reviewer opens it, then they see only how many have decided
+    # When the second reviewer opens it, then they see no decision, and not how many there are: their worksheet
+    # reads as it does on a candidate nobody has decided
     before = worksheet_for(rita, candidate)
-    assert (before.hidden_decisions, before.decisions, before.blockers) == (1, [], [])
+    untouched = worksheet_for(rita, candidate_with(organisation=org, created_by=alice))
+    assert [getattr(before, k) for k in vars(before) if "decision" in k] == [
+        getattr(untouched, k) for k in vars(untouched) if "decision" in k
+    ]
+    assert (before.decisions_hidden, before.decisions, before.blockers) == (True, [], [])
 
     # And once they have decided too, they see each decision and reason, and may not decide again
     decide(candidate, rita, reason="Nose bridge agrees.")
     after = worksheet_for(rita, candidate)
-    assert after.hidden_decisions == 0
+    assert after.decisions_hidden is False
     assert [d.reason for d in after.decisions] == ["Ear shape agrees.", "Nose bridge agrees."]
     assert after.own_latest.reason == "Nose bridge agrees."
     assert any("already decided" in b for b in after.blockers)

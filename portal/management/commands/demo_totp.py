@@ -61,7 +61,12 @@ class Command(BaseCommand):
     def handle(self, *args, username: str, **options) -> None:
         if settings.DEPLOYMENT == "production":
             raise CommandError("demo_totp is for the demo only; it refuses DEPLOYMENT=production.")
-        user = get_user_model().objects.select_related("membership__organisation").filter(username=username).first()
+        user = (
+            get_user_model()
+            .objects.select_related("membership__organisation")
+            .filter(username__iexact=username)
+            .first()
+        )
         if user is None or not is_demo_account(user):
             raise CommandError(f"{username} is not an account of the demo organisation.")
         shown = demo_totp_code(user)

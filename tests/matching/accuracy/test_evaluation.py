@@ -169,3 +169,47 @@ def test_erasing_an_evaluation_set_deletes_its_encodings_and_keeps_its_runs(audi
     assert AuditEvent.objects.filter(action="audit.dataset_erase", detail__samples=erased).exists()
     with pytest.raises(AuditError, match="fewer than two"):
         audit_run_create(dataset=dataset, organisation=audit_run.organisation, acting_user=dana)
+
+
+def test_an_evaluation_set_whose_zip_names_one_file_twice_is_refused_and_nothing_is_stored(dana, org, media_root):
+    import os
+
+    from matching import bulk
+    from matching.models import AuditDataset
+    from tests.matching.test_bulk import zip_of_entries
+
+    # Given a zip in which "a.jpg" and "./A.jpg" unpack to one file: which face is measured would depend on order
+    archive = zip_of_entries(("a.jpg", b"first face"), ("./A.jpg", b"second face"))
+    files_before = sorted(os.path.join(d, f) for d, _, fs in os.walk(media_root) for f in fs)
+    datasets_before = AuditDataset.objects.count()  # the shared set other tests import may be there
+
+    with pytest.raises(bulk.BulkRejected, match=r"a\.jpg and \./A\.jpg: the zip holds 2 entries that unpack"):
+        evaluation.audit_dataset_create(
+            name="Set", organisation=org, manifest=b"file,identity\na.jpg,p1\n", archive=archive, acting_user=dana
+        )
+
+    assert AuditDataset.objects.count() == datasets_before
+    assert sorted(os.path.join(d, f) for d, _, fs in os.walk(media_root) for f in fs) == files_before
+
+
+def test_a_stored_evaluation_set_whose_zip_names_one_file_twice_fails_and_keeps_nothing(dana, org):
+    from django.core.files.base import ContentFile
+
+    from matching.models import AuditDataset
+    from tests.matching.test_bulk import zip_of_entries
+
+    # Given an evaluation set stored before such zips were refused, waiting for its import
+    dataset = AuditDataset(name="Old set", organisation=org, attributes=[], created_by=dana, rows_total=1)
+    dataset.archive.save("old.zip", ContentFile(zip_of_entries(("a.jpg", b"1"), ("a.jpg", b"2"))), save=False)
+    dataset.manifest.save("old.csv", ContentFile(b"file,identity\na.jpg,p1\n"), save=False)
+    dataset.save()
+    stored = [dataset.archive.name, dataset.manifest.name]
+
+    # When the worker imports it
+    evaluation.audit_dataset_import(dataset_id=dataset.pk)
+
+    # Then it fails whole, saying why, with no sample and neither upload left
+    dataset.refresh_from_db()
+    assert dataset.status == "failed" and "a.jpg: the zip holds 2 entries" in dataset.failure_reason
+    assert not dataset.samples.exists() and not dataset.archive and not dataset.manifest
+    assert not any(dataset.archive.storage.exists(name) for name in stored)
