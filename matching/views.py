@@ -4,6 +4,7 @@ import csv
 from functools import wraps
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,6 +13,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -593,39 +595,122 @@ def _settings_context(organisation, proposed: float) -> dict:
     return context
 
 
+# The settings page's own steps. (Forms of their own would sit in forms.py; they are kept beside the one view that
+# uses them until that module is free to change.)
+
+
+class PolicyForm(OrganisationSettingsForm):
+    """The plain policy: the threshold and the candidates per face are confirmed, not saved."""
+
+    distance_threshold = None
+    max_candidates = None
+
+
+class OperatingPointForm(ThresholdConfirmForm):
+    field_order = ["threshold", "max_candidates", "understood"]
+    max_candidates = forms.IntegerField(
+        label="Candidates listed per face, at most",
+        min_value=1,
+        max_value=50,
+        required=False,
+        help_text="The figures on this page count someone enrolled as found whenever their photo is within the "
+        "threshold; with fewer places, a true match can also be pushed off the list by closer strangers.",
+    )
+
+
+class RetentionForm(forms.Form):
+    retention_days = forms.IntegerField(
+        label="Retention period (days after a case is closed; empty: none)",
+        min_value=0,
+        max_value=services.RETENTION_MAX_DAYS,
+        required=False,
+    )
+
+
+class RetentionChangeForm(RetentionForm):
+    understood = forms.BooleanField(
+        label="I have read what this change does to the closed cases listed above", required=True
+    )
+
+
+def _retention_preview(organisation, form: RetentionForm) -> dict | None:
+    """What the period in a bound form would do to closed cases; None while there is no valid period to show."""
+    if not form.is_bound or (not form.is_valid() and "retention_days" in form.errors):
+        return None
+    days = form.cleaned_data["retention_days"]
+    if days == organisation.retention_days:
+        return {"days": days, "unchanged": True}
+    return {"days": days, **services.retention_change_effect(organisation=organisation, retention_days=days)}
+
+
+def _retention_message(previous: int | None, days: int | None, effect: dict) -> str:
+    def period(value: int | None) -> str:
+        return "none" if value is None else f"{value} days"
+
+    def cases(kind: str, verb: str, verbs: str) -> str:
+        n = len(effect[kind])
+        return f"{n} closed case{'' if n == 1 else 's'} {verb if n == 1 else verbs}" if n else ""
+
+    said = [
+        f"Retention period changed from {period(previous)} to {period(days)}.",
+        cases("due_now", "is purged by the next sweep.", "are purged by the next sweep."),
+        cases("earlier", "is purged earlier.", "are purged earlier."),
+        cases("later", "is purged later.", "are purged later."),
+        cases("no_longer", "is no longer purged.", "are no longer purged."),
+        "The change is recorded in the activity log.",
+    ]
+    return " ".join(part for part in said if part)
+
+
 @role_required(access.can_manage_organisation)
 @require_http_methods(["GET", "POST"])
 def organisation_settings(request):
     organisation = access.organisation_of(request.user)
-    fields = [
-        "distance_threshold",
-        "max_candidates",
-        "target_fmr",
-        "fpir_ceiling",
-        "audit_max_age_days",
-        "require_valid_audit",
-    ]
-    confirming = request.method == "POST" and request.POST.get("action") == "confirm"
-    form = OrganisationSettingsForm(
-        request.POST if request.method == "POST" and not confirming else None,
-        initial={f: getattr(organisation, f) for f in fields},
+    action = request.POST.get("action", "policy") if request.method == "POST" else None
+    form = PolicyForm(
+        request.POST if action == "policy" else None,
+        initial={f: getattr(organisation, f) for f in PolicyForm.base_fields},
     )
-    suggested = organisation.distance_threshold
+    proposed = organisation.distance_threshold
     if organisation.threshold_confirmed_at is None:
         point = gallery_risk.operating_point_for(gallery_risk.threshold_consequences(organisation))
-        suggested = point.proposed if point.proposed is not None else organisation.distance_threshold
-    confirm_form = ThresholdConfirmForm(request.POST if confirming else None, initial={"threshold": suggested})
-    if confirming and confirm_form.is_valid():
+        proposed = point.proposed if point.proposed is not None else organisation.distance_threshold
+    if request.GET.get("threshold"):
+        try:
+            proposed = min(1.5, max(0.05, float(request.GET["threshold"])))
+        except ValueError:
+            pass
+    confirm_form = OperatingPointForm(
+        request.POST if action == "confirm" else None,
+        initial={"threshold": proposed, "max_candidates": organisation.max_candidates},
+    )
+    retention_form = RetentionChangeForm(request.POST if action == "retention" else None, auto_id="id_retention_%s")
+    retention_query = RetentionForm(request.GET) if "retention_days" in request.GET else retention_form
+    if action == "confirm" and confirm_form.is_valid():
         try:
             services.organisation_threshold_confirm(
-                organisation=organisation, threshold=confirm_form.cleaned_data["threshold"], acting_user=request.user
+                organisation=organisation,
+                threshold=confirm_form.cleaned_data["threshold"],
+                max_candidates=confirm_form.cleaned_data["max_candidates"],
+                acting_user=request.user,
             )
         except services.ServiceError as error:
             confirm_form.add_error(None, str(error))
         else:
             messages.success(request, "Threshold confirmed; matching is on. Photos held for it are being searched.")
             return redirect("matching:organisation_settings")
-    elif request.method == "POST" and not confirming and form.is_valid():
+    elif action == "retention" and retention_form.is_valid():
+        previous, days = organisation.retention_days, retention_form.cleaned_data["retention_days"]
+        try:
+            _, effect = services.organisation_retention_set(
+                organisation=organisation, retention_days=days, acting_user=request.user
+            )
+        except services.ServiceError as error:
+            retention_form.add_error(None, str(error))
+        else:
+            messages.success(request, _retention_message(previous, days, effect))
+            return redirect(reverse("matching:organisation_settings") + "#retention")
+    elif action == "policy" and form.is_valid():
         try:
             organisation_update(organisation=organisation, acting_user=request.user, **form.cleaned_data)
         except ValidationError as error:
@@ -633,19 +718,17 @@ def organisation_settings(request):
         else:
             messages.success(request, "Settings saved. The change is recorded in the audit log.")
             return redirect("matching:organisation_settings")
-    proposed = suggested
-    if confirming and confirm_form.is_valid():
-        proposed = confirm_form.cleaned_data["threshold"]
-    elif request.GET.get("threshold"):
-        try:
-            proposed = min(1.5, max(0.05, float(request.GET["threshold"])))
-        except ValueError:
-            pass
+    if action == "confirm":  # show the figures of the threshold that was about to be confirmed
+        proposed = getattr(confirm_form, "cleaned_data", {}).get("threshold") or proposed
     context = _settings_context(organisation, proposed)
     context.update(
         {
             "form": form,
             "confirm_form": confirm_form,
+            "retention_form": retention_form,
+            "retention_query": retention_query,
+            "retention_preview": _retention_preview(organisation, retention_query),
+            "retention_sweep_minutes": max(1, int(settings.RETENTION_SWEEP_SECONDS) // 60),
             "organisation": organisation,
             "held_photos": Photo.objects.filter(organisation=organisation, status="held").count(),
         }

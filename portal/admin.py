@@ -7,7 +7,8 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
+from django.utils.text import format_lazy
 
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
@@ -86,8 +87,51 @@ class SuperuserOnlyUserAdmin(UserAdmin):
                 self.message_user(request, f"{user}: {error}", messages.ERROR)
 
 
+_SETTINGS = reverse_lazy("matching:organisation_settings")
+
+
+class OrganisationAdminForm(forms.ModelForm):
+    class Meta:
+        model = Organisation
+        fields = [
+            "name",
+            "slug",
+            "distance_threshold",
+            "max_candidates",
+            "target_fmr",
+            "fpir_ceiling",
+            "audit_max_age_days",
+            "retention_days",
+            "keep_originals",
+            "require_valid_audit",
+            "permitted_purpose",
+            "legal_basis",
+            "use_case_approved_at",
+            "threshold_confirmed_at",
+            "threshold_confirmed_by",
+        ]
+        # Shown beside the read-only values: where, and how, they change.
+        help_texts = {
+            "distance_threshold": format_lazy(
+                'Changed only by an org admin confirming a threshold on <a href="{}">the settings page</a>, beside '
+                "what it means for searches of this gallery.",
+                _SETTINGS,
+            ),
+            "max_candidates": format_lazy(
+                'Confirmed with the threshold on <a href="{}">the settings page</a>.', _SETTINGS
+            ),
+            "retention_days": format_lazy(
+                'Changed only by an org admin on <a href="{}#retention">the settings page</a>, which first lists the '
+                "closed cases the change brings due, moves, or stops purging. Empty: kept until erased by hand.",
+                _SETTINGS,
+            ),
+            "slug": "Members sign in as &lt;slug&gt;.&lt;name&gt;. Only a superuser sets it.",
+        }
+
+
 @admin.register(Organisation)
 class OrganisationAdmin(ScopedAdmin, admin.ModelAdmin):
+    form = OrganisationAdminForm
     organisation_path = "pk"
     list_display = ["name", "slug", "distance_threshold", "max_candidates", "use_case_approved_at", "created_at"]
     search_fields = ["name", "slug"]
@@ -95,14 +139,20 @@ class OrganisationAdmin(ScopedAdmin, admin.ModelAdmin):
     view_check = staticmethod(access.can_manage_organisation)
     add_check = staticmethod(lambda user: False)
     use_case_fields = ("permitted_purpose", "legal_basis")
+    # Each is its own step on /settings/, which shows what it does first, for superusers too: a superuser is no
+    # member, so they are confirmed there by the organisation's own admin.
+    settings_fields = ("distance_threshold", "max_candidates", "retention_days")
 
     def get_readonly_fields(self, request, obj=None):
-        # Only a superuser records what an organisation may search for, and on what legal basis.
-        # The threshold is confirmed on /settings/, beside what it means for this gallery, never here.
+        # Only a superuser records what an organisation may search for, and on what legal basis, and names its
+        # members' namespace.
         confirmation = ["threshold_confirmed_at", "threshold_confirmed_by"]
         if access.is_superuser(request.user):
-            return ["use_case_approved_at", *confirmation]
-        return [*self.use_case_fields, "use_case_approved_at", *confirmation]
+            return [*self.settings_fields, "use_case_approved_at", *confirmation]
+        return ["slug", *self.settings_fields, *self.use_case_fields, "use_case_approved_at", *confirmation]
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return self.prepopulated_fields if obj is None else {}
 
     def get_queryset(self, request):
         queryset = admin.ModelAdmin.get_queryset(self, request)

@@ -45,17 +45,25 @@ def _slug_check(slug: str, *, organisation_id: int | None = None) -> None:
 
 @transaction.atomic
 def organisation_update(*, organisation: Organisation, acting_user: Any, **changes: Any) -> Organisation:
-    """Change an organisation's matching settings, recording old and new values."""
+    """Change an organisation's matching settings, recording old and new values.
+
+    Not the threshold, the candidates per face or the retention: each changes only in its own step on /settings/
+    (matching.services.organisation_threshold_confirm, organisation_retention_set), after the page has said what
+    it does, so that no other door (admin, API, script) changes them unseen.
+    """
+    own_step = {"distance_threshold", "max_candidates", "retention_days"} & set(changes)
+    if own_step:
+        raise AccessError(
+            f"{', '.join(sorted(own_step))}: changed only on the settings page (/settings/), which shows first "
+            "what the change does, and records it."
+        )
     allowed = {
         "name",
         "slug",
-        "distance_threshold",
-        "max_candidates",
         "target_fmr",
         "fpir_ceiling",
         "audit_max_age_days",
         "require_valid_audit",
-        "retention_days",
         "keep_originals",
     }
     unknown = set(changes) - allowed

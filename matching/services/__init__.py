@@ -6,7 +6,8 @@
 - `processing`: one photo through detection and encoding, safe to run twice, and the sweeper;
 - `searching`: a photo's faces against the gallery, in one worker or in shards;
 - `retention`: erasure, closing cases and purging them after their retention;
-- `thresholds`: confirming the organisation's threshold, which matching waits for.
+- `thresholds`: what only a deliberate step on /settings/ changes: the threshold, which matching waits for,
+  and the retention period.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from matching.services.retention import (
     case_reopen,
     cases_purge_expired,
     field_file_delete,
+    retention_change_effect,
     subject_erase,
 )
 from matching.services.searching import (
@@ -59,10 +61,17 @@ from matching.services.searching import (
     search_results_store,
     shard_results_store,
 )
-from matching.services.thresholds import THRESHOLD_HOLD, organisation_threshold_confirm, photo_hold_for_threshold
+from matching.services.thresholds import (
+    RETENTION_MAX_DAYS,
+    THRESHOLD_HOLD,
+    organisation_retention_set,
+    organisation_threshold_confirm,
+    photo_hold_for_threshold,
+)
 from matching.services.uploads import StoredFiles, UploadedImage, uploaded_image_read
 
 __all__ = [
+    "RETENTION_MAX_DAYS",
     "THRESHOLD_HOLD",
     "USE_CASE_REFUSAL",
     "BiometricsRemoved",
@@ -91,6 +100,7 @@ __all__ = [
     "gallery_shard_search",
     "gallery_shards",
     "organisation_gallery",
+    "organisation_retention_set",
     "organisation_threshold_confirm",
     "photo_claim",
     "photo_detect",
@@ -103,6 +113,7 @@ __all__ = [
     "probe_face_set_unsuitable",
     "probe_photo_search",
     "reference_faces_store",
+    "retention_change_effect",
     "search_results_store",
     "shard_results_store",
     "subject_enrol",

@@ -238,3 +238,44 @@ def cases_purge_expired(*, now=None) -> int:
             )
         purged += 1
     return purged
+
+
+# Read-only: what a change of the retention period does to closed cases, shown on /settings/ before it is made.
+
+
+def retention_change_effect(
+    *, organisation: Any, retention_days: int | None, now=None
+) -> dict[str, list[dict[str, Any]]]:
+    """Which closed cases not yet purged a new retention period moves, and how. Writes nothing.
+
+    A closed case is purged at its closing time plus the period in force when the sweep runs, so a change moves
+    every such case at once. "due_now": due under the new period and not under the old one, purged by the next
+    sweep; "earlier": brought forward, still ahead; "later": postponed; "no_longer": kept until erased by hand.
+    Each case: case_id, reference, closed_at, due_before, due_after (None: never), oldest closed first.
+    """
+    now = now or timezone.now()
+    previous = organisation.retention_days
+    effect: dict[str, list[dict[str, Any]]] = {"due_now": [], "earlier": [], "later": [], "no_longer": []}
+    if previous == retention_days:
+        return effect
+    closed = Case.objects.filter(organisation=organisation, closed_at__isnull=False, purged_at__isnull=True)
+    for case_id, reference, closed_at in closed.order_by("closed_at", "pk").values_list("pk", "reference", "closed_at"):
+        before = closed_at + timedelta(days=previous) if previous is not None else None
+        after = closed_at + timedelta(days=retention_days) if retention_days is not None else None
+        row = {
+            "case_id": case_id,
+            "reference": reference,
+            "closed_at": closed_at,
+            "due_before": before,
+            "due_after": after,
+        }
+        if after is None:
+            effect["no_longer"].append(row)
+        elif after <= now:
+            if before is None or before > now:
+                effect["due_now"].append(row)
+        elif before is None or after < before:
+            effect["earlier"].append(row)
+        else:
+            effect["later"].append(row)
+    return effect

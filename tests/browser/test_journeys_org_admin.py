@@ -1,6 +1,6 @@
 """The org admin's journeys in headless Chromium: inviting (and withdrawing), recording reviewers' training,
-confirming the threshold, enrolling a gallery, requesting a disclosure report, reading the activity log and
-reopening a closed case.
+confirming the threshold, changing the retention period, enrolling a gallery, requesting a disclosure report,
+reading the activity log and reopening a closed case.
 
 Reading a finished bulk-enrolment report is in test_flows.py; here the batch is uploaded through the page and
 processed by the worker.
@@ -17,12 +17,13 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from matching.models import Photo
+from matching.models import Case, Photo
 from matching.services import case_close
 from portal.models import Invitation
 from reviews.models import TrainingAttestation
 from tests.browser.conftest import JOURNEY_SHOTS, images_loaded, log_in
 from tests.conftest import BIDEN, OBAMA, OBAMA_2, decide, wait_for
+from tests.factories import CaseFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -144,7 +145,60 @@ def test_org_admin_confirms_the_threshold_on_the_settings_page(
     expect(page.locator("#threshold-confirm")).to_have_count(0)
     org.refresh_from_db()
     assert org.threshold_confirmed_at is not None and org.threshold_confirmed_by == dana
+    # and the page says what is in use, by whom, and that changing it is confirming another
+    change = page.locator("#threshold-change")
+    expect(change).to_contain_text(f"Threshold in use: {org.distance_threshold}, at most 5 candidates per face")
+    expect(change).to_contain_text("Confirmed by dana")
+    expect(change.locator("button:has-text('Confirm this threshold')")).to_have_count(1)
     journey_shot("confirmed")
+
+
+def test_org_admin_shortens_the_retention_after_seeing_what_it_does_to_closed_cases(
+    page, journey_shot, live_server, dana, alice, org, password
+):
+    # Given a 30-day retention, a case closed 20 days ago and one closed 2 days ago
+    org.retention_days = 30
+    org.save(update_fields=["retention_days"])
+    now = timezone.now()
+    for reference, days in (("OLD-1", 20), ("RECENT-1", 2)):
+        case = CaseFactory(organisation=org, created_by=alice, reference=reference)
+        Case.objects.filter(pk=case.pk).update(closed_at=now - datetime.timedelta(days=days))
+    log_in(page, live_server, "dana", password)
+
+    # When dana asks the settings page what 7 days would do
+    page.goto(f"{live_server.url}/settings/")
+    retention = page.locator("#retention")
+    expect(retention).to_contain_text("purged 30 days after it is closed")
+    retention.locator("input[name=retention_days]").first.fill("7")
+    retention.locator("button:has-text('Show what this does')").click()
+
+    # Then it lists the case that becomes due now and the one purged earlier, with dates, and nothing has changed
+    expect(page.locator("#retention-due-now")).to_contain_text("1 closed case becomes due now")
+    expect(page.locator("#retention-due-now")).to_contain_text("OLD-1")
+    expect(page.locator("#retention-earlier")).to_contain_text("RECENT-1")
+    org.refresh_from_db()
+    assert org.retention_days == 30
+    journey_shot("preview")
+
+    # and confirming without ticking that she has read it is refused
+    understood = page.locator("#retention-preview input[name=understood]")
+    understood.evaluate("el => el.removeAttribute('required')")
+    page.locator("#retention-preview button:has-text('Change the retention period to 7 days')").click()
+    expect(page.locator("#retention-preview .errorlist")).to_be_visible()
+    org.refresh_from_db()
+    assert org.retention_days == 30
+
+    # When she ticks it and confirms
+    page.locator("#retention-preview input[name=understood]").check()
+    page.locator("#retention-preview button:has-text('Change the retention period to 7 days')").click()
+
+    # Then she is told what it did, and the page shows the new period
+    message = _messages(page)
+    assert "Retention period changed from 30 days to 7 days. 1 closed case is purged by the next sweep." in message
+    expect(page.locator("#retention")).to_contain_text("purged 7 days after it is closed")
+    org.refresh_from_db()
+    assert org.retention_days == 7
+    journey_shot("changed")
 
 
 @pytest.mark.worker

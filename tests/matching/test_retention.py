@@ -464,3 +464,123 @@ def test_closing_a_case_does_not_block_the_worker_from_adding_rows_to_it(alice, 
     assert not failure
     case.refresh_from_db()
     assert case.closed_at is not None
+
+
+# Changing the retention period: its own step on /settings/, which says first what it does to closed cases
+
+
+def _closed_cases(org, alice) -> tuple[Case, Case]:
+    """With a 30-day retention: OLD-1 closed 20 days ago (due in 10), RECENT-1 closed 2 days ago (due in 28),
+    beside an open case and a purged one that no change touches."""
+    now = timezone.now()
+    org.retention_days = 30
+    org.save(update_fields=["retention_days"])
+    old = CaseFactory(organisation=org, created_by=alice, reference="OLD-1")
+    recent = CaseFactory(organisation=org, created_by=alice, reference="RECENT-1")
+    CaseFactory(organisation=org, created_by=alice, reference="OPEN-1")
+    purged = CaseFactory(organisation=org, created_by=alice, reference="PURGED-1")
+    Case.objects.filter(pk=old.pk).update(closed_at=now - timedelta(days=20))
+    Case.objects.filter(pk=recent.pk).update(closed_at=now - timedelta(days=2))
+    Case.objects.filter(pk=purged.pk).update(closed_at=now - timedelta(days=40), purged_at=now - timedelta(days=10))
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    return old, recent
+
+
+def _day(moment) -> str:
+    return f"{timezone.localtime(moment):%Y-%m-%d}"
+
+
+def test_shortening_the_retention_says_which_closed_cases_become_due_before_it_is_confirmed(client, alice, dana, org):
+    # Given two closed cases under a 30-day retention
+    old, recent = _closed_cases(org, alice)
+    url = reverse("matching:organisation_settings")
+    client.force_login(dana)
+
+    # When dana asks what 7 days would do
+    page = client.get(url, {"retention_days": "7"}).content.decode()
+
+    # Then the page says, case by case and with dates, which become due now and which are purged earlier
+    preview = page[page.index('id="retention-preview"') :]
+    due_now = preview[preview.index('id="retention-due-now"') :]
+    assert "1 closed case becomes due now" in due_now
+    assert "OLD-1" in due_now and f"closed {_day(old.closed_at)}" in due_now
+    earlier = preview[preview.index('id="retention-earlier"') :]
+    assert "1 closed case is purged earlier" in earlier and "RECENT-1" in earlier
+    assert f"{_day(recent.closed_at + timedelta(days=30))} → {_day(recent.closed_at + timedelta(days=7))}" in earlier
+    assert "OPEN-1" not in preview and "PURGED-1" not in preview
+    org.refresh_from_db()
+    assert org.retention_days == 30  # nothing changes by looking
+
+    # When she confirms without saying she has read it, nothing changes
+    refused = client.post(url, {"action": "retention", "retention_days": "7"})
+    assert refused.status_code == 400 and 'id="retention-preview"' in refused.content.decode()
+    org.refresh_from_db()
+    assert org.retention_days == 30
+
+    # When she confirms
+    response = client.post(url, {"action": "retention", "retention_days": "7", "understood": "on"}, follow=True)
+
+    # Then the period is 7 days, she is told what it did, and the log names the cases
+    org.refresh_from_db()
+    assert org.retention_days == 7
+    assert "1 closed case is purged by the next sweep" in response.content.decode()
+    event = AuditEvent.objects.get(action="organisation.retention_change")
+    assert event.actor == dana and event.detail["retention_days"] == [30, 7]
+    assert event.detail["cases"] == {"due_now": [old.pk], "earlier": [recent.pk], "later": [], "no_longer": []}
+    # and the next sweep purges the case that became due, and only it
+    services.cases_purge_expired()
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    assert old.purged_at is not None and recent.purged_at is None
+
+
+def test_clearing_the_retention_says_which_closed_cases_are_no_longer_purged(client, alice, dana, org):
+    old, recent = _closed_cases(org, alice)
+    url = reverse("matching:organisation_settings")
+    client.force_login(dana)
+
+    # When dana asks what an empty retention would do
+    page = client.get(url, {"retention_days": ""}).content.decode()
+
+    # Then the page says that both closed cases stop being purged, and when they were due
+    kept = page[page.index('id="retention-no-longer"') :]
+    assert "2 closed cases are no longer purged" in kept
+    assert f"OLD-1</strong>, closed {_day(old.closed_at)}, was due {_day(old.purge_due_at)}" in kept
+    assert "RECENT-1" in kept
+
+    # When she confirms
+    client.post(url, {"action": "retention", "retention_days": "", "understood": "on"})
+
+    # Then closed cases are kept until erased by hand, and the log says which cases that stopped
+    org.refresh_from_db()
+    assert org.retention_days is None
+    event = AuditEvent.objects.get(action="organisation.retention_change")
+    assert event.detail["retention_days"] == [30, None]
+    assert sorted(event.detail["cases"]["no_longer"]) == sorted([old.pk, recent.pk])
+
+
+def test_lengthening_the_retention_postpones_closed_cases_and_says_so(alice, dana, org):
+    old, recent = _closed_cases(org, alice)
+
+    effect = services.retention_change_effect(organisation=org, retention_days=60)
+
+    assert [c["case_id"] for c in effect["later"]] == [old.pk, recent.pk]
+    assert effect["later"][0]["due_before"] == old.closed_at + timedelta(days=30)
+    assert effect["later"][0]["due_after"] == old.closed_at + timedelta(days=60)
+    assert effect["due_now"] == effect["earlier"] == effect["no_longer"] == []
+
+
+def test_only_the_organisations_admin_changes_its_retention_and_only_to_a_sane_value(alice, bob, dana, erin, org):
+    _closed_cases(org, alice)
+
+    for user in (alice, bob, erin):
+        with pytest.raises(services.ServiceError, match="org admin"):
+            services.organisation_retention_set(organisation=org, retention_days=None, acting_user=user)
+    for days in (-1, 100_000):
+        with pytest.raises(services.ServiceError, match="retention"):
+            services.organisation_retention_set(organisation=org, retention_days=days, acting_user=dana)
+
+    org.refresh_from_db()
+    assert org.retention_days == 30
+    assert not AuditEvent.objects.filter(action="organisation.retention_change").exists()

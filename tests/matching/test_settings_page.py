@@ -74,25 +74,68 @@ def test_with_every_measured_group_weak_nothing_is_proposed(client, dana, audit_
     assert "No threshold keeps every measured group under your ceiling" in page
 
 
-def test_changing_the_threshold_is_recorded(client, dana, org):
+POLICY = {"target_fmr": "0.001", "fpir_ceiling": "0.5", "audit_max_age_days": "180"}
+
+
+def test_the_policy_form_does_not_change_the_threshold_or_max_candidates(client, dana, org):
+    # Given an organisation whose threshold dana confirmed at 0.6
+    confirmed_at = org.threshold_confirmed_at
     client.force_login(dana)
 
+    # When the "Matching and review policy" form is posted with another threshold and number of candidates
     response = client.post(
         reverse("matching:organisation_settings"),
-        {
-            "distance_threshold": "0.5",
-            "max_candidates": "5",
-            "target_fmr": "0.001",
-            "fpir_ceiling": "0.5",
-            "audit_max_age_days": "180",
-        },
+        {**POLICY, "fpir_ceiling": "0.4", "distance_threshold": "0.9", "max_candidates": "50"},
     )
 
+    # Then the policy is saved, but the threshold and the candidates stay as confirmed
     assert response.status_code == 302
     org.refresh_from_db()
-    assert org.distance_threshold == 0.5
+    assert org.fpir_ceiling == 0.4
+    assert (org.distance_threshold, org.max_candidates, org.threshold_confirmed_at) == (0.6, 5, confirmed_at)
     event = AuditEvent.objects.get(action="organisation.update")
-    assert event.actor == dana and event.detail["changes"]["distance_threshold"] == [0.6, 0.5]
+    assert event.detail["changes"] == {"fpir_ceiling": [0.5, 0.4]}
+
+
+def test_a_confirmed_threshold_is_changed_only_by_confirming_the_new_one_beside_its_figures(
+    client, dana, audit_run, org
+):
+    # Given a gallery, and a threshold confirmed at 0.6
+    _mixed_gallery(org)
+    confirmed_at = org.threshold_confirmed_at
+    client.force_login(dana)
+
+    # When dana asks for the figures at 0.5
+    page = client.get(reverse("matching:organisation_settings"), {"threshold": "0.5"}).content.decode()
+
+    # Then the page says what is in use and since when, shows 0.5 beside it, and offers to confirm 0.5
+    change = page[page.index('id="threshold-change"') :]
+    assert "Threshold in use: 0.6" in change and "at most 5 candidates per face" in change
+    assert "at 0.5" in page[page.index('id="tradeoff-table"') :]
+    assert 'name="threshold" value="0.5"' in change and 'name="understood"' in change
+
+    # When she confirms it without saying she has read the figures
+    refused = client.post(reverse("matching:organisation_settings"), {"action": "confirm", "threshold": "0.5"})
+
+    # Then nothing changes
+    assert refused.status_code == 400
+    org.refresh_from_db()
+    assert org.distance_threshold == 0.6 and org.threshold_confirmed_at == confirmed_at
+
+    # When she confirms it, with 3 candidates per face
+    response = client.post(
+        reverse("matching:organisation_settings"),
+        {"action": "confirm", "threshold": "0.5", "max_candidates": "3", "understood": "on"},
+    )
+
+    # Then both are in use, confirmed by her now, and the log says what changed
+    assert response.status_code == 302
+    org.refresh_from_db()
+    assert (org.distance_threshold, org.max_candidates) == (0.5, 3)
+    assert org.threshold_confirmed_at > confirmed_at and org.threshold_confirmed_by == dana
+    event = AuditEvent.objects.get(action="organisation.threshold_confirm")
+    assert event.actor == dana
+    assert event.detail["threshold"] == [0.6, 0.5] and event.detail["max_candidates"] == [5, 3]
 
 
 def test_a_bad_threshold_is_refused_and_nothing_changes(client, dana, org):
@@ -100,18 +143,13 @@ def test_a_bad_threshold_is_refused_and_nothing_changes(client, dana, org):
 
     response = client.post(
         reverse("matching:organisation_settings"),
-        {
-            "distance_threshold": "7",
-            "max_candidates": "5",
-            "target_fmr": "0.001",
-            "fpir_ceiling": "0.5",
-            "audit_max_age_days": "180",
-        },
+        {"action": "confirm", "threshold": "7", "max_candidates": "500", "understood": "on"},
     )
 
     assert response.status_code == 400
     org.refresh_from_db()
-    assert org.distance_threshold == 0.6 and not AuditEvent.objects.filter(action="organisation.update").exists()
+    assert (org.distance_threshold, org.max_candidates) == (0.6, 5)
+    assert not AuditEvent.objects.filter(action__startswith="organisation.").exists()
 
 
 def test_reviewers_and_caseworkers_cannot_change_settings(client, bob, alice):

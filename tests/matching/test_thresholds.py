@@ -105,3 +105,55 @@ def test_held_photos_are_not_resent_by_the_stale_photo_sweeper(unconfirmed, open
 
     photo.refresh_from_db()
     assert photo.status == PhotoStatus.HELD
+
+
+def test_confirming_sets_the_number_of_candidates_with_the_threshold_or_refuses_both(dana, org):
+    with pytest.raises(services.ServiceError, match="candidates"):
+        services.organisation_threshold_confirm(organisation=org, threshold=0.5, max_candidates=0, acting_user=dana)
+    org.refresh_from_db()
+    assert (org.distance_threshold, org.max_candidates) == (0.6, 5)
+
+    confirmed = services.organisation_threshold_confirm(
+        organisation=org, threshold=0.5, max_candidates=10, acting_user=dana
+    )
+
+    assert (confirmed.distance_threshold, confirmed.max_candidates) == (0.5, 10)
+    event = AuditEvent.objects.get(action="organisation.threshold_confirm")
+    assert event.detail["threshold"] == [0.6, 0.5] and event.detail["max_candidates"] == [5, 10]
+
+
+def test_the_threshold_in_use_is_the_one_last_confirmed_whatever_door_is_tried(client, dana, org, django_user_model):
+    from portal.services import AccessError, organisation_update
+
+    # Given a threshold dana confirmed at 0.55, with 5 candidates per face
+    services.organisation_threshold_confirm(organisation=org, threshold=0.55, acting_user=dana)
+    root = django_user_model.objects.create_superuser("root", "root@example.org", "x")
+    change = {
+        "name": org.name,
+        "slug": org.slug,
+        "distance_threshold": "0.9",
+        "max_candidates": "50",
+        "target_fmr": "0.001",
+        "fpir_ceiling": "0.5",
+        "audit_max_age_days": "180",
+        "permitted_purpose": org.permitted_purpose,
+        "legal_basis": org.legal_basis,
+        "_save": "Save",
+    }
+
+    # When every other door is tried: the admin as org admin and as superuser, the policy form, the service
+    for user in (dana, root):
+        client.force_login(user)
+        client.post(reverse("admin:portal_organisation_change", args=[org.pk]), change)
+    client.force_login(dana)
+    client.post(reverse("matching:organisation_settings"), change)
+    try:
+        organisation_update(organisation=org, acting_user=dana, distance_threshold=0.9, max_candidates=50)
+    except AccessError:
+        pass
+
+    # Then what is in use is what was last confirmed, by whom and when it says
+    org.refresh_from_db()
+    last = AuditEvent.objects.filter(action="organisation.threshold_confirm").latest("id")
+    assert (org.distance_threshold, org.max_candidates) == (last.detail["threshold"][1], 5) == (0.55, 5)
+    assert org.threshold_confirmed_by == dana == last.actor

@@ -323,6 +323,28 @@ def test_the_schema_documents_each_form_field_of_the_uploads(client):
     assert schemas["CaseCreateRequest"]["properties"]["photos"]["items"]["format"] == "binary"
 
 
+def test_no_api_request_changes_what_the_settings_page_confirms(client):
+    # The threshold, the candidates per face and the retention change only on /settings/, each after the page has
+    # said what the change does; the organisation's slug is a superuser's. No API body may carry them.
+    schema = client.get(reverse("api-schema"), {"format": "json"}).json()
+    confirmed = {"distance_threshold", "max_candidates", "retention_days", "slug", "threshold_confirmed_at"}
+
+    def properties(node) -> set[str]:
+        if "$ref" in node:
+            node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+        return set(node.get("properties", {}))
+
+    writable = {
+        f"{method.upper()} {path}": properties(media["schema"])
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in ("post", "put", "patch")
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+    }
+    assert writable  # the walk found the API's request bodies
+    assert {route: fields & confirmed for route, fields in writable.items() if fields & confirmed} == {}
+
+
 def test_swagger_ui_is_served_from_this_origin(client):
     page = client.get(reverse("api-docs")).content.decode()
     script = client.get(reverse("api-docs"), {"script": ""})

@@ -126,11 +126,11 @@ def test_a_demo_case_once_closed_says_when_its_biometrics_are_purged(db, faces):
 
 
 def test_seeding_again_keeps_the_retention_an_org_admin_chose(db, faces):
-    from portal.services import organisation_update
+    from matching import services
 
     _seed(QUICK)
     dana = get_user_model().objects.get(username="dana")
-    organisation_update(organisation=dana.membership.organisation, acting_user=dana, retention_days=90)
+    services.organisation_retention_set(organisation=dana.membership.organisation, retention_days=90, acting_user=dana)
 
     _seed(QUICK)
 
