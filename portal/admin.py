@@ -12,7 +12,7 @@ from django.utils.text import format_lazy
 
 from portal import access
 from portal.admin_mixins import DeclaredLookupsOnly, ScopedAdmin, ServiceErrorsAsMessages
-from portal.audit import audit_detail_for
+from portal.audit import audit_detail_for, audit_events_for
 from portal.keys import api_key_create, api_key_revoke
 from portal.models import (
     ApiKey,
@@ -290,6 +290,10 @@ class AuditEventAdmin(DeclaredLookupsOnly, ScopedAdmin, admin.ModelAdmin):
     fields = readonly_fields = ["created_at", "action", "actor", "organisation", "target_type", "target_id", "shown"]
     view_check = staticmethod(access.can_manage_organisation)
     change_check = add_check = staticmethod(lambda user: False)
+
+    def get_queryset(self, request):
+        # Blind review: rows that would tell a reviewer that someone has decided are not listed to them.
+        return audit_events_for(request.user, super().get_queryset(request))
 
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)

@@ -36,6 +36,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import models, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from portal.models import AuditChainHead, AuditEvent, AuditViewCounter, Organisation
@@ -171,6 +172,26 @@ _detail_views: dict[str, DetailView] = {}
 
 def audit_detail_view_register(target_type: str, view: DetailView) -> None:
     _detail_views[target_type] = view
+
+
+# Which rows one viewer may not see at all, even without their detail: that a row exists can say too much (a
+# decision on a candidate the viewer may still decide tells them that someone has decided). The owning app
+# registers a rule that returns the rows to leave out, as a Q, or None when it leaves out nothing.
+RowsHidden = Callable[[Any], Q | None]
+_rows_hidden: list[RowsHidden] = []
+
+
+def audit_rows_hidden_register(rule: RowsHidden) -> None:
+    _rows_hidden.append(rule)
+
+
+def audit_events_for(user: Any, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+    """The rows of `events` this user may see listed."""
+    for rule in _rows_hidden:
+        hidden = rule(user)
+        if hidden is not None:
+            events = events.exclude(hidden)
+    return events
 
 
 def audit_detail_for(user: Any, event: AuditEvent) -> dict[str, Any]:

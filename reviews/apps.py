@@ -23,11 +23,12 @@ class ReviewsConfig(AppConfig):
 
     def ready(self) -> None:
         from matching.services import biometrics_listener_register, candidates_listener_register
-        from portal.audit import audit_detail_view_register
-        from reviews.selectors import audit_detail_of_analysis
+        from portal.audit import audit_detail_view_register, audit_rows_hidden_register
+        from reviews.selectors import audit_detail_of_analysis, audit_rows_hidden_from
         from reviews.services import audit_detail_of_candidate
 
         biometrics_listener_register(_disclosures_listener)
         candidates_listener_register(_warnings_listener)
         audit_detail_view_register("matching.Candidate", audit_detail_of_candidate)
         audit_detail_view_register("reviews.ProbeAnalysis", audit_detail_of_analysis)
+        audit_rows_hidden_register(audit_rows_hidden_from)

@@ -10,7 +10,8 @@ from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import CharField, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from matching.models import AgeBand, Candidate, Face, Outcome, years_between
@@ -188,6 +189,17 @@ def candidates_blind_to(user: Any) -> QuerySet[Candidate]:
         .exclude(case__accountable_by=user)
         .exclude(Exists(ReviewDecision.objects.filter(candidate=OuterRef("pk"), reviewer=user)))
     )
+
+
+def audit_rows_hidden_from(user: Any) -> Q | None:
+    """The activity-log rows about candidates this user may still decide that someone else wrote. Their detail is
+    hidden already (`audit_detail_of_candidate`), but a listed row by another reviewer would still say that
+    someone has decided, which blind review keeps from the reviewer until their own decision. Superusers decide
+    nothing and see every row."""
+    if access.is_superuser(user) or not access.can_review(user):
+        return None
+    blind = candidates_blind_to(user).annotate(pk_text=Cast("pk", CharField())).values("pk_text")
+    return Q(target_type="matching.Candidate", target_id__in=blind, actor__isnull=False) & ~Q(actor=user)
 
 
 def candidates_scores_hidden_from(user: Any) -> QuerySet[Candidate]:

@@ -327,15 +327,18 @@ def test_an_org_admin_who_may_still_decide_sees_no_decision_in_the_decisions_adm
     event = AuditEvent.objects.get(action="review.decide")
     client.force_login(dana)
 
-    # When she opens the decision, the list of decisions and the log entry
+    # When she opens the decision, the list of decisions, the activity log and the log entry
     change = client.get(reverse("admin:reviews_reviewdecision_change", args=[decision.pk]))
     listing = client.get(reverse("admin:reviews_reviewdecision_changelist")).content.decode()
-    log = client.get(reverse("admin:portal_auditevent_change", args=[event.pk])).content.decode()
+    log_listing = client.get(reverse("admin:portal_auditevent_changelist")).content.decode()
+    log = client.get(reverse("admin:portal_auditevent_change", args=[event.pk]))
 
-    # Then none of them shows bob's conclusion or reason
+    # Then none of them shows bob's conclusion or reason, nor even that someone has decided
     assert change.status_code == 404
     assert reverse("admin:reviews_reviewdecision_change", args=[decision.pk]) not in listing
-    assert "probable" not in log and "Blind review" in log
+    assert reverse("admin:portal_auditevent_change", args=[event.pk]) not in log_listing
+    assert "review.decide" not in log_listing
+    assert log.status_code == 404  # as a row that does not exist
     # And once she has decided, she sees them
     decide(row_candidate, dana, conclusion="identification", reason="Ears and jaw agree.")
     assert (
