@@ -90,7 +90,9 @@ def _face_purge(face: Face, now) -> None:
     Face.objects.filter(pk=face.pk).update(encoding=b"", purged_at=now, **FACE_FILES_EMPTY)
 
 
-def _photo_purge(photo: Photo, now) -> None:
+def photo_purge(photo: Photo, now) -> None:
+    """Delete a photo's files and its faces' biometrics, keeping the rows. Called under the lock of its subject
+    or case (see `photo_process_store`)."""
     for field_file in (photo.image, photo.original):
         field_file_delete(field_file)
     # Locked, so that a backfill writing a face's aligned image (faces_review_images_backfill) either finishes
@@ -107,7 +109,14 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     Open candidates that point at the subject are closed, since nobody can compare against a photo that is
     gone; decided ones keep their record without the biometrics.
     """
-    subject = Subject.objects.select_for_update(no_key=True).select_related("gallery__organisation").get(pk=subject.pk)
+    # The subject's row only (not its gallery's or organisation's): a worker storing one of its photos takes the
+    # subject first too, so the two run one after the other, and either the worker finds the subject erased or
+    # this finds its face (photo_process_store).
+    subject = (
+        Subject.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("gallery__organisation")
+        .get(pk=subject.pk)
+    )
     if subject.erased_at is not None:
         return
     organisation = subject.gallery.organisation
@@ -115,7 +124,7 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     photos = list(subject.photos.all())
     face_ids = list(Face.objects.filter(subject=subject, purged_at__isnull=True).values_list("id", flat=True))
     for photo in photos:
-        _photo_purge(photo, now)
+        photo_purge(photo, now)
     Face.objects.filter(subject=subject).exclude(purged_at__isnull=False).update(
         encoding=b"", purged_at=now, **FACE_FILES_EMPTY
     )
@@ -224,7 +233,7 @@ def cases_purge_expired(*, now=None) -> int:
                 continue
             photos = list(locked.photos.all())
             for photo in photos:
-                _photo_purge(photo, now)
+                photo_purge(photo, now)
             locked.purged_at = now
             locked.save(update_fields=["purged_at"])
             audit_record(
