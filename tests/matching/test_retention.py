@@ -524,6 +524,49 @@ def _in_thread(target, pids: list[int], errors: list[BaseException], results: li
     return thread
 
 
+@pytest.mark.parametrize("change", ["reopened", "retention lengthened"])
+@pytest.mark.postgresql_only("The sweep is held between its listing and its lock by a real row lock.")
+@pytest.mark.django_db(transaction=True)
+def test_a_case_reopened_after_the_sweep_listed_it_keeps_its_photos(alice, dana, org, open_case, change):
+    from django.db import transaction
+
+    from portal.models import Organisation
+
+    # Given a case closed past its retention, with its probe photo and face
+    org.retention_days = 7
+    org.save(update_fields=["retention_days"])
+    case = open_case(OBAMA_2, reference="R-SWEEP")
+    services.case_close(case=case, acting_user=alice, reason="Found safe.")
+    Case.objects.filter(pk=case.pk).update(closed_at=timezone.now() - timedelta(days=8))
+    photo = case.photos.get()
+    files = [photo.image.path, *[face.crop.path for face in photo.faces.all()]]
+    pids: list[int] = []
+    errors: list[BaseException] = []
+    purged: list[int] = []
+
+    # When the beat sweep lists the case and then waits for its row, which the org admin's request holds
+    with transaction.atomic():
+        Case.objects.select_for_update(no_key=True).get(pk=case.pk)
+        sweep = _in_thread(services.cases_purge_expired, pids, errors, purged)
+        wait_for(lambda: _waits_for_a_lock(pids), timeout=30, message="the sweep to wait for the case's row")
+        # and the org admin reopens the case (or lengthens the retention) and commits
+        if change == "reopened":
+            services.case_reopen(case=case, acting_user=dana, reason="New sighting.")
+        else:
+            Organisation.objects.filter(pk=org.pk).update(retention_days=30)
+    sweep.join(60)
+    assert not errors, errors
+
+    # Then the sweep, which goes on after the commit, purges nothing: the case keeps its photos
+    assert purged == [0]
+    case.refresh_from_db()
+    photo.refresh_from_db()
+    assert case.purged_at is None and photo.purged_at is None and photo.image
+    assert all(os.path.exists(path) for path in files)
+    assert not Face.objects.filter(photo=photo, purged_at__isnull=False).exists()
+    assert not AuditEvent.objects.filter(action="case.purge").exists()
+
+
 @pytest.mark.postgresql_only("The erasure is held open while the enrolment runs; row locks order the two.")
 @pytest.mark.django_db(transaction=True)
 def test_a_photo_enrolled_while_its_subject_is_erased_is_refused_or_erased(dana, faces, enrol, monkeypatch):
