@@ -256,6 +256,15 @@ class Photo(models.Model):
         return years_between(subject.born_on, self.captured_on)
 
 
+class FaceQuerySet(models.QuerySet["Face"]):
+    def live(self) -> FaceQuerySet:
+        """Faces whose biometrics may still be used or shown: not purged, of a photo not purged, and (reference
+        faces) of a subject not erased. A row of a face that is gone is kept for history, never served."""
+        return self.filter(purged_at__isnull=True, photo__purged_at__isnull=True).filter(
+            Q(subject__isnull=True) | Q(subject__erased_at__isnull=True)
+        )
+
+
 class Face(models.Model):
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="faces")
     organisation = models.ForeignKey("portal.Organisation", on_delete=models.CASCADE, related_name="+")
@@ -285,6 +294,8 @@ class Face(models.Model):
     unsuitable_at = models.DateTimeField(null=True, blank=True)
     unsuitable_reason = models.CharField(max_length=600, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FaceQuerySet.as_manager()
 
     class Meta:
         ordering = ["photo_id", "index"]

@@ -60,9 +60,11 @@ def face_thumbnails(user, faces: Iterable[Face]) -> dict[int, str | None]:
     says so in place of the image. Views are recorded only for the faces actually shown.
     """
     unique = {face.pk: face for face in faces}
-    shown = {
-        pk: face for pk, face in unique.items() if face.purged_at is None and face.crop and may_view_face(user, face)
-    }
+    shown = {pk: face for pk, face in unique.items() if face.purged_at is None and face.crop}
+    if shown:
+        # Faces of an erased subject or a purged photo are gone too, whatever their own row says.
+        live = set(Face.objects.live().filter(pk__in=shown).values_list("pk", flat=True))
+        shown = {pk: face for pk, face in shown.items() if pk in live and may_view_face(user, face)}
     if isinstance(default_storage, FileSystemStorage) or len(shown) < 2:
         contents = [_thumbnail(face) for face in shown.values()]
     else:

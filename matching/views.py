@@ -226,7 +226,7 @@ def face_crop(request, face_id: int):
     face = get_object_or_404(Face.objects.defer("encoding"), pk=face_id)
     if not selectors.may_view_face(request.user, face):
         raise Http404
-    if face.purged_at is not None or not face.crop:
+    if not face.crop or not Face.objects.live().filter(pk=face.pk).exists():
         return _gone()
     audit_view_record(action="media.face", actor=request.user, organisation_id=face.organisation_id, target=face)
     return _private_image(face.crop)
@@ -244,7 +244,7 @@ def face_aligned(request, face_id: int):
     if not selectors.may_view_face(request.user, face):
         raise Http404
     photo = face.photo
-    if face.purged_at is not None or photo.purged_at is not None or not photo.image:
+    if not photo.image or not Face.objects.live().filter(pk=face.pk).exists():
         return _gone()
     if face.aligned:
         # Made when the face was detected; the fallback below is for faces detected before that.

@@ -58,6 +58,12 @@ def _subject_born_on(subject: Subject, born_on: date | None) -> None:
     subject.save(update_fields=["born_on"])
 
 
+def _subject_lock(subject: Subject) -> Subject:
+    """The subject's row, locked and read again: an erasure running meanwhile has either committed, and is refused
+    below, or waits until the new photos are committed, and erases them too (subject_erase takes this lock)."""
+    return Subject.objects.select_for_update(no_key=True).get(pk=subject.pk)
+
+
 def _refuse_erased(subject: Subject) -> None:
     # An erased subject stays as a tombstone under its code; photos added to it would bring a person the
     # organisation erased back into every search, under a name nobody sees.
@@ -99,6 +105,7 @@ def subject_enrol(
             "born_on": born_on,
         },
     )
+    subject = _subject_lock(subject)
     _refuse_erased(subject)
     _subject_born_on(subject, born_on)
     dates_check(captured_on=captured_on, born_on=subject.born_on)
@@ -174,6 +181,7 @@ def _batch_row_enrol(batch: EnrolmentBatch, row: bulk.ManifestRow, archive: bulk
                     "born_on": row.born_on,
                 },
             )
+            subject = _subject_lock(subject)
             _refuse_erased(subject)
             _subject_born_on(subject, row.born_on)
             dates_check(captured_on=row.captured_on, born_on=subject.born_on)

@@ -18,12 +18,15 @@ from django.utils import timezone
 from matching.engine import ENGINE_NAME, DetectedFace, detect_faces, engine_version
 from matching.imaging import ImageRejected, rgb_array
 from matching.models import (
+    Case,
     Face,
     Photo,
     PhotoKind,
     PhotoStatus,
+    Subject,
 )
 from matching.sealing import encoding_seal
+from matching.services.retention import photo_purge
 from matching.services.searching import gallery_change_record, probe_photo_search
 from matching.services.thresholds import photo_hold_for_threshold
 from matching.services.uploads import StoredFiles
@@ -191,33 +194,100 @@ def _faces_store(photo: Photo, detected: list[DetectedFace], files: StoredFiles)
 
 
 def photo_process(*, photo_id: int) -> None:
-    """Detect, encode and (for probes) search one photo. Safe to run twice."""
+    """Detect, encode and (for probes) search one photo. Safe to run twice.
+
+    Two steps, with no lock held between them: detection, which takes seconds, and storing, which decides
+    again under locks whether the photo, its subject or its case was erased or purged meanwhile."""
+    detected = photo_process_detect(photo_id=photo_id)
+    if detected is not None:
+        photo_process_store(photo_id=photo_id, detected=detected)
+
+
+def photo_process_detect(*, photo_id: int) -> list[DetectedFace] | None:
+    """The first step: claim the photo and detect its faces, outside any transaction.
+
+    None when there is nothing to store: another worker has the photo, it was refused or held, it is gone, or an
+    earlier attempt stored its faces (then this finishes the photo: a reference is done, a probe is searched)."""
     if not photo_claim(photo_id=photo_id):
-        return
-    photo = Photo.objects.select_related("organisation").get(id=photo_id)
+        return None
+    photo = Photo.objects.select_related("organisation", "subject", "case").get(id=photo_id)
+    if _gone_reason(photo):
+        # Not worth detecting; the storing step says so under its locks.
+        return []
     if photo.kind == PhotoKind.PROBE and photo.organisation.use_case_approved_at is None:
         photo_fail(photo_id=photo_id, reason=USE_CASE_REFUSAL)
-        return
+        return None
     if photo.kind == PhotoKind.PROBE and photo.organisation.threshold_confirmed_at is None:
         if photo_hold_for_threshold(photo_id=photo_id, organisation_id=photo.organisation_id):
-            return
+            return None
     if not photo.faces.exists():
-        detected = photo_detect(photo)
-        with StoredFiles() as files, transaction.atomic():
-            locked = Photo.objects.select_for_update(no_key=True).get(id=photo_id)
-            if locked.faces.exists() or locked.is_finished:
-                return
-            if photo.kind == PhotoKind.REFERENCE:
-                reference_faces_store(photo=locked, detected=detected, files=files)
-                return
-            _faces_store(locked, detected, files)
-            locked.status = PhotoStatus.MATCHING
-            locked.status_changed_at = timezone.now()
-            locked.save(update_fields=["status", "status_changed_at"])
-    elif photo.kind == PhotoKind.REFERENCE:
+        return photo_detect(photo)
+    if photo.kind == PhotoKind.REFERENCE:
         Photo.objects.filter(id=photo_id).update(status=PhotoStatus.DONE, status_changed_at=timezone.now())
-        return
+    else:
+        probe_photo_search(photo_id=photo_id)
+    return None
+
+
+ERASED_IN_FLIGHT = "The subject was erased while this photo was being processed; nothing was stored."
+PURGED_IN_FLIGHT = "The case's photos were purged while this photo was being processed; nothing was stored."
+
+
+def _gone_reason(photo: Photo) -> str | None:
+    """Why nothing may be stored for this photo (its subject erased, its case or itself purged), or None."""
+    if photo.subject_id is not None and (photo.subject.erased_at is not None or photo.purged_at is not None):
+        return ERASED_IN_FLIGHT
+    if photo.case_id is not None and (photo.case.purged_at is not None or photo.purged_at is not None):
+        return PURGED_IN_FLIGHT
+    return None
+
+
+def _photo_lock(photo_id: int) -> Photo:
+    """Lock the photo's owner (its subject or case), then the photo, and read all three fresh.
+
+    The owner first, as subject_erase and the case purge take it: an erasure or purge and a worker storing
+    faces then run one after the other, never interleaved, and never deadlock on each other."""
+    owner = Photo.objects.values("subject_id", "case_id").get(id=photo_id)
+    if owner["subject_id"] is not None:
+        list(Subject.objects.select_for_update(no_key=True).filter(pk=owner["subject_id"]).values_list("pk"))
+    else:
+        list(Case.objects.select_for_update(no_key=True).filter(pk=owner["case_id"]).values_list("pk"))
+    # A statement of its own, after the owner's lock: it sees what an erasure or purge committed meanwhile.
+    return Photo.objects.select_for_update(no_key=True, of=("self",)).select_related("subject", "case").get(id=photo_id)
+
+
+def photo_process_store(*, photo_id: int, detected: list[DetectedFace]) -> None:
+    """The second step: store the detected faces (a probe's are then searched), unless the photo, its subject or
+    its case was erased or purged since the photo was claimed; then nothing is stored and the photo fails with
+    the reason. Safe to run twice: a photo whose faces are stored, or which is finished, is left alone."""
+    with StoredFiles() as files, transaction.atomic():
+        locked = _photo_lock(photo_id)
+        if locked.is_finished:
+            return
+        gone = _gone_reason(locked)
+        if gone:
+            _photo_abandon(locked, gone)
+            return
+        if locked.faces.exists():
+            return
+        if locked.kind == PhotoKind.REFERENCE:
+            reference_faces_store(photo=locked, detected=detected, files=files)
+            return
+        _faces_store(locked, detected, files)
+        locked.status = PhotoStatus.MATCHING
+        locked.status_changed_at = timezone.now()
+        locked.save(update_fields=["status", "status_changed_at"])
     probe_photo_search(photo_id=photo_id)
+
+
+def _photo_abandon(photo: Photo, reason: str) -> None:
+    """Fail a photo that is gone, under its locks. A photo whose owner is gone but which the erasure or purge
+    never saw (no path adds one, but a row may be made by hand) loses its files here."""
+    if photo.purged_at is None:
+        photo_purge(photo, timezone.now())
+    Photo.objects.filter(pk=photo.pk).update(
+        status=PhotoStatus.FAILED, failure_reason=reason, status_changed_at=timezone.now()
+    )
 
 
 def reference_faces_store(*, photo: Photo, detected: list[DetectedFace], files: StoredFiles) -> None:

@@ -30,6 +30,7 @@ from matching.services.exceptions import ServiceError
 from matching.services.searching import gallery_change_record
 from portal import access
 from portal.audit import audit_record
+from portal.models import Organisation
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ def _face_purge(face: Face, now) -> None:
     Face.objects.filter(pk=face.pk).update(encoding=b"", purged_at=now, **FACE_FILES_EMPTY)
 
 
-def _photo_purge(photo: Photo, now) -> None:
+def photo_purge(photo: Photo, now) -> None:
+    """Delete a photo's files and its faces' biometrics, keeping the rows. Called under the lock of its subject
+    or case (see `photo_process_store`)."""
     for field_file in (photo.image, photo.original):
         field_file_delete(field_file)
     # Locked, so that a backfill writing a face's aligned image (faces_review_images_backfill) either finishes
@@ -107,7 +110,14 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     Open candidates that point at the subject are closed, since nobody can compare against a photo that is
     gone; decided ones keep their record without the biometrics.
     """
-    subject = Subject.objects.select_for_update(no_key=True).select_related("gallery__organisation").get(pk=subject.pk)
+    # The subject's row only (not its gallery's or organisation's): a worker storing one of its photos takes the
+    # subject first too, so the two run one after the other, and either the worker finds the subject erased or
+    # this finds its face (photo_process_store).
+    subject = (
+        Subject.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("gallery__organisation")
+        .get(pk=subject.pk)
+    )
     if subject.erased_at is not None:
         return
     organisation = subject.gallery.organisation
@@ -115,7 +125,7 @@ def subject_erase(*, subject: Subject, acting_user: Any) -> None:
     photos = list(subject.photos.all())
     face_ids = list(Face.objects.filter(subject=subject, purged_at__isnull=True).values_list("id", flat=True))
     for photo in photos:
-        _photo_purge(photo, now)
+        photo_purge(photo, now)
     Face.objects.filter(subject=subject).exclude(purged_at__isnull=False).update(
         encoding=b"", purged_at=now, **FACE_FILES_EMPTY
     )
@@ -211,33 +221,42 @@ def cases_purge_expired(*, now=None) -> int:
     own transaction, so a failure leaves the others done and itself untouched.
     """
     now = now or timezone.now()
-    purged = 0
+    return sum(case_purge_if_due(case_id=case_id, now=now) for case_id in cases_due_for_purge(now=now))
+
+
+def cases_due_for_purge(*, now) -> list[int]:
+    """The cases whose retention had ended at `now`, as read without a lock: each is decided again, under its
+    lock, by `case_purge_if_due`."""
     due = Case.objects.filter(
         closed_at__isnull=False, purged_at__isnull=True, organisation__retention_days__isnull=False
     ).select_related("organisation")
-    for case in due:
-        if case.closed_at + timedelta(days=case.organisation.retention_days) > now:
-            continue
-        with transaction.atomic():
-            locked = Case.objects.select_for_update(no_key=True).get(pk=case.pk)
-            if locked.purged_at is not None:
-                continue
-            photos = list(locked.photos.all())
-            for photo in photos:
-                _photo_purge(photo, now)
-            locked.purged_at = now
-            locked.save(update_fields=["purged_at"])
-            audit_record(
-                action="case.purge",
-                organisation=case.organisation,
-                target=locked,
-                detail={"photos": len(photos), "retention_days": case.organisation.retention_days},
-            )
-            _listeners_tell(
-                BiometricsRemoved(kind="case.purge", organisation_id=case.organisation_id, case_ids=[case.pk])
-            )
-        purged += 1
-    return purged
+    return [case.pk for case in due.order_by("pk") if case.purge_due_at <= now]
+
+
+@transaction.atomic
+def case_purge_if_due(*, case_id: int, now) -> bool:
+    """Purge one case if, under its row lock, it is still closed and its retention, under the organisation's
+    current setting, has ended. A case reopened, or given a longer retention, since the sweep listed it keeps
+    its photos. A worker storing one of its photos takes the case's row first too (photo_process_store)."""
+    locked = Case.objects.select_for_update(no_key=True).get(pk=case_id)
+    # Read after the lock, in its own statement, so that a retention changed while this waited is seen.
+    locked.organisation = Organisation.objects.get(pk=locked.organisation_id)
+    due = locked.purge_due_at
+    if due is None or due > now:
+        return False
+    photos = list(locked.photos.all())
+    for photo in photos:
+        photo_purge(photo, now)
+    locked.purged_at = now
+    locked.save(update_fields=["purged_at"])
+    audit_record(
+        action="case.purge",
+        organisation=locked.organisation,
+        target=locked,
+        detail={"photos": len(photos), "retention_days": locked.organisation.retention_days},
+    )
+    _listeners_tell(BiometricsRemoved(kind="case.purge", organisation_id=locked.organisation_id, case_ids=[locked.pk]))
+    return True
 
 
 # Read-only: what a change of the retention period does to closed cases, shown on /settings/ before it is made.

@@ -23,6 +23,7 @@ from matching.models import (
     Photo,
     PhotoStatus,
     Search,
+    Subject,
 )
 from matching.quantised import GalleryIndex
 from matching.sealing import encoding_keys, encoding_open, encodings_open
@@ -269,7 +270,8 @@ def probe_photo_search(*, photo_id: int) -> None:
     """
     photo = Photo.objects.select_related("organisation").get(id=photo_id)
     organisation = Organisation.objects.get(id=photo.organisation_id)
-    pending = list(photo.faces.filter(search__isnull=True).order_by("index"))
+    # A purged face has no encoding left to search with; search_results_store finishes its photo.
+    pending = list(photo.faces.filter(search__isnull=True, purged_at__isnull=True).order_by("index"))
     threshold, k = organisation.distance_threshold, organisation.max_candidates
     if not pending:
         search_results_store(
@@ -361,6 +363,21 @@ def shard_results_store(
     )
 
 
+def _hits_still_searchable(face_hits: dict[int, list[Hit]]) -> dict[int, list[Hit]]:
+    """The hits whose gallery face is still searchable, under a lock on their subjects, ranked again from 1."""
+    subject_ids = sorted({hit.subject_id for hits in face_hits.values() for hit in hits})
+    if not subject_ids:
+        return face_hits
+    list(Subject.objects.select_for_update(no_key=True).filter(id__in=subject_ids).order_by("id").values_list("id"))
+    face_ids = {hit.face_id for hits in face_hits.values() for hit in hits}
+    live = set(
+        Face.objects.filter(id__in=face_ids, purged_at__isnull=True, subject__erased_at__isnull=True).values_list(
+            "id", flat=True
+        )
+    )
+    return {face_id: [hit for hit in hits if hit.face_id in live] for face_id, hits in face_hits.items()}
+
+
 @dataclass(frozen=True)
 class CandidatesStored:
     """New candidates of one photo's search, for the apps that keep something per candidate (reviews' warnings)."""
@@ -388,14 +405,25 @@ def search_results_store(
     gallery_faces: int,
     shards: int = 1,
 ) -> None:
-    """Store a Search per face and its Candidates, and finish the photo. Safe to run twice."""
+    """Store a Search per face and its Candidates, and finish the photo. Safe to run twice.
+
+    The search ran without a lock, so what changed since is decided here: a photo purged meanwhile stores
+    nothing, and a subject erased meanwhile is no candidate. The hits' subjects are locked (in id order), so an
+    erasure either finds the candidates stored here, and closes them, or is seen here."""
     with transaction.atomic():
         locked = Photo.objects.select_for_update(no_key=True).get(id=photo_id)
         if locked.status == PhotoStatus.DONE:
             return
+        if locked.purged_at is not None:
+            locked.status = PhotoStatus.FAILED
+            locked.failure_reason = "The case's photos were purged while this photo was being searched."
+            locked.status_changed_at = timezone.now()
+            locked.save(update_fields=["status", "failure_reason", "status_changed_at"])
+            return
+        face_hits = _hits_still_searchable(face_hits)
         organisation = Organisation.objects.get(id=locked.organisation_id)
         already = set(Search.objects.filter(face__photo=locked).values_list("face_id", flat=True))
-        faces = Face.objects.filter(id__in=list(face_hits)).order_by("index")
+        faces = Face.objects.filter(id__in=list(face_hits), purged_at__isnull=True).order_by("index")
         stored: list[int] = []
         for face in faces:
             if face.id in already:

@@ -16,7 +16,7 @@ from matching import services
 from matching.models import Case, EnrolmentBatch, Face, Photo
 from matching.tasks import purge_expired_cases
 from portal.models import AuditEvent
-from tests.conftest import BIDEN, OBAMA, OBAMA_2, decide
+from tests.conftest import BIDEN, OBAMA, OBAMA_2, decide, wait_for
 from tests.factories import CaseFactory
 from tests.matching.test_bulk import csv_bytes, make_zip
 
@@ -233,6 +233,32 @@ def test_another_organisation_gets_404_for_a_purged_image_too(client, charlie, d
     client.force_login(charlie)
 
     assert client.get(reverse("matching:photo_image", args=[photo.pk])).status_code == 404
+
+
+@pytest.mark.parametrize("gone", ["subject erased", "photo purged"])
+def test_a_face_whose_subject_or_photo_is_gone_answers_410_even_if_its_own_row_was_left_live(
+    client, bob, enrol, open_case, gone
+):
+    # Given a face whose own row still looks live, but whose subject was erased or whose photo was purged (what a
+    # worker storing faces during an erasure or a purge used to leave behind)
+    subject = enrol("OBAMA-REF", OBAMA)
+    face = Face.objects.get(subject=subject)
+    if gone == "subject erased":
+        type(subject).objects.filter(pk=subject.pk).update(erased_at=timezone.now())
+    else:
+        face = open_case(OBAMA_2, reference="G-2").photos.get().faces.get()
+        Photo.objects.filter(pk=face.photo_id).update(purged_at=timezone.now())
+    client.force_login(bob)
+
+    # When a reviewer asks for its crop and its aligned image
+    answers = [
+        client.get(reverse("matching:face_crop", args=[face.pk])).status_code,
+        client.get(reverse("matching:face_aligned", args=[face.pk])).status_code,
+    ]
+
+    # Then both are gone, and no view is recorded
+    assert answers == [410, 410]
+    assert not AuditEvent.objects.filter(action__startswith="media.").exists()
 
 
 # Erasure that leaves nothing
@@ -584,3 +610,133 @@ def test_only_the_organisations_admin_changes_its_retention_and_only_to_a_sane_v
     org.refresh_from_db()
     assert org.retention_days == 30
     assert not AuditEvent.objects.filter(action="organisation.retention_change").exists()
+
+
+# The sweep and the erasure against work that started before them
+
+
+def _waits_for_a_lock(pids: list[int]) -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", pids[:1] or [0])
+        return cursor.fetchone() is not None
+
+
+def _in_thread(target, pids: list[int], errors: list[BaseException], results: list):
+    import threading
+
+    from django.db import connection, connections
+
+    def run() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            results.append(target())
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("change", ["reopened", "retention lengthened"])
+@pytest.mark.postgresql_only("The sweep is held between its listing and its lock by a real row lock.")
+@pytest.mark.django_db(transaction=True)
+def test_a_case_reopened_after_the_sweep_listed_it_keeps_its_photos(alice, dana, org, open_case, change):
+    from django.db import transaction
+
+    from portal.models import Organisation
+
+    # Given a case closed past its retention, with its probe photo and face
+    org.retention_days = 7
+    org.save(update_fields=["retention_days"])
+    case = open_case(OBAMA_2, reference="R-SWEEP")
+    services.case_close(case=case, acting_user=alice, reason="Found safe.")
+    Case.objects.filter(pk=case.pk).update(closed_at=timezone.now() - timedelta(days=8))
+    photo = case.photos.get()
+    files = [photo.image.path, *[face.crop.path for face in photo.faces.all()]]
+    pids: list[int] = []
+    errors: list[BaseException] = []
+    purged: list[int] = []
+
+    # When the beat sweep lists the case and then waits for its row, which the org admin's request holds
+    with transaction.atomic():
+        Case.objects.select_for_update(no_key=True).get(pk=case.pk)
+        sweep = _in_thread(services.cases_purge_expired, pids, errors, purged)
+        wait_for(lambda: _waits_for_a_lock(pids), timeout=30, message="the sweep to wait for the case's row")
+        # and the org admin reopens the case (or lengthens the retention) and commits
+        if change == "reopened":
+            services.case_reopen(case=case, acting_user=dana, reason="New sighting.")
+        else:
+            Organisation.objects.filter(pk=org.pk).update(retention_days=30)
+    sweep.join(60)
+    assert not errors, errors
+
+    # Then the sweep, which goes on after the commit, purges nothing: the case keeps its photos
+    assert purged == [0]
+    case.refresh_from_db()
+    photo.refresh_from_db()
+    assert case.purged_at is None and photo.purged_at is None and photo.image
+    assert all(os.path.exists(path) for path in files)
+    assert not Face.objects.filter(photo=photo, purged_at__isnull=False).exists()
+    assert not AuditEvent.objects.filter(action="case.purge").exists()
+
+
+@pytest.mark.postgresql_only("The erasure is held open while the enrolment runs; row locks order the two.")
+@pytest.mark.django_db(transaction=True)
+def test_a_photo_enrolled_while_its_subject_is_erased_is_refused_or_erased(dana, faces, enrol, monkeypatch):
+    import threading
+
+    from matching.models import Subject
+    from matching.services import retention
+
+    # Given an erasure of a subject that has purged its photos and not yet committed
+    subject = enrol("OBAMA-REF", OBAMA)
+    paused, release = threading.Event(), threading.Event()
+    real_redact = retention._batch_reports_redact
+
+    def pausing_redact(erased):
+        paused.set()
+        assert release.wait(60)
+        return real_redact(erased)
+
+    monkeypatch.setattr(retention, "_batch_reports_redact", pausing_redact)
+    erasure_errors: list[BaseException] = []
+    erasure = _in_thread(
+        lambda: services.subject_erase(subject=Subject.objects.get(pk=subject.pk), acting_user=dana),
+        [],
+        erasure_errors,
+        [],
+    )
+    assert paused.wait(60)
+    upload = services.uploaded_image_read(faces.upload(OBAMA_2))
+
+    # When the org admin adds a photo to the same subject meanwhile
+    pids: list[int] = []
+    enrol_errors: list[BaseException] = []
+    enrolment = _in_thread(
+        lambda: services.subject_enrol(gallery=subject.gallery, code="OBAMA-REF", photos=[upload], acting_user=dana),
+        pids,
+        enrol_errors,
+        [],
+    )
+    wait_for(
+        lambda: not enrolment.is_alive() or _waits_for_a_lock(pids),
+        timeout=30,
+        message="the enrolment to finish or wait for the subject's row",
+    )
+    release.set()
+    erasure.join(60)
+    enrolment.join(60)
+    assert not erasure_errors, erasure_errors
+
+    # Then the enrolment waited for the erasure and was refused: the erased subject has no live photo
+    assert [str(error) for error in enrol_errors] == [
+        "The subject “OBAMA-REF” was erased; enrol the person under a new code."
+    ]
+    assert not Photo.objects.filter(subject=subject, purged_at__isnull=True).exists()

@@ -7,6 +7,7 @@ import io
 
 import pytest
 from django.core.files.base import ContentFile
+from django.utils import timezone
 from PIL import Image
 
 from matching.imaging import THUMBNAIL_SIDE
@@ -97,3 +98,18 @@ def test_another_organisations_member_gets_no_thumbnail_and_no_view_is_logged(ch
     # Then nothing is shown
     assert set(thumbnails.values()) == {None}
     assert _face_views() == []
+
+
+def test_a_face_of_an_erased_subject_shows_no_thumbnail_even_if_its_own_row_was_left_live(reviewers, candidate):
+    # Given a gallery face whose subject was erased while its own row was left live (what a worker storing faces
+    # during the erasure used to leave behind)
+    bob, _ = reviewers
+    probe, reference = candidate.search.face, candidate.reference_face
+    type(reference.subject).objects.filter(pk=reference.subject_id).update(erased_at=timezone.now())
+
+    # When a page embeds the candidate's faces
+    thumbnails = face_thumbnails(bob, [probe, reference])
+
+    # Then the erased subject's face is not shown, and only the probe's view is recorded
+    assert thumbnails[reference.pk] is None and thumbnails[probe.pk] is not None
+    assert _face_views() == [str(probe.pk)]
