@@ -144,11 +144,15 @@ def test_org_admin_makes_a_caseworker_a_reviewer_and_her_navigation_follows(
     page.click("input[name=_save]")
     page.wait_for_selector(".messagelist")
 
-    # Then the list shows her new role, and her next page carries the reviewer's navigation, not the cases
+    # Then the list shows her new role; the change ended alice's session (a session keeps no standing from a role
+    # she no longer has), and once she signs in again her pages carry the reviewer's navigation, not the cases
     row = page.locator("#result_list tbody tr", has_text="alice")
     assert "Reviewer" in row.inner_text()
     assert Membership.objects.get(user=alice).role == "reviewer"
     alice_page.reload()
+    assert "/accounts/login/" in alice_page.url
+    log_in(alice_page, live_server, "alice", password)
+    alice_page.goto(f"{live_server.url}/audits/")
     assert alice_page.locator("header.top nav a").all_inner_texts() == ["Bias audits", "Review & admin", "API token"]
     assert alice_page.goto(f"{live_server.url}{QUEUE}").status == 200
     alice_page.context.close()
