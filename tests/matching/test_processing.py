@@ -49,6 +49,8 @@ class PausedWorker:
     def _run(self, photo_id: int) -> None:
         try:
             services.photo_process(photo_id=photo_id)
+            if not self.paused.is_set():
+                raise AssertionError("photo_process returned without reaching its pause: was the photo claimed?")
         except BaseException as error:  # reported by the main thread
             self.errors.append(error)
             self.paused.set()
@@ -66,6 +68,13 @@ class PausedWorker:
         self.thread.join(120)
         assert not self.thread.is_alive()
         assert not self.errors, self.errors
+
+
+@pytest.fixture(autouse=True)
+def no_broker(monkeypatch):
+    """These tests play the worker themselves. A photo's task must not also reach a real worker that an earlier
+    test of the session started: it would claim the photo first, and the paused worker would find it taken."""
+    monkeypatch.setattr("portal.outbox._publish_after_commit", lambda row_id: None)
 
 
 @pytest.fixture
