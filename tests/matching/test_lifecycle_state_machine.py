@@ -6,12 +6,20 @@ A Hypothesis state machine plays, in random order, what happens to one organisat
   (`photo_process_store`), search, store the search's results; a worker may be lost mid-way and come back late;
 - people: the org admin erases subjects, enrols more photos and reopens cases, the caseworker closes cases and
   adds photos;
-- the beat: the purge sweep, split into its listing and its purging, and the stale-photo sweep.
+- the beat: the purge sweep, split into its listing and its purging, the stale-photo sweep, and the sealing of
+  views;
+- invitations: two org admins invite, and the admin demotes, deactivates and promotes them while invitations
+  wait; invitees accept;
+- the threshold, the candidates per face and the retention, changed through every door: the two steps on
+  /settings/, its policy form, the admin (as an org admin and as a superuser), the API and `organisation_update`;
+- the activity log: people view photos (each view a signed, numbered row), the beat seals them.
 
 Erasure, closing, reopening and the sweeps land between any two of a worker's steps, and between the sweep's
 listing and its purge. On PostgreSQL one more rule runs a worker's storing transaction in a thread, paused with
 its locks taken, while an erasure, a purge, a close, a reopen or an upload runs in another thread: the real row
-locks must order the two without a deadlock and without breaking a promise.
+locks must order the two without a deadlock and without breaking a promise. Two more hold one transaction open
+while another starts: a demotion (or deactivation) and the acceptance of the demoted admin's invitation, in
+either order; a view and a seal, in either order.
 
 After every step:
 - no live face, encoding or file belongs to an erased subject or to a purged case or photo, and no file is left
@@ -19,15 +27,21 @@ After every step:
 - an open case (a reopened one too) has none of its photos purged, and a purged case was closed for its whole
   retention when it was purged;
 - no candidate names an erased subject unless it was made before the erasure (and then it is closed), and the
-  gallery index a search would use holds exactly the searchable faces.
+  gallery index a search would use holds exactly the searchable faces;
+- every member joined on the authority of someone who could grant that role at that moment (as the
+  organisation's chain tells it), and no usable invitation stands on someone who can no longer grant it;
+- the threshold and candidates per face in use are those last confirmed on /settings/, and the retention the
+  one last set there;
+- the activity log verifies, unsealed views and all, and a view deleted at that moment (rolled back after) is
+  reported.
 
 Detection is synthetic (a fixed vector per photo, tiny JPEGs for the crop and review images), so that a step
 costs milliseconds: 200 examples of up to 50 steps take about four minutes on PostgreSQL. The test prints how
 many examples ran and what happened in them (how often a worker found its photo gone, a sweep kept a case
 reopened after its listing, a writer waited for a storing worker's locks).
 
-To add rules (invitations, threshold changes, the activity log): give them a section of their own below,
-keep the people in `self.users`, and add their promises as a `_check_*` method listed in `CHECKS`.
+To add rules: give them a section of their own below, keep the people in `self.users`, and add their promises
+as a `_check_*` method listed in `CHECKS`.
 """
 
 from __future__ import annotations
@@ -45,9 +59,11 @@ from unittest import mock
 import numpy as np
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection, connections
-from django.test import override_settings
+from django.db import connection, connections, transaction
+from django.test import Client, override_settings
+from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -64,7 +80,9 @@ from matching import services
 from matching.engine import DetectedFace, engine_version
 from matching.models import Candidate, Case, Face, Photo, PhotoStatus, Subject
 from matching.services import processing, searching
-from portal.models import AuditEvent, Organisation
+from portal import services as portal_services
+from portal.audit import audit_chain_verify, audit_view_record, audit_views_seal, chain_of
+from portal.models import AuditChainHead, AuditEvent, AuditViewCounter, Invitation, Membership, Organisation
 from tests.conftest import wait_for
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 
@@ -75,7 +93,12 @@ STEPS = int(os.environ.get("LIFECYCLE_STEPS", "50"))
 SUBJECTS = 3
 CASES = 2
 RETENTION_DAYS = 7
+INVITERS = ("admin2", "admin3")  # org admins whom the admin demotes, deactivates and promotes again
+ROLES = ("caseworker", "reviewer", "org_admin")
+SETTINGS_FIELDS = ("distance_threshold", "max_candidates", "retention_days")
+JOINER_PASSWORD = "a long passphrase nobody guesses 9"
 _example = itertools.count()
+_joiner = itertools.count()  # usernames of people who accept an invitation
 # What the examples did, printed at the end: proof that the interleavings that matter were played.
 EVENTS: Counter[str] = Counter()
 
@@ -130,11 +153,21 @@ class BiometricLifecycle(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 2**16))
     def setup(self, seed: int) -> None:
         n = self.number
+        _activity_log_clear()
         self.org = OrganisationFactory(slug=f"lc-{n}", retention_days=RETENTION_DAYS)
+        people = (("admin", "org_admin"), ("caseworker", "caseworker"), ("reviewer", "reviewer"))
+        people += tuple((name, "org_admin") for name in INVITERS)
         self.users = {
             name: MembershipFactory(user=UserFactory(username=f"lc{n}-{name}"), organisation=self.org, role=role).user
-            for name, role in (("admin", "org_admin"), ("caseworker", "caseworker"))
+            for name, role in people
         }
+        self.users["root"] = get_user_model().objects.create_superuser(f"lc{n}-root", f"lc{n}-root@example.org", "x")
+        # Who could grant what when the example began; the activity log says what changed since.
+        self.roles_at_start = {self.users[name].pk: role for name, role in people}
+        self.settings_at_start = (self.org.distance_threshold, self.org.max_candidates, self.org.retention_days)
+        self.tokens: list[str] = []  # invitations sent, not (yet) accepted
+        self.clients: dict[str, Client] = {}
+        self.log_verified: tuple | None = None  # the state of the log the last check verified
         rng = np.random.default_rng(seed)
         # Far apart (about 1.4), so that a probe finds the subject it shows (0.1 away) and nobody else.
         self.centres = rng.normal(0.0, 0.09, size=(SUBJECTS, 128))
@@ -390,13 +423,220 @@ class BiometricLifecycle(RuleBasedStateMachine):
         self._count_store(photo_id)
         self._new_photos_show(subject, case)
 
-    # To come, each in a section like those above: invitations and role changes (an org admin demoted while an
-    # invitation is pending), threshold and retention changes through the page, the API and the admin, and the
-    # activity log with its unsealed views; their promises go in CHECKS below.
+    # Invitations: two org admins invite; the admin demotes, deactivates and promotes them while invitations wait
+
+    @rule(inviter=st.sampled_from(INVITERS), role=st.sampled_from(ROLES))
+    def org_admin_invites(self, inviter: str, role: str) -> None:
+        try:
+            _, token = portal_services.invitation_create(
+                organisation=self.org,
+                email=f"joiner{len(self.tokens)}@example.org",
+                role=role,
+                acting_user=self.users[inviter],
+            )
+        except portal_services.AccessError:
+            EVENTS["invite: refused, the inviter may not grant the role now"] += 1
+        else:
+            self.tokens.append(token)
+            EVENTS["invite: sent"] += 1
+
+    @rule(who=st.sampled_from(INVITERS), role=st.sampled_from(ROLES))
+    def admin_changes_role(self, who: str, role: str) -> None:
+        membership = Membership.objects.get(user=self.users[who])
+        portal_services.member_set_role(membership=membership, role=role, acting_user=self.users["admin"])
+        EVENTS[f"role change to {role}"] += 1
+
+    @rule(who=st.sampled_from(INVITERS), active=st.booleans())
+    def admin_sets_active(self, who: str, active: bool) -> None:
+        membership = Membership.objects.get(user=self.users[who])
+        portal_services.member_set_active(membership=membership, active=active, acting_user=self.users["admin"])
+        EVENTS["member reactivated" if active else "member deactivated"] += 1
+
+    @precondition(lambda self: self.tokens)
+    @rule(pick=st.integers(0, 63))
+    def invitee_accepts(self, pick: int) -> None:
+        self._accept(self.tokens.pop(pick % len(self.tokens)))
+
+    def _accept(self, token: str) -> None:
+        try:
+            portal_services.invitation_accept(token=token, username=f"j{next(_joiner)}", password=JOINER_PASSWORD)
+        except portal_services.AccessError as error:
+            EVENTS[f"invitation refused: {_refusal_kind(error)}"] += 1
+        else:
+            EVENTS["invitation accepted"] += 1
+
+    @precondition(lambda self: self.tokens and connection.vendor == "postgresql")
+    @rule(
+        pick=st.integers(0, 63),
+        # One draw for both, so that every pairing comes up as often as the others.
+        race=st.sampled_from([(c, first) for c in ("caseworker", "reviewer", "deactivate") for first in (True, False)]),
+    )
+    def invitee_accepts_while_inviter_loses_the_role(self, pick: int, race: tuple[str, bool]) -> None:
+        """The demotion (or deactivation) and the acceptance, each in its own transaction: the first one holds its
+        locks, uncommitted, while the second starts, and commits only once the second waits or is done."""
+        change, change_first = race
+        token = self.tokens.pop(pick % len(self.tokens))
+        inviter = portal_services.invitation_find(token).invited_by
+        membership = Membership.objects.get(user=inviter)
+        admin = self.users["admin"]
+
+        def demote() -> None:
+            if change == "deactivate":
+                portal_services.member_set_active(membership=membership, active=False, acting_user=admin)
+            else:
+                portal_services.member_set_role(membership=membership, role=change, acting_user=admin)
+
+        first, second = (demote, lambda: self._accept(token)) if change_first else (lambda: self._accept(token), demote)
+        order = "demotion first" if change_first else "acceptance first"
+        EVENTS[f"invitation and demotion at once, {order}: {self._race(first, second)}"] += 1
+
+    # The threshold and the retention, through every door: the settings page, the admin, the API and the services
+
+    def _client(self, name: str) -> Client:
+        if name not in self.clients:
+            self.clients[name] = Client()
+            self.clients[name].force_login(self.users[name])
+        return self.clients[name]
+
+    @rule(threshold=st.sampled_from([0.45, 0.5, 0.6, 0.8]), max_candidates=st.sampled_from([1, 5, 20]))
+    def admin_confirms_threshold_on_the_page(self, threshold: float, max_candidates: int) -> None:
+        response = self._client("admin").post(
+            reverse("matching:organisation_settings"),
+            {"action": "confirm", "threshold": threshold, "max_candidates": max_candidates, "understood": "on"},
+        )
+        assert response.status_code == 302, response.content[:500]
+        EVENTS["threshold confirmed on /settings/"] += 1
+
+    @rule(days=st.sampled_from([None, 0, RETENTION_DAYS, 30]))
+    def admin_sets_retention_on_the_page(self, days: int | None) -> None:
+        if Organisation.objects.get(pk=self.org.pk).retention_days == days:
+            return  # the page refuses a change to the period in use; that refusal is tested on its own
+        response = self._client("admin").post(
+            reverse("matching:organisation_settings"),
+            {"action": "retention", "retention_days": "" if days is None else days, "understood": "on"},
+        )
+        assert response.status_code == 302, response.content[:500]
+        EVENTS["retention changed on /settings/"] += 1
+
+    @rule(field=st.sampled_from(SETTINGS_FIELDS), value=st.sampled_from(["", "0", "1", "0.9", "50"]))
+    def admin_posts_settings_in_the_policy_form(self, field: str, value: str) -> None:
+        """The page's other form (the plain policy) posted with a setting that only its own step changes."""
+        organisation = Organisation.objects.get(pk=self.org.pk)
+        data = {f: getattr(organisation, f) for f in ("target_fmr", "fpir_ceiling", "audit_max_age_days")}
+        response = self._client("admin").post(
+            reverse("matching:organisation_settings"), {"action": "policy", **data, field: value}
+        )
+        assert response.status_code == 302, response.content[:500]
+        EVENTS["policy form posted with a setting of its own step"] += 1
+
+    @rule(
+        persona=st.sampled_from(["admin", "root"]),
+        field=st.sampled_from(SETTINGS_FIELDS),
+        value=st.sampled_from(["", "0", "1", "0.9", "50"]),
+    )
+    def someone_edits_settings_in_the_admin(self, persona: str, field: str, value: str) -> None:
+        organisation = Organisation.objects.get(pk=self.org.pk)
+        form = {
+            f: "" if getattr(organisation, f) is None else str(getattr(organisation, f))
+            for f in ("name", "slug", "target_fmr", "fpir_ceiling", "audit_max_age_days", *SETTINGS_FIELDS)
+        }
+        form.update(permitted_purpose=organisation.permitted_purpose, legal_basis=organisation.legal_basis)
+        form.update({field: value, "_save": "Save"})
+        if organisation.keep_originals:
+            form["keep_originals"] = "on"
+        response = self._client(persona).post(reverse("admin:portal_organisation_change", args=[self.org.pk]), form)
+        assert response.status_code == 302, response.content[:800]
+        EVENTS[f"admin change form posted by {persona}"] += 1
+
+    @rule(field=st.sampled_from(SETTINGS_FIELDS), value=st.sampled_from([None, 0, 1, 0.9, 50]))
+    def someone_changes_settings_through_the_api_or_a_script(self, field: str, value) -> None:
+        """The API has no route to the settings: a PATCH finds none. A script (or any future API view) calls the
+        services, and `organisation_update` refuses the three."""
+        for url in (f"/api/organisations/{self.org.pk}/", "/api/organisation/", "/api/settings/"):
+            response = self._client("admin").patch(url, {field: value}, content_type="application/json")
+            assert response.status_code >= 400, (url, response.status_code)
+        with pytest.raises(portal_services.AccessError):
+            portal_services.organisation_update(
+                organisation=self.org, acting_user=self.users["admin"], **{field: value}
+            )
+        EVENTS["settings refused through the API and organisation_update"] += 1
+
+    # The activity log: people look at photos (each look is a signed, numbered view), the beat seals them
+
+    @rule(pick=st.integers(0, 63), who=st.sampled_from(["admin", "reviewer", "caseworker"]))
+    def someone_views_a_photo(self, pick: int, who: str) -> None:
+        photo_ids = list(Photo.objects.filter(organisation=self.org).order_by("pk").values_list("pk", flat=True))
+        response = self._client(who).get(reverse("matching:photo_image", args=[photo_ids[pick % len(photo_ids)]]))
+        EVENTS[f"photo viewed: {response.status_code}"] += 1
+        if hasattr(response, "close"):
+            response.close()
+
+    @rule()
+    def beat_seals_views(self) -> None:
+        sealed = audit_views_seal(chain=chain_of(self.org.pk))
+        EVENTS["views sealed" if sealed else "seal: no views pending"] += 1
+
+    @precondition(lambda self: connection.vendor == "postgresql")
+    @rule(view_first=st.booleans())
+    def a_view_is_written_while_the_beat_seals(self, view_first: bool) -> None:
+        """A view's transaction holds the chain's view counter, uncommitted, while the seal runs, or the seal holds
+        the chain's head while a view is written. Neither may lose the view, nor count it twice."""
+        photo = Photo.objects.filter(organisation=self.org, kind="probe").order_by("pk").first()
+        view = lambda: audit_view_record(  # noqa: E731
+            action="media.photo", actor=self.users["caseworker"], organisation_id=self.org.pk, target=photo
+        )
+        seal = lambda: audit_views_seal(chain=chain_of(self.org.pk))  # noqa: E731
+        first, second = (view, seal) if view_first else (seal, view)
+        order = "view first" if view_first else "seal first"
+        EVENTS[f"view and seal at once, {order}: {self._race(first, second)}"] += 1
+
+    def _race(self, first, second) -> str:
+        """Run `first` in a thread's transaction and hold it, uncommitted, while `second` runs in another thread;
+        commit once `second` is done or waits for a lock. Says whether `second` waited."""
+        paused, release = threading.Event(), threading.Event()
+
+        def held() -> None:
+            try:
+                with transaction.atomic():
+                    first()
+                    paused.set()
+                    assert release.wait(60), "the held transaction was never released"
+            finally:
+                paused.set()
+
+        holder, other = _Thread(held), _Thread(second)
+        try:
+            holder.start()
+            assert paused.wait(60), "the first transaction never got going"
+            other.start()
+            wait_for(
+                lambda: not other.is_alive() or other.waits_for_a_lock(),
+                timeout=30,
+                interval=0.005,
+                message="the second transaction to finish or to wait for a lock",
+            )
+            waited = other.is_alive()
+        finally:
+            release.set()
+            holder.join(60)
+            if other.ident:
+                other.join(60)
+        for thread in (holder, other):
+            assert all(isinstance(e, (services.ServiceError, portal_services.AccessError)) for e in thread.errors), (
+                thread.errors
+            )
+        return "the second waited" if waited else "the second went ahead"
 
     # What must hold after every step
 
-    CHECKS = ("_check_nothing_gone_is_kept", "_check_open_cases_keep_their_photos", "_check_search_finds_no_one_gone")
+    CHECKS = (
+        "_check_nothing_gone_is_kept",
+        "_check_open_cases_keep_their_photos",
+        "_check_search_finds_no_one_gone",
+        "_check_members_joined_on_authority",
+        "_check_settings_in_use_were_confirmed",
+        "_check_activity_log_verifies_and_shows_a_deletion",
+    )
 
     @invariant()
     def promises_hold(self) -> None:
@@ -459,6 +699,112 @@ class BiometricLifecycle(RuleBasedStateMachine):
         searchable = set(searching.searchable_faces(organisation.pk, engine_version()).values_list("id", flat=True))
         assert set(index.face_ids().tolist()) == searchable
         assert not Face.objects.filter(pk__in=searchable).exclude(pk__in=Face.objects.live()).exists()
+
+    def _check_members_joined_on_authority(self) -> None:
+        """Every member who joined was created by someone who could grant that role at that moment, and no
+        invitation still usable stands on someone who cannot grant its role now.
+
+        What each person could do when is read from the organisation's chain, in its order: the roles at the start,
+        then every role change, deactivation and reactivation, and the members created."""
+        users = {user.pk: user for user in get_user_model().objects.filter(membership__organisation=self.org)}
+        role = dict(self.roles_at_start)
+        active = dict.fromkeys(role, True)
+        by_name = {user.username: pk for pk, user in users.items()}
+        actions = ("member.create", "member.role", "member.deactivate", "member.activate", "user.deactivate")
+        events = AuditEvent.objects.filter(chain=chain_of(self.org.pk), seq__isnull=False, action__in=actions)
+        for event in events.order_by("seq"):
+            pk = by_name[event.detail["username"]]
+            if event.action == "member.create":
+                actor = event.actor
+                assert actor.is_superuser or (role.get(actor.pk) == "org_admin" and active.get(actor.pk)), (
+                    f"{event.detail['username']} joined as {event.detail['role']}, made by {actor}, who was then "
+                    f"{role.get(actor.pk)}{'' if active.get(actor.pk) else ', deactivated'}"
+                )
+                role[pk], active[pk] = event.detail["role"], True
+            elif event.action == "member.role":
+                assert role[pk] == event.detail["from"], event.detail
+                role[pk] = event.detail["to"]
+            else:
+                active[pk] = event.action == "member.activate"
+        for pk, user in users.items():
+            assert (user.membership.role, user.is_active) == (role[pk], active[pk]), f"{user}: the log disagrees"
+        for invitation in Invitation.objects.filter(organisation=self.org).select_related("invited_by"):
+            if invitation.usable:
+                inviter = users[invitation.invited_by_id]
+                assert inviter.is_active and inviter.membership.role == "org_admin", (
+                    f"an invitation as {invitation.role} still stands on {inviter}, who can no longer grant it"
+                )
+
+    def _check_settings_in_use_were_confirmed(self) -> None:
+        """The threshold and the candidates per face in use are those last confirmed on /settings/, and the
+        retention is the one last set there; no other door changed any of them."""
+        organisation = Organisation.objects.get(pk=self.org.pk)
+        events = AuditEvent.objects.filter(chain=chain_of(self.org.pk), seq__isnull=False).order_by("-seq")
+        threshold, candidates, retention = self.settings_at_start
+        confirmed = events.filter(action="organisation.threshold_confirm").first()
+        if confirmed is not None:
+            threshold, candidates = confirmed.detail["threshold"][1], confirmed.detail["max_candidates"][1]
+            assert organisation.threshold_confirmed_by_id == confirmed.actor_id
+        assert (organisation.distance_threshold, organisation.max_candidates) == (threshold, candidates)
+        assert organisation.threshold_confirmed_at is not None
+        changed = events.filter(action="organisation.retention_change").first()
+        if changed is not None:
+            retention = changed.detail["retention_days"][1]
+        assert organisation.retention_days == retention
+        for update in events.filter(action="organisation.update"):
+            assert not set(update.detail["changes"]) & set(SETTINGS_FIELDS), update.detail
+
+    def _check_activity_log_verifies_and_shows_a_deletion(self) -> None:
+        """The log verifies, unsealed views and all; and a view deleted now (the newest unsealed one, else a
+        sealed one) is reported at once, before any seal. The deletion is rolled back."""
+        chain = chain_of(self.org.pk)
+        state = (
+            AuditEvent.objects.count(),
+            AuditEvent.objects.filter(sealed_by__isnull=False).count(),
+            AuditViewCounter.objects.filter(chain=chain).values_list("last_view", flat=True).first(),
+        )
+        if state == self.log_verified:
+            return  # nothing was written to the log since it was last verified
+        result = audit_chain_verify()
+        assert not result.breaks, [b.problem for b in result.breaks]
+        views = AuditEvent.objects.filter(chain=chain, seq__isnull=True)
+        victim = views.filter(sealed_by__isnull=True).order_by("-view_seq").first()
+        if victim is None and views.exists():
+            victim = views.order_by("id")[state[0] % views.count()]
+        if victim is not None:
+            with contextlib.suppress(_RolledBack), transaction.atomic():
+                with connection.cursor() as cursor:  # as a database administrator would, bypassing the portal
+                    cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE id = %s", [victim.pk])
+                tampered = audit_chain_verify()
+                raise _RolledBack
+            unsealed = "unsealed" if victim.sealed_by_id is None else "sealed"
+            assert tampered.breaks, f"a deleted {unsealed} view (number {victim.view_seq}) went unnoticed"
+            EVENTS[f"log check: a deleted {unsealed} view was reported"] += 1
+        self.log_verified = state
+
+
+def _refusal_kind(error: Exception) -> str:
+    for words, kind in (
+        ("can no longer grant", "its maker can no longer grant the role"),
+        ("withdrawn", "withdrawn"),
+        ("already been used", "used"),
+        ("expired", "expired"),
+    ):
+        if words in str(error):
+            return kind
+    raise AssertionError(f"an invitation refused for an unexpected reason: {error}")
+
+
+class _RolledBack(Exception):
+    """Raised to roll back what a check did to the database to see it reported."""
+
+
+def _activity_log_clear() -> None:
+    """Examples verify the whole log after every step; earlier examples' rows would only make that slower."""
+    AuditEvent.objects.filter(sealed_by__isnull=False).update(sealed_by=None)
+    AuditEvent.objects.all()._raw_delete(AuditEvent.objects.db)
+    AuditChainHead.objects.all().delete()
+    AuditViewCounter.objects.all().delete()
 
 
 class _Thread(threading.Thread):
