@@ -36,7 +36,7 @@ After every step:
   reported.
 
 Detection is synthetic (a fixed vector per photo, tiny JPEGs for the crop and review images), so that a step
-costs milliseconds: 200 examples of up to 50 steps take about four minutes on PostgreSQL. The test prints how
+costs milliseconds: 200 examples of up to 50 steps take about six minutes on PostgreSQL. The test prints how
 many examples ran and what happened in them (how often a worker found its photo gone, a sweep kept a case
 reopened after its listing, a writer waited for a storing worker's locks).
 
