@@ -351,17 +351,21 @@ def _other_sessions_ended(django_db_setup, django_db_blocker):
         _other_sessions_wait_out()
 
 
-def _other_sessions_wait_out(timeout: float = 5.0) -> None:
+def _other_sessions_wait_out(timeout: float = 5.0, *, busy_only: bool = False) -> None:
+    """Wait until no other session is connected to the test database, or (`busy_only`) none is inside a statement
+    or a transaction: a live-server thread still answering a request the browser made as the test ended holds
+    its tables' locks, and flushing the database then can deadlock with it."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
         return
+    busy = " AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')" if busy_only else ""
 
     def others() -> list[tuple]:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid, application_name, client_port, state, left(query, 80) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()" + busy
             )
             return cursor.fetchall()
 

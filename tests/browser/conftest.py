@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _other_sessions_wait_out
+
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "var" / "screenshots"))
 
@@ -31,12 +33,15 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, django_db_blocker):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
     context.close()
+    # The live server may still be answering what the page asked for last; the database is flushed next.
+    with django_db_blocker.unblock():
+        _other_sessions_wait_out(timeout=10.0, busy_only=True)
 
 
 @pytest.fixture
