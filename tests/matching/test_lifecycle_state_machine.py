@@ -402,22 +402,8 @@ class BiometricLifecycle(RuleBasedStateMachine):
             lambda: services.photo_process_store(photo_id=photo_id, detected=detected), pause=(paused, release)
         )
         writer = _Thread(writes[other])
-        try:
-            worker.start()
-            assert paused.wait(60), "the worker never took its locks"
-            writer.start()
-            wait_for(
-                lambda: not writer.is_alive() or writer.waits_for_a_lock(),
-                timeout=30,
-                interval=0.005,
-                message="the writer to finish or to wait for a lock",
-            )
-            EVENTS[f"{other} beside a storing worker: {'waited' if writer.is_alive() else 'went ahead'}"] += 1
-        finally:
-            release.set()
-            worker.join(60)
-            if writer.ident:
-                writer.join(60)
+        waited = _beside(worker, (paused, release), writer)
+        EVENTS[f"{other} beside a storing worker: {'waited' if waited else 'went ahead'}"] += 1
         assert not worker.errors, worker.errors
         assert all(isinstance(error, services.ServiceError) for error in writer.errors), writer.errors
         self._count_store(photo_id)
@@ -568,8 +554,7 @@ class BiometricLifecycle(RuleBasedStateMachine):
         photo_ids = list(Photo.objects.filter(organisation=self.org).order_by("pk").values_list("pk", flat=True))
         response = self._client(who).get(reverse("matching:photo_image", args=[photo_ids[pick % len(photo_ids)]]))
         EVENTS[f"photo viewed: {response.status_code}"] += 1
-        if hasattr(response, "close"):
-            response.close()
+        response.close()
 
     @rule()
     def beat_seals_views(self) -> None:
@@ -605,22 +590,7 @@ class BiometricLifecycle(RuleBasedStateMachine):
                 paused.set()
 
         holder, other = _Thread(held), _Thread(second)
-        try:
-            holder.start()
-            assert paused.wait(60), "the first transaction never got going"
-            other.start()
-            wait_for(
-                lambda: not other.is_alive() or other.waits_for_a_lock(),
-                timeout=30,
-                interval=0.005,
-                message="the second transaction to finish or to wait for a lock",
-            )
-            waited = other.is_alive()
-        finally:
-            release.set()
-            holder.join(60)
-            if other.ident:
-                other.join(60)
+        waited = _beside(holder, (paused, release), other)
         for thread in (holder, other):
             assert all(isinstance(e, (services.ServiceError, portal_services.AccessError)) for e in thread.errors), (
                 thread.errors
@@ -837,6 +807,28 @@ class _Thread(threading.Thread):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [self.pid])
             return cursor.fetchone() is not None
+
+
+def _beside(holder: _Thread, pause: tuple[threading.Event, threading.Event], other: _Thread) -> bool:
+    """Start `holder` and wait until it pauses with its locks held (it sets `pause[0]`); then start `other`, and
+    release the holder (`pause[1]`) once `other` is done or waits for a lock. Returns whether `other` waited."""
+    paused, release = pause
+    try:
+        holder.start()
+        assert paused.wait(60), "the first thread never took its locks"
+        other.start()
+        wait_for(
+            lambda: not other.is_alive() or other.waits_for_a_lock(),
+            timeout=30,
+            interval=0.005,
+            message="the second thread to finish or to wait for a lock",
+        )
+        return other.is_alive()
+    finally:
+        release.set()
+        holder.join(60)
+        if other.ident:
+            other.join(60)
 
 
 # The pause of the worker thread that runs a storing step beside another writer; unset in every other thread.
