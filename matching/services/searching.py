@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,42 @@ def searchable_faces(organisation_id: int, version: str):
         purged_at__isnull=True,
         subject__erased_at__isnull=True,
     )
+
+
+def searchable_by_id(
+    organisation_id: int,
+    version: str,
+    face_ids: Iterable[int],
+    *fields: str,
+    subject_from: int | None = None,
+    subject_to: int | None = None,
+) -> list[tuple]:
+    """(id, *fields) of those of face_ids that `searchable_faces` holds (within a shard's subject range, if
+    given), read by primary key alone and then held to the same rule here.
+
+    Asked with the organisation and the engine version beside the ids, PostgreSQL without statistics on the faces
+    (a table just filled, or a server with autovacuum off) guesses those two columns to be selective, and reads
+    every face of the organisation through a bitmap of their indexes: 1.1 s for 30 ids at 1M faces, where the
+    primary key takes a few milliseconds. With the ids as the only condition on the faces, the primary key is
+    the only plan.
+    """
+    ids = sorted({int(face_id) for face_id in face_ids})
+    if not ids:
+        return []
+    columns = ("id", "organisation_id", "engine_version", "purged_at", "subject_id", "subject__erased_at")
+    rows = Face.objects.filter(id__in=ids).order_by().values_list(*columns, *fields)
+    width = len(columns)
+    return [
+        (row[0], *row[width:])
+        for row in rows
+        if row[1] == organisation_id
+        and row[2] == version
+        and row[3] is None
+        and row[4] is not None
+        and row[5] is None
+        and (not subject_from or row[4] >= subject_from)
+        and (subject_to is None or row[4] < subject_to)
+    ]
 
 
 def _in_shard(faces, subject_from: int | None, subject_to: int | None):
@@ -115,10 +151,15 @@ def gallery_changes_apply(
     added = [face_id for _, face_id, kind in changes if kind == GalleryChangeKind.ADD]
     removed = [face_id for _, face_id, kind in changes if kind == GalleryChangeKind.REMOVE]
     for start in range(0, len(added), LOAD_CHUNK):
-        faces = _in_shard(searchable_faces(organisation.pk, version), subject_from, subject_to).filter(
-            id__in=added[start : start + LOAD_CHUNK]
+        rows = searchable_by_id(
+            organisation.pk,
+            version,
+            added[start : start + LOAD_CHUNK],
+            "subject_id",
+            "encoding",
+            subject_from=subject_from,
+            subject_to=subject_to,
         )
-        rows = list(faces.values_list("id", "subject_id", "encoding"))
         if rows:
             index.add(*_decrypted(rows))
     if removed:
@@ -235,8 +276,8 @@ def exact_encodings(organisation_id: int, version: str) -> Callable[[np.ndarray]
     of those still searchable (a face erased meanwhile is left out, and the search drops it)."""
 
     def fetch(face_ids: np.ndarray) -> dict[int, np.ndarray]:
-        faces = searchable_faces(organisation_id, version).filter(id__in=[int(face_id) for face_id in face_ids])
-        return {face_id: encoding_open(blob) for face_id, blob in faces.values_list("id", "encoding")}
+        rows = searchable_by_id(organisation_id, version, face_ids, "encoding")
+        return {face_id: encoding_open(blob) for face_id, blob in rows}
 
     return fetch
 

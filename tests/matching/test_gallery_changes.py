@@ -144,6 +144,41 @@ def test_an_erased_face_still_in_a_stale_index_is_never_returned(org, dana, gall
     assert not erased_faces & set(stale.face_ids().tolist())
 
 
+@pytest.mark.django_db
+def test_faces_read_by_id_are_those_the_searchable_rule_holds(org, other_org, gallery):
+    # Given a gallery in which some faces are, each for one reason, not searchable, and a probe face
+    from django.utils import timezone
+
+    from matching.engine import engine_version
+
+    faces = list(Face.objects.filter(organisation=org).order_by("id"))
+    purged, erased, old_engine, moved = faces[0], faces[10], faces[20], faces[30]
+    Face.objects.filter(pk=purged.pk).update(purged_at=timezone.now())
+    Subject.objects.filter(pk=erased.subject_id).update(erased_at=timezone.now())
+    Face.objects.filter(pk=old_engine.pk).update(engine_version="an engine no longer in use")
+    Face.objects.filter(pk=moved.pk).update(organisation=other_org)
+    probe = probe_photo(org, gallery[:1]).faces.get()
+    asked = [face.pk for face in faces] + [probe.pk, 10**9]
+    subjects = sorted({face.subject_id for face in faces})
+    middle = (subjects[20], subjects[60])
+
+    # When they are read by id, for the whole gallery and for a shard's range of subjects
+    whole = searching.searchable_by_id(org.pk, engine_version(), asked, "subject_id")
+    shard = searching.searchable_by_id(
+        org.pk, engine_version(), asked, "subject_id", subject_from=middle[0], subject_to=middle[1]
+    )
+
+    # Then each is what the query of the searchable faces returns, and none of those four or the probe is there
+    rule = searching.searchable_faces(org.pk, engine_version()).filter(id__in=asked)
+    assert sorted(whole) == sorted(rule.values_list("id", "subject_id"))
+    assert sorted(shard) == sorted(searching._in_shard(rule, *middle).values_list("id", "subject_id"))
+    assert 0 < len(shard) < len(whole) < len(faces)
+    left_out = {purged.pk, old_engine.pk, moved.pk, probe.pk} | {
+        f.pk for f in faces if f.subject_id == erased.subject_id
+    }
+    assert not left_out & {face_id for face_id, _ in whole}
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.postgresql_only(reason="An enrolment and an erasure at once are ordered by PostgreSQL's row lock.")
 def test_concurrent_enrolment_and_erasure_reach_two_processes_caches_in_order(org, dana, monkeypatch):
