@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.core.files.storage import FileSystemStorage, default_storage
+from django.db.models import Exists, OuterRef, QuerySet
 from PIL import Image
 
 from matching.imaging import thumbnail_jpeg
@@ -54,16 +55,23 @@ def _thumbnail(face: Face) -> bytes | None:
 
 
 def face_thumbnails(user, faces: Iterable[Face]) -> dict[int, str | None]:
-    """`data:` URIs of the faces' crops, by face id, with one activity-log row per face shown.
+    """`data:` URIs of the faces' crops, by face id, with one activity-log row per face shown. `faces` is a
+    queryset (read here, with whether each is live) or faces already read (checked in a query of their own).
 
     None for a face this user may not see, or whose crop was erased or purged (or is unreadable): the page
     says so in place of the image. Views are recorded only for the faces actually shown.
     """
+    if isinstance(faces, QuerySet):
+        # Asked in the same query, rather than in a second one for the faces read here.
+        faces = faces.annotate(is_live=Exists(Face.objects.live().filter(pk=OuterRef("pk"))))
     unique = {face.pk: face for face in faces}
     shown = {pk: face for pk, face in unique.items() if face.purged_at is None and face.crop}
     if shown:
         # Faces of an erased subject or a purged photo are gone too, whatever their own row says.
-        live = set(Face.objects.live().filter(pk__in=shown).values_list("pk", flat=True))
+        if isinstance(faces, QuerySet):
+            live = {pk for pk, face in shown.items() if face.is_live}
+        else:
+            live = set(Face.objects.live().filter(pk__in=shown).values_list("pk", flat=True))
         shown = {pk: face for pk, face in shown.items() if pk in live and may_view_face(user, face)}
     if isinstance(default_storage, FileSystemStorage) or len(shown) < 2:
         contents = [_thumbnail(face) for face in shown.values()]

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import resolve_url
+from django.utils.functional import SimpleLazyObject
 
 from portal import access
 
@@ -25,6 +26,14 @@ class PortalAdminSite(admin.AdminSite):
         # One login page for everyone: the admin's own form insists on is_staff.
         target = request.GET.get("next") or resolve_url("admin:index")
         return HttpResponseRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': target})}")
+
+    def get_app_list(self, request, app_label=None):
+        # Every admin page's context carries the list of apps for the side bar, and building it asks each
+        # registered admin for its permissions: two queries of Django's permission tables for the apps the portal
+        # did not write. The review queue and the candidate page draw no side bar, so the list is built only
+        # where a template reads it.
+        build = super().get_app_list
+        return SimpleLazyObject(lambda: build(request, app_label))
 
     def admin_view(self, view, cacheable=False):
         inner = super().admin_view(view, cacheable)

@@ -13,7 +13,6 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timesince
 
 from matching.models import Outcome
 from reviews.bias import bias_panel_html, panel_for
@@ -69,13 +68,26 @@ def claimed_by(obj: ReviewItem) -> str:
     return ", ".join(claim.reviewer.get_username() for claim in obj.claims.all()) or "—"
 
 
+def _age(age: timedelta) -> str:
+    """How long an item has waited, in its largest unit: 3 minutes, 5 hours, 2 days. (Django's timesince, with two
+    units and its calendar arithmetic, was 4% of a queue page.)"""
+    minutes = max(int(age.total_seconds() // 60), 0)
+    if minutes >= 24 * 60:
+        count, unit = minutes // (24 * 60), "day"
+    elif minutes >= 60:
+        count, unit = minutes // 60, "hour"
+    else:
+        count, unit = minutes, "minute"
+    return f"{count}\xa0{unit}{'' if count == 1 else 's'}"
+
+
 @admin.display(description="waiting")
 def waiting(obj: ReviewItem) -> str:
     if not obj.is_open:
         return "—"
     age = timezone.now() - obj.created_at
     css = "old" if age > timedelta(days=7) else "ageing" if age > timedelta(days=1) else "fresh"
-    return format_html('<span class="waiting waiting-{}">{}</span>', css, timesince(obj.created_at, timezone.now()))
+    return format_html('<span class="waiting waiting-{}">{}</span>', css, _age(age))
 
 
 # The candidate page's read-only fields (the faces and the worksheet are in its template)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from PIL import Image
 
 from matching.imaging import THUMBNAIL_SIDE
+from matching.models import Face
 from matching.thumbnails import face_thumbnails
 from portal.models import AuditEvent
 from tests.conftest import OBAMA, OBAMA_2
@@ -100,15 +101,19 @@ def test_another_organisations_member_gets_no_thumbnail_and_no_view_is_logged(ch
     assert _face_views() == []
 
 
-def test_a_face_of_an_erased_subject_shows_no_thumbnail_even_if_its_own_row_was_left_live(reviewers, candidate):
+@pytest.mark.parametrize("given_as", ["faces read", "a queryset"])
+def test_a_face_of_an_erased_subject_shows_no_thumbnail_even_if_its_own_row_was_left_live(
+    reviewers, candidate, given_as
+):
     # Given a gallery face whose subject was erased while its own row was left live (what a worker storing faces
     # during the erasure used to leave behind)
     bob, _ = reviewers
     probe, reference = candidate.search.face, candidate.reference_face
     type(reference.subject).objects.filter(pk=reference.subject_id).update(erased_at=timezone.now())
 
-    # When a page embeds the candidate's faces
-    thumbnails = face_thumbnails(bob, [probe, reference])
+    # When a page embeds the candidate's faces, read already or as a queryset (the queue's way)
+    faces = [probe, reference] if given_as == "faces read" else Face.objects.filter(pk__in=[probe.pk, reference.pk])
+    thumbnails = face_thumbnails(bob, faces)
 
     # Then the erased subject's face is not shown, and only the probe's view is recorded
     assert thumbnails[reference.pk] is None and thumbnails[probe.pk] is not None

@@ -257,6 +257,45 @@ def test_the_queue_lists_what_this_reviewer_may_still_decide_oldest_first(client
     assert "waiting-fresh" in ritas
 
 
+@pytest.mark.parametrize("scores", ["shown", "hidden"])
+def test_the_queues_rows_are_those_the_admins_own_list_would_write(
+    client, request, reviewers, enrol, open_case, audit_run, scores
+):
+    from django.contrib.admin.templatetags.admin_list import result_list
+    from django.template.loader import render_to_string
+    from django.test.html import parse_html
+
+    from reviews.tasks import refresh_warnings
+
+    # Given three candidates: one analysed by bob and claimed by rita, one with its warning stored, one bare
+    bob, rita = reviewers
+    if scores == "shown":
+        request.getfixturevalue("scores_shown")
+    enrol("OBAMA-REF", OBAMA)
+    first = open_case(OBAMA_2, reference="R-1").candidates.get()
+    open_case("face_recognition/obama__tests_test_images_obama3.jpg", reference="R-2")
+    refresh_warnings(first.organisation_id)
+    open_case(OBAMA_2, reference="R-3")
+    analyse(first, bob)
+    client.force_login(rita)
+    client.post(
+        reverse("admin:reviews_reviewitem_changelist"), {"action": "claim", "_selected_action": [first.pk], "index": 0}
+    )
+    client.force_login(bob)
+
+    # When bob opens the queue with filters that its links must carry on
+    response = client.get(reverse("admin:reviews_reviewitem_changelist") + "?items=open&waiting=day&o=4")
+    page = response.content.decode()
+
+    # Then the table is, tag for tag, what the admin's {% result_list %} writes for the same changelist
+    admins = render_to_string("admin/change_list_results.html", result_list(response.context["cl"]))
+    (ours,) = re.findall(r'<div class="results">.*?</table>\s*</div>', page, re.S)
+    (theirs,) = re.findall(r'<div class="results">.*?</table>\s*</div>', admins, re.S)
+    assert parse_html(ours) == parse_html(theirs)
+    assert ours.count("<tr>") == 4 and "_changelist_filters=" in ours and ">rita<" in ours
+    assert ('class="field-distance_display">hidden</td>' in ours) == (scores == "hidden")
+
+
 def test_queue_filters_by_severity_and_claims(client, reviewers, candidate, audit_run, scores_shown):
     from reviews.tasks import refresh_warnings
 

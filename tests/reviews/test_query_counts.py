@@ -96,3 +96,27 @@ def test_the_queue_writes_the_admins_own_action_checkbox(client, alice, bob, org
     # When the queue is shown, Then its checkbox is exactly the one Django's widget renders
     django_markup = admin.ModelAdmin.action_checkbox(admin.site._registry[ReviewItem], item)
     assert str(django_markup) in client.get(QUEUE).content.decode()
+
+
+def test_the_queue_and_the_candidate_page_read_no_permission_tables(client, alice, bob, org, trained):
+    # Given a trained reviewer and an open candidate; roles, not Django's permissions, decide what they may do
+    trained(bob)
+    candidate = candidate_with(organisation=org, created_by=alice)
+    client.force_login(bob)
+
+    # When they open the queue, the candidate page and the admin's index
+    pages = {}
+    for name, url in [
+        ("queue", QUEUE),
+        ("candidate", f"{QUEUE}{candidate.pk}/change/"),
+        ("index", "/admin/"),
+    ]:
+        with CaptureQueriesContext(connection) as context:
+            response = client.get(url)
+        assert response.status_code == 200, (name, response.status_code)
+        pages[name] = [query["sql"] for query in context if "auth_permission" in query["sql"]]
+
+    # Then the two pages without a side bar build no list of apps, which asks Django's permission tables; the
+    # index, which is that list, still does
+    assert pages["queue"] == [] and pages["candidate"] == []
+    assert pages["index"]
