@@ -29,7 +29,8 @@ from reviews.models import (
 )
 
 # A page that only reads (the queue, a candidate's page on GET) asks for the organisation's policy and the
-# reviewer's training from a dozen places (the columns, the filters, the decision rule, the worksheet): inside
+# reviewer's training from a dozen places (the columns, the filters, the decision rule, the worksheet), and the
+# candidate page asks for the reviewer's own decision, comparison and the probe's analyses from five: inside
 # `reads_once()` each is read once per page instead of once per question. Never around a write: a service that
 # changes the policy or records training must read what it wrote.
 _page_reads: ContextVar[dict | None] = ContextVar("review_page_reads", default=None)
@@ -37,7 +38,7 @@ _page_reads: ContextVar[dict | None] = ContextVar("review_page_reads", default=N
 
 @contextmanager
 def reads_once() -> Iterator[None]:
-    """Within this block (one read-only page), the policy and training status are read once each."""
+    """Within this block (one read-only page), each of the reads above is made once."""
     token = _page_reads.set({})
     try:
         yield
@@ -95,6 +96,26 @@ def may_request_disclosure(user: Any) -> bool:
     return access.can_request_disclosure(user, senior_reviewer_id=review_policy_for(organisation).senior_reviewer_id)
 
 
+def own_latest_decision(user: Any, candidate: Candidate) -> ReviewDecision | None:
+    """This user's latest decision on the candidate (a correction is the latest), or None."""
+    return _read_once(
+        ("own decision", user.pk, candidate.pk),
+        lambda: candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first(),
+    )
+
+
+def has_decided(user: Any, candidate: Candidate) -> bool:
+    return own_latest_decision(user, candidate) is not None
+
+
+def own_comparison(user: Any, candidate: Candidate) -> FeatureComparison | None:
+    """This user's latest feature comparison of the candidate (ACE-V's comparison step), or None."""
+    return _read_once(
+        ("own comparison", user.pk, candidate.pk),
+        lambda: FeatureComparison.objects.filter(candidate=candidate, reviewer=user).first(),
+    )
+
+
 def may_decide_escalations(user: Any, policy: ReviewPolicy) -> bool:
     return access.can_settle_escalations(user, senior_reviewer_id=policy.senior_reviewer_id)
 
@@ -126,7 +147,7 @@ def decision_blockers(user: Any, candidate: Candidate, *, correcting: bool = Fal
     if _answerable_for(user, candidate):
         blockers.append("You are accountable for this case; separation of duties means someone else must review it.")
     policy = review_policy_for(candidate.case.organisation)
-    mine = candidate.decisions.filter(reviewer=user).exists()
+    mine = has_decided(user, candidate)
     if candidate.outcome == Outcome.ESCALATED:
         if mine:
             # Not even as a correction: a participant's change of mind must not settle the disagreement.
@@ -171,7 +192,7 @@ def may_see_decisions(user: Any, candidate: Candidate) -> bool:
         return True
     if not (access.can_review(user) and access.same_organisation(user, candidate.organisation_id)):
         return True
-    if _answerable_for(user, candidate) or candidate.decisions.filter(reviewer=user).exists():
+    if _answerable_for(user, candidate) or has_decided(user, candidate):
         return True
     if candidate.outcome == Outcome.ESCALATED:
         return True  # the senior decider weighs the disagreement; other reviewers can no longer decide it
@@ -229,7 +250,7 @@ def scores_hidden_from(user: Any, candidate: Candidate) -> bool:
         return False
     if _answerable_for(user, candidate):
         return False
-    return not (has_compared(user, candidate) or candidate.decisions.filter(reviewer=user).exists())
+    return not (has_compared(user, candidate) or has_decided(user, candidate))
 
 
 SCORE_KEYS = ("rank", "distance", "bias_severity")
@@ -255,7 +276,7 @@ def audit_detail_of_candidate(user: Any, event: Any) -> dict[str, Any]:
 
 
 def has_compared(user: Any, candidate: Candidate) -> bool:
-    return FeatureComparison.objects.filter(candidate=candidate, reviewer=user).exists()
+    return own_comparison(user, candidate) is not None
 
 
 # ACE-V's analysis: the probe face's value for comparison, judged before any candidate of it is compared.
@@ -264,10 +285,17 @@ def has_compared(user: Any, candidate: Candidate) -> bool:
 def binding_analysis(user: Any, face_id: int, policy: ReviewPolicy) -> ProbeAnalysis | None:
     """The analysis that holds for this user's comparisons of this probe face: their own, or under the shared
     policy the first one anybody recorded; None while there is none (the user must analyse first)."""
-    analyses = ProbeAnalysis.objects.filter(face_id=face_id).select_related("reviewer")
+    analyses = probe_analyses(face_id)
     if policy.analysis_scope == AnalysisScope.SHARED:
-        return analyses.first()
-    return analyses.filter(reviewer=user).first()
+        return analyses[0] if analyses else None
+    return next((analysis for analysis in analyses if analysis.reviewer_id == user.pk), None)
+
+
+def probe_analyses(face_id: int) -> list[ProbeAnalysis]:
+    """Every analysis of the probe face, oldest first, with its reviewer."""
+    return _read_once(
+        ("analyses", face_id), lambda: list(ProbeAnalysis.objects.filter(face_id=face_id).select_related("reviewer"))
+    )
 
 
 def analysis_needed(user: Any, candidate: Candidate) -> bool:
@@ -280,7 +308,7 @@ def analyses_visible_to(user: Any, candidate: Candidate) -> list[ProbeAnalysis]:
     """The analyses of the candidate's probe face this user may read. Shared analyses bind everyone, so all see
     them. Under "each", a reviewer's analysis is independent work like their decision: blind review hides the
     others' (even who made them) from someone who could still decide the candidate, until they have decided."""
-    analyses = list(ProbeAnalysis.objects.filter(face_id=candidate.search.face_id).select_related("reviewer"))
+    analyses = probe_analyses(candidate.search.face_id)
     policy = review_policy_for(candidate.case.organisation)
     if policy.analysis_scope == AnalysisScope.SHARED or may_see_decisions(user, candidate):
         return analyses
@@ -417,11 +445,11 @@ def marks_shown(user: Any, candidate: Candidate, *, may_see_others: bool) -> lis
     """The annotations this user sees drawn: their own (from their latest decision, else their comparison),
     and the other reviewers' (from their latest decisions) only when blind review lets them see decisions."""
     shown: list[dict[str, Any]] = []
-    mine = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
+    mine = own_latest_decision(user, candidate)
     if mine is not None:
         own = mine.annotations
     else:
-        comparison = FeatureComparison.objects.filter(candidate=candidate, reviewer=user).first()
+        comparison = own_comparison(user, candidate)
         own = comparison.annotations if comparison else []
     shown.extend({**mark, "by": user.get_username(), "own": True} for mark in own or [])
     if may_see_others:
@@ -509,8 +537,8 @@ def worksheet_for(
     user: Any, candidate: Candidate, *, correcting: bool = False, correction_of: str | None = None
 ) -> Worksheet:
     policy = review_policy_for(candidate.case.organisation)
-    comparison = FeatureComparison.objects.filter(candidate=candidate, reviewer=user).first()
-    own_latest = candidate.decisions.filter(reviewer=user).order_by("-created_at", "-id").first()
+    comparison = own_comparison(user, candidate)
+    own_latest = own_latest_decision(user, candidate)
     blockers = decision_blockers(user, candidate, correcting=correcting)
     hide_scores = scores_hidden_from(user, candidate)
     may_see_others = may_see_decisions(user, candidate)

@@ -39,7 +39,8 @@ PLAN_SLACK = 0.1
 
 def searchable_faces(organisation_id: int, version: str):
     """The faces a search may return: reference faces of the engine version, neither purged nor of an erased
-    subject."""
+    subject. `searchable_by_id` applies the same rule in Python; a change here goes there too (a test compares
+    the two)."""
     return Face.objects.filter(
         organisation_id=organisation_id,
         subject__isnull=False,

@@ -120,3 +120,30 @@ def test_the_queue_and_the_candidate_page_read_no_permission_tables(client, alic
     # index, which is that list, still does
     assert pages["queue"] == [] and pages["candidate"] == []
     assert pages["index"]
+
+
+def test_the_candidate_page_reads_the_reviewers_own_decision_comparison_and_the_analyses_once(
+    client, alice, org, reviewers
+):
+    from tests.conftest import analyse, decide
+
+    # Given a candidate that rita has decided and bob has analysed but not yet decided
+    bob, rita = reviewers
+    candidate = candidate_with(organisation=org, created_by=alice)
+    decide(candidate, rita)
+    analyse(candidate, bob)
+    client.force_login(bob)
+
+    # When bob opens the candidate's page
+    with CaptureQueriesContext(connection) as context:
+        response = client.get(f"{QUEUE}{candidate.pk}/change/")
+    assert response.status_code == 200
+    reads = [query["sql"].split(" FROM ")[1].split()[0].strip('"') for query in context if " FROM " in query["sql"]]
+
+    # Then his own decision, his comparison and the probe's analyses are each read once, however many parts of
+    # the page ask (the blockers, blind review, hidden scores, the marks, the worksheet)
+    assert reads.count("reviews_reviewdecision") == 1
+    assert reads.count("reviews_featurecomparison") == 1
+    assert reads.count("reviews_probeanalysis") == 1
+    # and blind review still holds: nothing of rita's decision is on the page
+    assert "Blind review" in response.content.decode() and rita.get_username() not in response.content.decode()
