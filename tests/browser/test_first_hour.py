@@ -117,8 +117,9 @@ def test_a_fresh_demo_reaches_a_confirmed_match_that_the_caseworker_sees(
     # Then alice's case page shows the confirmed match with both reviewers, and she was told by e-mail
     candidate.refresh_from_db()
     assert candidate.outcome == Outcome.CONFIRMED
-    page.reload()
-    page.wait_for_selector("table.matches")
+    # (the page polls its status and reloads itself when a match is confirmed: a reload of our own here could
+    # race it, and the caseworker does not need one)
+    page.wait_for_selector("table.matches", timeout=30_000)
     row = page.inner_text("table.matches tbody tr")
     assert "DEMO-001" in row and "Barack Obama" in row
     assert page.inner_text("table.matches td.reviewers").split() == ["bob", "rita"]

@@ -82,9 +82,12 @@ def test_decisions_and_invitations_stand_while_smtp_is_down_and_the_mail_follows
     alice.email = "alice@example.org"
     alice.save(update_fields=["email"])
     review_policy_update(organisation=dana.membership.organisation, acting_user=dana, required_confirmations=1)
-    enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+    subject = enrol("OBAMA-REF", OBAMA, display_name="Barack Obama")
+    # The worker may claim either photo before this process does. The probe is opened once the reference face is
+    # stored (else its search, in this process, could find an empty gallery); either way one search then makes
+    # the candidate.
+    wait_for(lambda: subject.faces.exists(), timeout=60, message="the reference face")
     case = open_case(OBAMA_2)
-    # The worker may claim the probe photo before this process does; either way one search makes the candidate.
     candidate = wait_for(lambda: case.candidates.first(), timeout=60, message="the candidate")
 
     # when: a reviewer confirms, and an org admin invites someone, through their pages
