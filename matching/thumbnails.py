@@ -61,14 +61,15 @@ def face_thumbnails(user, faces: Iterable[Face]) -> dict[int, str | None]:
     None for a face this user may not see, or whose crop was erased or purged (or is unreadable): the page
     says so in place of the image. Views are recorded only for the faces actually shown.
     """
-    if isinstance(faces, QuerySet):
+    read_here = isinstance(faces, QuerySet)
+    if read_here:
         # Asked in the same query, rather than in a second one for the faces read here.
         faces = faces.annotate(is_live=Exists(Face.objects.live().filter(pk=OuterRef("pk"))))
     unique = {face.pk: face for face in faces}
     shown = {pk: face for pk, face in unique.items() if face.purged_at is None and face.crop}
     if shown:
         # Faces of an erased subject or a purged photo are gone too, whatever their own row says.
-        if isinstance(faces, QuerySet):
+        if read_here:
             live = {pk for pk, face in shown.items() if face.is_live}
         else:
             live = set(Face.objects.live().filter(pk__in=shown).values_list("pk", flat=True))

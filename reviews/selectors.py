@@ -311,7 +311,7 @@ def analyses_visible_to(user: Any, candidate: Candidate) -> list[ProbeAnalysis]:
     analyses = probe_analyses(candidate.search.face_id)
     policy = review_policy_for(candidate.case.organisation)
     if policy.analysis_scope == AnalysisScope.SHARED or may_see_decisions(user, candidate):
-        return analyses
+        return list(analyses)  # a copy: the page's other readers share the list read once
     return [a for a in analyses if a.reviewer_id == user.pk]
 
 
