@@ -14,7 +14,9 @@ figures, not a quality score: the reviewer makes the call.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -185,20 +187,40 @@ def face_quality(*, image, box: tuple[int, int, int, int], sharpness: float | No
 
 
 def face_quality_of(face) -> FaceQuality:
-    """The measures of a stored face, read from its photo; every figure "not measured" when the photo is gone."""
-    from PIL import Image
+    """The measures of a stored face, read from its photo; every figure "not measured" when the photo is gone.
 
+    The landmarks cost about 20 ms a face and the analysis page shows them on every load, so each process keeps
+    the measures of the last faces it read, keyed by the file (its path, size and modification time) and the face
+    box: a file replaced under the same name is measured again. The purge is checked before the memo is."""
     photo = face.photo
+    if not photo.image or photo.purged_at is not None:
+        return _unmeasured(face.blur)
     box = (face.top, face.right, face.bottom, face.left)
     try:
-        handle = photo.image.open("rb") if photo.image and photo.purged_at is None else None
+        path = photo.image.path
+        stat = os.stat(path)
     except (FileNotFoundError, ValueError):
-        handle = None
-    if handle is None:
         return _unmeasured(face.blur)
+    except NotImplementedError:  # a storage without local paths: measured on every read
+        return _measure(photo.image.open("rb"), box, face.blur)
+    try:
+        return _measured(path, stat.st_size, stat.st_mtime_ns, box, face.blur)
+    except FileNotFoundError:  # purged between the stat and the read
+        return _unmeasured(face.blur)
+
+
+@functools.lru_cache(maxsize=1024)
+def _measured(path: str, size: int, mtime_ns: int, box: tuple[int, ...], sharpness: float | None) -> FaceQuality:
+    # lru_cache keeps no exception: a file missing now is looked for again next time.
+    return _measure(open(path, "rb"), box, sharpness)
+
+
+def _measure(handle, box: tuple[int, ...], sharpness: float | None) -> FaceQuality:
+    from PIL import Image
+
     with handle, Image.open(handle) as source:
         image = source.convert("RGB")
-    return face_quality(image=image, box=box, sharpness=face.blur)
+    return face_quality(image=image, box=box, sharpness=sharpness)
 
 
 def _unmeasured(sharpness: float | None) -> FaceQuality:
