@@ -8,8 +8,8 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import ValidationError
-from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.http import Http404, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
@@ -114,18 +114,23 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         return [(name, {"fields": [f for f in spec["fields"] if f not in scores]}) for name, spec in self.fieldsets]
 
     def get_object(self, request, object_id, from_field=None):
+        # The claims are the queue's column; this page does not show them.
         queryset = (
             self.get_queryset(request)
-            .select_related(
-                "case__organisation", "search__face__photo", "reference_face__photo", "subject", "outcome_by"
-            )
-            .defer("search__face__encoding", "reference_face__encoding")
+            .prefetch_related(None)
+            .select_related("case__organisation", "subject", "outcome_by")
         )
         field = self.model._meta.pk if from_field is None else self.model._meta.get_field(from_field)
         try:
             obj = queryset.get(**{field.name: field.to_python(object_id)})
         except (self.model.DoesNotExist, ValidationError, ValueError):
             return None
+        # The two faces with their photos, by primary key: joined to the query above they made eleven tables,
+        # which took PostgreSQL's planner 8 ms for 1 ms of execution.
+        faces = (
+            Face.objects.select_related("photo").defer("encoding").in_bulk([obj.search.face_id, obj.reference_face_id])
+        )
+        obj.search.face, obj.reference_face = faces[obj.search.face_id], faces[obj.reference_face_id]
         # Worked out once: the form, the fieldsets, the template and the read-only fields all read it from obj,
         # which Django passes on from here to the form, save_model and response_change.
         correction_of = request.GET.get("correct")
@@ -133,6 +138,28 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         obj.worksheet = selectors.worksheet_for(request.user, obj, correcting=correcting, correction_of=correction_of)
         obj.hide_scores = obj.worksheet.hide_scores
         return obj
+
+    def get_urls(self):
+        # Before the admin's own: its catch-all `<object_id>/` would take these.
+        view = self.admin_site.admin_view(self.neighbour_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<int:object_id>/previous/", view, {"later": False}, name=f"{name}_previous"),
+            path("<int:object_id>/next/", view, {"later": True}, name=f"{name}_next"),
+            *super().get_urls(),
+        ]
+
+    def neighbour_view(self, request, object_id: int, later: bool):
+        """The candidate page's "previous" and "next": the item before or after this one in the reviewer's queue,
+        found when they move (j and k) rather than on every page."""
+        candidate = self.get_queryset(request).filter(pk=object_id).first()
+        if candidate is None or not self.has_view_permission(request, candidate):
+            raise Http404
+        target = selectors.queue_neighbour(request.user, candidate, later=later)
+        if target is None:
+            self.message_user(request, f"No {'later' if later else 'earlier'} item in your queue.", messages.WARNING)
+            target = candidate.pk
+        return HttpResponseRedirect(reverse("admin:reviews_reviewitem_change", args=[target]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {"title": "Review candidate", "show_save_and_continue": False, **(extra_context or {})}

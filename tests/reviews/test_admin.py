@@ -257,6 +257,34 @@ def test_the_queue_lists_what_this_reviewer_may_still_decide_oldest_first(client
     assert "waiting-fresh" in ritas
 
 
+def test_previous_and_next_take_the_reviewer_through_his_queue(client, reviewers, erin, enrol, open_case):
+    # Given two candidates in bob's queue, oldest first
+    bob, _ = reviewers
+    enrol("OBAMA-REF", OBAMA)
+    first, second = (open_case(OBAMA_2, reference=f"N-{n}").candidates.get() for n in range(2))
+    client.force_login(bob)
+
+    # When he opens the first, the page leads to the next and the previous items
+    page = client.get(change_url(first)).content.decode()
+    next_of, previous_of = "admin:reviews_reviewitem_next", "admin:reviews_reviewitem_previous"
+    assert reverse(next_of, args=[first.pk]) in page and reverse(previous_of, args=[first.pk]) in page
+
+    # Then "next" and "previous" take him to the neighbouring items
+    assert client.get(reverse(next_of, args=[first.pk])).url == change_url(second)
+    assert client.get(reverse(previous_of, args=[second.pk])).url == change_url(first)
+
+    # and past either end he stays on the item, and is told why
+    response = client.get(reverse(next_of, args=[second.pk]), follow=True)
+    assert response.redirect_chain == [(change_url(second), 302)]
+    assert "No later item in your queue." in response.content.decode()
+    response = client.get(reverse(previous_of, args=[first.pk]), follow=True)
+    assert "No earlier item in your queue." in response.content.decode()
+
+    # When another organisation's admin asks from one of them, there is nothing there
+    client.force_login(erin)
+    assert client.get(reverse(next_of, args=[first.pk])).status_code == 404
+
+
 @pytest.mark.parametrize("scores", ["shown", "hidden"])
 def test_the_queues_rows_are_those_the_admins_own_list_would_write(
     client, request, reviewers, enrol, open_case, audit_run, scores

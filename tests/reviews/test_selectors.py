@@ -61,7 +61,7 @@ def test_the_case_creator_gets_reasons_instead_of_decision_controls(org, alice, 
 
 
 def test_queue_neighbours_follow_the_queue_order_and_skip_what_the_reviewer_may_not_decide(reviewers, enrol, open_case):
-    from reviews.selectors import queue_neighbours
+    from reviews.selectors import queue_neighbour
 
     # Given three candidates in bob's queue, oldest first, and a fourth he has already decided
     bob, _ = reviewers
@@ -70,6 +70,12 @@ def test_queue_neighbours_follow_the_queue_order_and_skip_what_the_reviewer_may_
     decide(decided, bob)
 
     # Then each one's neighbours are the items before and after it that he may still decide
-    assert queue_neighbours(bob, first) == (None, second.pk)
-    assert queue_neighbours(bob, second) == (first.pk, third.pk)
-    assert queue_neighbours(bob, third) == (second.pk, None)
+    def neighbours(candidate):
+        return queue_neighbour(bob, candidate, later=False), queue_neighbour(bob, candidate, later=True)
+
+    assert neighbours(first) == (None, second.pk)
+    assert neighbours(second) == (first.pk, third.pk)
+    assert neighbours(third) == (second.pk, None)
+    assert neighbours(decided) == (third.pk, None)
+
+
