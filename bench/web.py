@@ -20,12 +20,12 @@ same middleware stack).
 
 The reviewers scenario (--scenario reviewers, or all) has --reviewers reviewers (8) across --organisations
 organisations (2) work at once: each loads the review queue, then a candidate's page, and every image on each
-page (a browser's --image-connections parallel requests, 6), waits --think seconds, and starts again, for
---duration seconds (after an untimed warm-up of two rounds; each reviewer starts at their own point of the first
-think time), while a probe requests /healthz every 20 ms. It
-reports the page alone, the page with its images, each image, and the queue per organisation, each with its
-ratio to /healthz during the same load, and the pages and images as gunicorn timed them (its access log),
-apart from the client's own waits.
+page (a browser's --image-connections parallel requests, 6), waits about --think seconds (0.5 to 1.5 times it,
+at random), and starts again, for --duration seconds (after an untimed warm-up of two rounds; each reviewer
+starts at their own point of the first think time), while a probe requests /healthz every 20 ms. It reports
+the page alone, the page with its images, each image, and the queue per organisation, each with its ratio to
+/healthz during the same load, and the pages and images as gunicorn timed them (its access log), apart from the
+client's own waits.
 The images are real file responses (the queue's are embedded in the page) and each one records its view in
 the activity log, as in production; views are sealed every --seal-seconds meanwhile, as the beat would
 (views logged before the run, by the warm-up or an earlier run, are sealed first). --writer-hold-ms adds a long
@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import random
 import re
 import signal
 import subprocess
@@ -448,6 +449,10 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
         # People do not start in step: each reviewer begins at their own point of one think time, so that the
         # first rounds are not eight queue pages arriving in the same millisecond.
         time.sleep(args.think * index / len(reviewers))
+        # Nor do they look at each page for the same time: a fixed think time locks the reviewers' cycles in step
+        # with each other, so that which pages coincide (and so the tail) changed with any page's speed. Drawn
+        # between half and one and a half think times, from a seed of the reviewer's own.
+        thinking = random.Random(index)
         while time.monotonic() < deadline:
             for kind, path in pages:
                 page_ms, images, total_ms, status = browser.load(path)
@@ -461,7 +466,7 @@ def reviewers_run(args: argparse.Namespace, base_port: int, reviewers: list[dict
                 for image_ms, _ in images:
                     add("image", image_ms)
                 add(f"{kind} images per page", len(images))
-                time.sleep(args.think)
+                time.sleep(args.think * thinking.uniform(0.5, 1.5))
 
     def probe() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", base_port, timeout=60)
@@ -539,7 +544,8 @@ def reviewers_report(args: argparse.Namespace, samples: dict[str, list[float]], 
     print(
         f"\nreviewers: {len(reviewers)} at once across {len(organisations)} organisations, each loading the queue "
         f"and a candidate page with their images ({args.image_connections} image connections each), "
-        f"{args.think} s think time, {args.duration} s; gunicorn {args.workers} workers x {args.threads} threads; "
+        f"{args.think} s think time (0.5-1.5x), {args.duration} s; "
+        f"gunicorn {args.workers} workers x {args.threads} threads; "
         f"{args.faces:,} gallery faces and {args.candidates:,} candidates per organisation; "
         f"cores {os.cpu_count()}; load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
