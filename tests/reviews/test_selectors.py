@@ -77,5 +77,3 @@ def test_queue_neighbours_follow_the_queue_order_and_skip_what_the_reviewer_may_
     assert neighbours(second) == (first.pk, third.pk)
     assert neighbours(third) == (second.pk, None)
     assert neighbours(decided) == (third.pk, None)
-
-
