@@ -201,8 +201,12 @@ def face_quality_of(face) -> FaceQuality:
         stat = os.stat(path)
     except (FileNotFoundError, ValueError):
         return _unmeasured(face.blur)
-    except NotImplementedError:  # a storage without local paths: measured on every read
-        return _measure(photo.image.open("rb"), box, face.blur)
+    except NotImplementedError:  # a storage without local paths (a bucket): measured on every read
+        try:
+            handle = photo.image.open("rb")
+        except (FileNotFoundError, ValueError):
+            return _unmeasured(face.blur)
+        return _measure(handle, box, face.blur)
     try:
         return _measured(path, stat.st_size, stat.st_mtime_ns, box, face.blur)
     except FileNotFoundError:  # purged between the stat and the read

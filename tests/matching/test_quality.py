@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+from types import SimpleNamespace
 
 from django.utils import timezone
 
@@ -69,3 +71,40 @@ def test_a_photo_whose_file_is_gone_reads_not_measured(open_case):
     # Then it reads "not measured" rather than failing the page
     quality = face_quality_of(face)
     assert not quality.landmarks_found and quality.eye_distance.value is None
+
+
+class _BucketFile:
+    """A stored file in a storage without local paths: `path` is not implemented, as for a bucket."""
+
+    def __init__(self, content: bytes | None) -> None:
+        self.content = content
+
+    def __bool__(self) -> bool:
+        return True
+
+    @property
+    def path(self) -> str:
+        raise NotImplementedError("This backend doesn't support absolute paths.")
+
+    def open(self, mode: str = "rb"):
+        if self.content is None:
+            raise FileNotFoundError("gone from the bucket")
+        return io.BytesIO(self.content)
+
+
+def test_a_photo_in_a_bucket_is_measured_and_one_gone_from_it_reads_not_measured(open_case):
+    # Given a real face whose photo is read from a storage without local paths
+    face = _probe_face(open_case)
+    on_disk = face_quality_of(face)
+    content = face.photo.image.read()
+
+    def in_bucket(content):
+        photo = SimpleNamespace(image=_BucketFile(content), purged_at=None)
+        return SimpleNamespace(
+            photo=photo, top=face.top, right=face.right, bottom=face.bottom, left=face.left, blur=face.blur
+        )
+
+    # Then it is measured as from the disk, and a photo gone from the bucket reads "not measured"
+    assert face_quality_of(in_bucket(content)) == on_disk
+    gone = face_quality_of(in_bucket(None))
+    assert not gone.landmarks_found and gone.eye_distance.value is None
