@@ -198,18 +198,14 @@ def face_quality_of(face) -> FaceQuality:
     box = (face.top, face.right, face.bottom, face.left)
     try:
         path = photo.image.path
-        stat = os.stat(path)
-    except (FileNotFoundError, ValueError):
-        return _unmeasured(face.blur)
     except NotImplementedError:  # a storage without local paths (a bucket): measured on every read
-        try:
-            handle = photo.image.open("rb")
-        except (FileNotFoundError, ValueError):
-            return _unmeasured(face.blur)
-        return _measure(handle, box, face.blur)
+        path = None
     try:
+        if path is None:
+            return _measure(photo.image.open("rb"), box, face.blur)
+        stat = os.stat(path)
         return _measured(path, stat.st_size, stat.st_mtime_ns, box, face.blur)
-    except FileNotFoundError:  # purged between the stat and the read
+    except FileNotFoundError:  # gone from the storage, or purged while being read
         return _unmeasured(face.blur)
 
 

@@ -152,7 +152,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
     def neighbour_view(self, request, object_id: int, later: bool):
         """The candidate page's "previous" and "next": the item before or after this one in the reviewer's queue,
         found when they move (j and k) rather than on every page."""
-        candidate = self.get_queryset(request).filter(pk=object_id).first()
+        candidate = self.get_queryset(request).prefetch_related(None).filter(pk=object_id).first()
         if candidate is None or not self.has_view_permission(request, candidate):
             raise Http404
         target = selectors.queue_neighbour(request.user, candidate, later=later)
