@@ -62,6 +62,30 @@ def test_review_queue_with_every_filter_set_costs_the_same_queries(
         client.get(url)
 
 
+def test_review_queue_reads_its_claims_in_the_same_queries_for_30_claimed_items_as_for_3(
+    client, alice, bob, org, trained, django_assert_num_queries
+):
+    from reviews.services import review_claim
+
+    # Given three open candidates, each claimed by bob, who has seen the queue once
+    trained(bob)
+    for _ in range(3):
+        review_claim(candidate_id=candidate_with(organisation=org, created_by=alice).pk, acting_user=bob)
+    client.force_login(bob)
+    client.get(QUEUE)
+    with_three = queries_for(client, QUEUE)
+
+    # When there are thirty, each claimed by him
+    for _ in range(27):
+        review_claim(candidate_id=candidate_with(organisation=org, created_by=alice).pk, acting_user=bob)
+    response = client.get(QUEUE)
+    assert response.content.decode().count('<td class="field-claimed_by">bob</td>') == 25
+
+    # Then the page costs the same queries: the claims and their reviewers' names come in one
+    with django_assert_num_queries(with_three):
+        client.get(QUEUE)
+
+
 def _reads_of(client, url: str, table: str) -> int:
     with CaptureQueriesContext(connection) as context:
         assert client.get(url).status_code == 200
