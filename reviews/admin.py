@@ -237,20 +237,6 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         self.message_user(request, f"Claimed {queryset.count()} item(s).")
 
 
-class QueueChangeList(ChangeList):
-    """The queue's rows read only the columns it shows, and each claim only its reviewer's username rather than the
-    whole user row with its password hash."""
-
-    def get_queryset(self, request, exclude_parameters=None):
-        claims = ReviewClaim.objects.select_related("reviewer").only("candidate_id", "reviewer__username")
-        return (
-            super()
-            .get_queryset(request, exclude_parameters)
-            .only(*QUEUE_COLUMNS)
-            .prefetch_related(Prefetch("claims", queryset=claims))
-        )
-
-
 # What the queue's columns (reviews.admin_display), its links and its reveals read of an item.
 QUEUE_COLUMNS = [
     "id",
@@ -263,6 +249,20 @@ QUEUE_COLUMNS = [
     "created_at",
     "warning__severity",
 ]
+
+
+class QueueChangeList(ChangeList):
+    """The queue's rows read only the columns it shows, and each claim only its reviewer's username rather than the
+    whole user row with its password hash."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        claims = ReviewClaim.objects.select_related("reviewer").only("candidate_id", "reviewer__username")
+        return (
+            super()
+            .get_queryset(request, exclude_parameters)
+            .only(*QUEUE_COLUMNS)
+            .prefetch_related(Prefetch("claims", queryset=claims))
+        )
 
 
 def _read_only_page(request, view):
