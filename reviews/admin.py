@@ -8,7 +8,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 
@@ -30,7 +29,6 @@ from reviews.admin_filters import (
 from reviews.forms import PolicyForm, ReviewForm, TrainingForm
 from reviews.models import (
     DisclosureReport,
-    ReviewClaim,
     ReviewDecision,
     ReviewItem,
     ReviewPolicy,
@@ -213,17 +211,20 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         hidden = self._scores_hidden(request)
         # The page's thumbnails come embedded, with their views logged in one INSERT (matching/thumbnails.py).
         items = list(changelist.result_list)
+        claimers = selectors.queue_claimers(item.pk for item in items) if items else {}
         # Scores show on an item once this reviewer has recorded its comparison; the gallery face once they
         # have analysed its probe (ACE-V: the probe is judged before any candidate is seen).
         compared, analysed = selectors.queue_reveals(request.user, items)
+        for item in items:
+            item.hide_scores = hidden and item.pk not in compared
+            item.hide_gallery = item.pk not in analysed
+            item.claimers = claimers.get(item.pk, [])
         face_ids = {item.search.face_id for item in items} | {
-            item.reference_face_id for item in items if item.pk in analysed
+            item.reference_face_id for item in items if not item.hide_gallery
         }
         faces = Face.objects.only("id", "organisation_id", "subject_id", "purged_at", "crop", "thumbnail")
         thumbnails = face_thumbnails(request.user, faces.filter(pk__in=face_ids))
         for item in items:
-            item.hide_scores = hidden and item.pk not in compared
-            item.hide_gallery = item.pk not in analysed
             item.thumbnails = thumbnails
         return changelist
 
@@ -237,7 +238,8 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         self.message_user(request, f"Claimed {queryset.count()} item(s).")
 
 
-# What the queue's columns (reviews.admin_display), its links and its reveals read of an item.
+# What the queue's columns (reviews.admin_display), its links and its reveals read of an item; the claims come in a
+# query of their own (`selectors.queue_claimers`).
 QUEUE_COLUMNS = [
     "id",
     "search__face_id",
@@ -252,17 +254,10 @@ QUEUE_COLUMNS = [
 
 
 class QueueChangeList(ChangeList):
-    """The queue's rows read only the columns it shows, and each claim only its reviewer's username rather than the
-    whole user row with its password hash."""
+    """The queue's rows read only the columns it shows."""
 
     def get_queryset(self, request, exclude_parameters=None):
-        claims = ReviewClaim.objects.select_related("reviewer").only("candidate_id", "reviewer__username")
-        return (
-            super()
-            .get_queryset(request, exclude_parameters)
-            .only(*QUEUE_COLUMNS)
-            .prefetch_related(Prefetch("claims", queryset=claims))
-        )
+        return super().get_queryset(request, exclude_parameters).only(*QUEUE_COLUMNS)
 
 
 def _read_only_page(request, view):

@@ -65,7 +65,8 @@ def severity(obj: ReviewItem) -> str:
 
 @admin.display(description="claimed by")
 def claimed_by(obj: ReviewItem) -> str:
-    return ", ".join(claim.reviewer.get_username() for claim in obj.claims.all()) or "—"
+    # The queue sets `claimers` for its page (selectors.queue_claimers).
+    return ", ".join(obj.claimers) or "—"
 
 
 def _age(age: timedelta) -> str:

@@ -63,23 +63,28 @@ class CaseFilter(admin.SimpleListFilter):
     MAX_LISTED = 50
 
     def lookups(self, request, model_admin):
+        organisation = access.organisation_of(request.user)
+        if organisation is None:
+            return []
+        mine = (request.GET.get(OpenFilter.parameter_name) or "mine") == "mine"
+        return selectors.queue_cases(
+            request.user, organisation, mine=mine, find=lambda: self._case_ids(request, model_admin, organisation, mine)
+        )
+
+    def _case_ids(self, request, model_admin, organisation, mine: bool) -> list[int] | None:
         # Cases with open items (closed ones stay reachable through "items"), found from the case side: a
         # DISTINCT over the candidates would read every one of them to list a handful of cases. Under "Mine to
         # decide" (the default), only cases with an item this reviewer may still decide: a case whose items
         # they have all decided would lead to an empty list.
         listed = model_admin.get_queryset(request)
-        if (request.GET.get(OpenFilter.parameter_name) or "mine") == "mine":
-            listed = selectors.candidates_decidable_by(request.user, listed)
-        open_items = listed.open().filter(case=OuterRef("pk"))
-        cases = list(
-            Case.objects.filter(organisation=access.organisation_of(request.user))
-            .filter(Exists(open_items.order_by().values("pk")))
+        listed = selectors.candidates_decidable_by(request.user, listed) if mine else listed.open()
+        ids = list(
+            Case.objects.filter(organisation=organisation)
+            .filter(Exists(listed.filter(case=OuterRef("pk")).order_by().values("pk")))
             .order_by()
-            .values_list("id", "reference")[: self.MAX_LISTED + 1]
+            .values_list("id", flat=True)[: self.MAX_LISTED + 1]
         )
-        if len(cases) > self.MAX_LISTED:
-            return []
-        return sorted(cases, key=lambda pair: pair[1])
+        return None if len(ids) > self.MAX_LISTED else ids
 
     def queryset(self, request, queryset):
         return queryset.filter(case_id=self.value()) if self.value() else queryset

@@ -46,6 +46,7 @@ from reviews.selectors import (  # noqa: F401  (reads live in selectors; importa
     may_decide_escalations,
     may_request_disclosure,
     may_see_decisions,
+    queue_cases_forget,
     review_policy_for,
     scores_hidden_from,
     training_status,
@@ -108,6 +109,7 @@ def training_record(
     attestation = TrainingAttestation.objects.create(
         organisation=organisation, reviewer=reviewer, trained_on=trained_on, course=course, recorded_by=acting_user
     )
+    transaction.on_commit(lambda: queue_cases_forget(reviewer.pk))
     audit_record(
         action="training.record",
         actor=acting_user,
@@ -276,6 +278,7 @@ def probe_analyse(
         if closed:
             outbox_enqueue("reviews.tasks.notify_caseworker", candidate.case_id, False)
             outbox_enqueue("reviews.tasks.refresh_warnings", candidate.organisation_id)
+            transaction.on_commit(lambda: queue_cases_forget(acting_user.pk))
     return analysis
 
 
@@ -402,6 +405,7 @@ def review_decide(
         },
     )
     _candidate_advance(candidate, decision, policy, acting_user)
+    transaction.on_commit(lambda: queue_cases_forget(acting_user.pk))
     return decision
 
 

@@ -123,9 +123,12 @@ def _test_settings(settings, media_root):
 def _fresh_gallery_cache():
     from matching.accuracy.gallery_risk import caches_clear
     from matching.search import gallery_cache
+    from reviews.selectors import _queue_cases
 
     gallery_cache.clear()
     caches_clear()
+    # Each web process remembers a reviewer's case list for half a minute, keyed by ids a new test reuses.
+    _queue_cases.clear()
     yield
     gallery_cache.clear()
 

@@ -698,3 +698,65 @@ def test_the_case_filter_lists_only_cases_the_reviewer_may_still_decide_in_his_q
     # Then his queue's case filter offers only C-2 (C-1 would lead to an empty list); all open items offer both
     assert listed() == {"C-2"}
     assert listed("?items=open") == {"C-1", "C-2"}
+
+
+def _case_filter(client, query: str = "") -> set[str]:
+    """The case references the queue's case filter lists."""
+    page = client.get(reverse("admin:reviews_reviewitem_changelist") + query).content.decode()
+    filter_block = page[page.index('id="changelist-filter"') :]
+    return set(re.findall(r'<a href="\?[^"]*case=\d+[^"]*">([^<]+)</a>', filter_block))
+
+
+def test_the_case_filter_drops_a_case_at_once_when_the_reviewer_decides_its_last_item(
+    client, reviewers, candidate, open_case, django_capture_on_commit_callbacks
+):
+    # Given bob has opened his queue, whose case filter lists C-1 and C-2
+    bob, _ = reviewers
+    open_case(OBAMA_2, reference="C-2")
+    client.force_login(bob)
+    assert _case_filter(client) == {"C-1", "C-2"}
+
+    # When he decides C-1's only candidate
+    with django_capture_on_commit_callbacks(execute=True):
+        decide(candidate, bob)
+
+    # Then his next queue page lists only C-2: his own decision does not wait for the list to be looked up again
+    assert _case_filter(client) == {"C-2"}
+
+
+def test_the_case_filter_lists_a_new_case_within_half_a_minute_while_the_rows_show_it_at_once(
+    client, reviewers, candidate, open_case, monkeypatch
+):
+    from reviews import selectors
+
+    # Given bob has opened his queue, with C-1 in its case filter
+    bob, _ = reviewers
+    client.force_login(bob)
+    assert _case_filter(client) == {"C-1"}
+    started = selectors._clock()
+
+    # When a new case, C-2, brings a candidate for him
+    open_case(OBAMA_2, reference="C-2")
+    page = client.get(reverse("admin:reviews_reviewitem_changelist")).content.decode()
+
+    # Then its row is in the queue at once, while the case filter still lists what it found before
+    assert page.count('class="action-select"') == 2
+    assert _case_filter(client) == {"C-1"}
+    # And once QUEUE_CASES_SECONDS have passed, the filter lists C-2 too
+    monkeypatch.setattr(selectors, "_clock", lambda: started + selectors.QUEUE_CASES_SECONDS + 1)
+    assert _case_filter(client) == {"C-1", "C-2"}
+
+
+def test_the_case_filter_shows_a_listed_case_as_it_is_now(client, reviewers, candidate, open_case):
+    # Given bob has opened his queue, whose case filter lists C-1 and C-2
+    bob, _ = reviewers
+    second = open_case(OBAMA_2, reference="C-2")
+    client.force_login(bob)
+    assert _case_filter(client) == {"C-1", "C-2"}
+
+    # When C-2 is renamed and C-1 is deleted
+    Case.objects.filter(pk=second.pk).update(reference="C-2-renamed")
+    Case.objects.filter(pk=candidate.case_id).delete()
+
+    # Then the filter, which has not looked for cases again, shows C-2 under its new name and C-1 not at all
+    assert _case_filter(client) == {"C-2-renamed"}
