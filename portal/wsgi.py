@@ -12,6 +12,6 @@ application = get_wsgi_application()
 
 # What is loaded by now (Django, the apps, the URLconf with the admin and every view) lives as long as the process.
 # Frozen, it is left out of the garbage collector's full passes, which otherwise walk all of it: such a pass took
-# 65-90 ms in the middle of a review page, against 4 ms once frozen (bench/README.md, "The collector's pauses").
+# 65-90 ms in the middle of a review page, against 4 ms once frozen (bench/README.md, the fifth session's figures).
 import_module(settings.ROOT_URLCONF)
 gc.freeze()

@@ -760,3 +760,35 @@ def test_the_case_filter_shows_a_listed_case_as_it_is_now(client, reviewers, can
 
     # Then the filter, which has not looked for cases again, shows C-2 under its new name and C-1 not at all
     assert _case_filter(client) == {"C-2-renamed"}
+
+
+def test_the_case_filter_lists_a_reviewers_cases_at_once_when_his_training_is_recorded(
+    client, bob, trained, candidate, django_capture_on_commit_callbacks
+):
+    # Given bob, with no training recorded yet, has opened his queue: he may decide nothing, so no case is listed
+    client.force_login(bob)
+    assert _case_filter(client) == set()
+
+    # When his org admin records his training
+    with django_capture_on_commit_callbacks(execute=True):
+        trained(bob)
+
+    # Then his next queue page lists C-1
+    assert _case_filter(client) == {"C-1"}
+
+
+def test_the_case_filter_drops_a_case_at_once_when_the_reviewer_judges_its_probe_of_no_value(
+    client, reviewers, candidate, open_case, django_capture_on_commit_callbacks
+):
+    # Given bob has opened his queue, whose case filter lists C-1 and C-2
+    bob, _ = reviewers
+    open_case(OBAMA_2, reference="C-2")
+    client.force_login(bob)
+    assert _case_filter(client) == {"C-1", "C-2"}
+
+    # When he judges C-1's probe of no value, which closes its candidate
+    with django_capture_on_commit_callbacks(execute=True):
+        analyse(candidate, bob, value="none", note="Motion blur across the whole face.")
+
+    # Then his next queue page lists only C-2
+    assert _case_filter(client) == {"C-2"}
