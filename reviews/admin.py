@@ -211,7 +211,7 @@ class ReviewItemAdmin(ServiceErrorsAsMessages, DeclaredLookupsOnly, ScopedAdmin,
         hidden = self._scores_hidden(request)
         # The page's thumbnails come embedded, with their views logged in one INSERT (matching/thumbnails.py).
         items = list(changelist.result_list)
-        claimers = selectors.queue_claimers(item.pk for item in items) if items else {}
+        claimers = selectors.queue_claimers(item.pk for item in items)
         # Scores show on an item once this reviewer has recorded its comparison; the gallery face once they
         # have analysed its probe (ACE-V: the probe is judged before any candidate is seen).
         compared, analysed = selectors.queue_reveals(request.user, items)

@@ -362,7 +362,10 @@ def queue_reveals(user: Any, items: list[Candidate]) -> tuple[set[int], set[int]
 def queue_claimers(candidate_ids: Iterable[int]) -> dict[int, list[str]]:
     """The usernames of those who claimed each of these candidates, first claim first: one query of two columns,
     where prefetching the claims built a claim and a user for each."""
-    claims = ReviewClaim.objects.filter(candidate_id__in=list(candidate_ids)).order_by("claimed_at", "pk")
+    ids = list(candidate_ids)
+    if not ids:
+        return {}
+    claims = ReviewClaim.objects.filter(candidate_id__in=ids).order_by("claimed_at", "pk")
     claimers: dict[int, list[str]] = {}
     for candidate_id, username in claims.values_list("candidate_id", "reviewer__username"):
         claimers.setdefault(candidate_id, []).append(username)

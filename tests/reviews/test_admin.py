@@ -680,6 +680,23 @@ def test_a_decided_or_closed_item_reads_as_done_not_as_blocked(client, reviewers
     assert "needs 2 confirmations" in decided
 
 
+def _case_filter(client, query: str = "") -> set[str]:
+    """The case references the queue's case filter lists."""
+    page = client.get(reverse("admin:reviews_reviewitem_changelist") + query).content.decode()
+    filter_block = page[page.index('id="changelist-filter"') :]
+    return set(re.findall(r'<a href="\?[^"]*case=\d+[^"]*">([^<]+)</a>', filter_block))
+
+
+@pytest.fixture
+def two_cases_listed(client, reviewers, candidate, open_case):
+    """bob has opened his queue, whose case filter lists C-1 (the candidate's case) and C-2; gives (bob, C-2)."""
+    bob, _ = reviewers
+    second = open_case(OBAMA_2, reference="C-2")
+    client.force_login(bob)
+    assert _case_filter(client) == {"C-1", "C-2"}
+    return bob, second
+
+
 def test_the_case_filter_lists_only_cases_the_reviewer_may_still_decide_in_his_queue(
     client, reviewers, candidate, open_case
 ):
@@ -689,32 +706,17 @@ def test_the_case_filter_lists_only_cases_the_reviewer_may_still_decide_in_his_q
     open_case(OBAMA_2, reference="C-2")
     client.force_login(bob)
 
-    def listed(query: str = "") -> set[str]:
-        page = client.get(reverse("admin:reviews_reviewitem_changelist") + query).content.decode()
-        filter_block = page[page.index('id="changelist-filter"') :]
-        return {reference for reference in ("C-1", "C-2") if f">{reference}</a>" in filter_block}
-
     # When he opens his queue, and then all open items
     # Then his queue's case filter offers only C-2 (C-1 would lead to an empty list); all open items offer both
-    assert listed() == {"C-2"}
-    assert listed("?items=open") == {"C-1", "C-2"}
-
-
-def _case_filter(client, query: str = "") -> set[str]:
-    """The case references the queue's case filter lists."""
-    page = client.get(reverse("admin:reviews_reviewitem_changelist") + query).content.decode()
-    filter_block = page[page.index('id="changelist-filter"') :]
-    return set(re.findall(r'<a href="\?[^"]*case=\d+[^"]*">([^<]+)</a>', filter_block))
+    assert _case_filter(client) == {"C-2"}
+    assert _case_filter(client, "?items=open") == {"C-1", "C-2"}
 
 
 def test_the_case_filter_drops_a_case_at_once_when_the_reviewer_decides_its_last_item(
-    client, reviewers, candidate, open_case, django_capture_on_commit_callbacks
+    client, candidate, two_cases_listed, django_capture_on_commit_callbacks
 ):
     # Given bob has opened his queue, whose case filter lists C-1 and C-2
-    bob, _ = reviewers
-    open_case(OBAMA_2, reference="C-2")
-    client.force_login(bob)
-    assert _case_filter(client) == {"C-1", "C-2"}
+    bob, _ = two_cases_listed
 
     # When he decides C-1's only candidate
     with django_capture_on_commit_callbacks(execute=True):
@@ -747,12 +749,9 @@ def test_the_case_filter_lists_a_new_case_within_half_a_minute_while_the_rows_sh
     assert _case_filter(client) == {"C-1", "C-2"}
 
 
-def test_the_case_filter_shows_a_listed_case_as_it_is_now(client, reviewers, candidate, open_case):
+def test_the_case_filter_shows_a_listed_case_as_it_is_now(client, candidate, two_cases_listed):
     # Given bob has opened his queue, whose case filter lists C-1 and C-2
-    bob, _ = reviewers
-    second = open_case(OBAMA_2, reference="C-2")
-    client.force_login(bob)
-    assert _case_filter(client) == {"C-1", "C-2"}
+    _, second = two_cases_listed
 
     # When C-2 is renamed and C-1 is deleted
     Case.objects.filter(pk=second.pk).update(reference="C-2-renamed")
@@ -778,13 +777,10 @@ def test_the_case_filter_lists_a_reviewers_cases_at_once_when_his_training_is_re
 
 
 def test_the_case_filter_drops_a_case_at_once_when_the_reviewer_judges_its_probe_of_no_value(
-    client, reviewers, candidate, open_case, django_capture_on_commit_callbacks
+    client, candidate, two_cases_listed, django_capture_on_commit_callbacks
 ):
     # Given bob has opened his queue, whose case filter lists C-1 and C-2
-    bob, _ = reviewers
-    open_case(OBAMA_2, reference="C-2")
-    client.force_login(bob)
-    assert _case_filter(client) == {"C-1", "C-2"}
+    bob, _ = two_cases_listed
 
     # When he judges C-1's probe of no value, which closes its candidate
     with django_capture_on_commit_callbacks(execute=True):
