@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import ExpressionWrapper, F, Q
 
 
 class Sex(models.TextChoices):
@@ -256,13 +256,22 @@ class Photo(models.Model):
         return years_between(subject.born_on, self.captured_on)
 
 
+# A face whose biometrics may still be used or shown: not purged, of a photo not purged, and (reference faces) of
+# a subject not erased. A row of a face that is gone is kept for history, never served.
+FACE_LIVE = Q(purged_at__isnull=True, photo__purged_at__isnull=True) & (
+    Q(subject__isnull=True) | Q(subject__erased_at__isnull=True)
+)
+
+
 class FaceQuerySet(models.QuerySet["Face"]):
     def live(self) -> FaceQuerySet:
-        """Faces whose biometrics may still be used or shown: not purged, of a photo not purged, and (reference
-        faces) of a subject not erased. A row of a face that is gone is kept for history, never served."""
-        return self.filter(purged_at__isnull=True, photo__purged_at__isnull=True).filter(
-            Q(subject__isnull=True) | Q(subject__erased_at__isnull=True)
-        )
+        """The faces that are live (FACE_LIVE)."""
+        return self.filter(FACE_LIVE)
+
+    def with_liveness(self) -> FaceQuerySet:
+        """Every face, each with `is_live`: the same rule as a column, for a page that shows a gone face as
+        gone (an EXISTS over `live()` per face took half a millisecond longer to build)."""
+        return self.annotate(is_live=ExpressionWrapper(FACE_LIVE, output_field=models.BooleanField()))
 
 
 class Face(models.Model):

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from PIL import Image
 
 from matching.imaging import thumbnail_jpeg
@@ -64,7 +64,7 @@ def face_thumbnails(user, faces: Iterable[Face]) -> dict[int, str | None]:
     read_here = isinstance(faces, QuerySet)
     if read_here:
         # Asked in the same query, rather than in a second one for the faces read here.
-        faces = faces.annotate(is_live=Exists(Face.objects.live().filter(pk=OuterRef("pk"))))
+        faces = faces.with_liveness()
     unique = {face.pk: face for face in faces}
     shown = {pk: face for pk, face in unique.items() if face.purged_at is None and face.crop}
     if shown:

@@ -332,31 +332,25 @@ def analysis_may_be_read(user: Any, analysis: ProbeAnalysis) -> bool:
 
 
 def queue_reveals(user: Any, items: list[Candidate]) -> tuple[set[int], set[int]]:
-    """Of a queue page's items: those whose comparison this user has recorded (their scores may show) and
-    those whose probe face has the analysis that holds for this user (their gallery face may show). One query, by
-    the page's ids: asked in the rows' own query, PostgreSQL would ask it of every item it sorts for the page."""
+    """Of a queue page's items (read with their search): those whose comparison this user has recorded (their
+    scores may show) and those whose probe face has the analysis that holds for this user (their gallery face may
+    show). Two plain queries by the page's ids: one query with an EXISTS for each took 1 ms longer to build than
+    both of these together, and asked in the rows' own query PostgreSQL would ask it of every item it sorts."""
     if not items:
         return set(), set()
-    analyses = ProbeAnalysis.objects.filter(face=OuterRef("search__face"))
+    compared = set(
+        FeatureComparison.objects.filter(candidate_id__in=[item.pk for item in items], reviewer=user).values_list(
+            "candidate_id", flat=True
+        )
+    )
+    analyses = ProbeAnalysis.objects.filter(face_id__in={item.search.face_id for item in items})
     organisation = access.organisation_of(user)
     if organisation is None or review_policy_for(organisation).analysis_scope != AnalysisScope.SHARED:
         analyses = analyses.filter(reviewer=user)
-    rows = (
-        Candidate.objects.filter(pk__in=[item.pk for item in items])
-        .annotate(
-            compared=Exists(FeatureComparison.objects.filter(candidate=OuterRef("pk"), reviewer=user)),
-            analysed=Exists(analyses),
-        )
-        .values_list("pk", "compared", "analysed")
-    )
-    compared, analysed = set(), set()
-    for pk, has_comparison, has_analysis in rows:
-        if has_comparison:
-            compared.add(pk)
-        if has_analysis:
-            analysed.add(pk)
+    analysed_faces = set(analyses.values_list("face_id", flat=True))
     # A closed item takes no more comparisons: nothing is left to judge first.
-    return compared, analysed | {item.pk for item in items if not item.is_open}
+    analysed = {item.pk for item in items if item.search.face_id in analysed_faces or not item.is_open}
+    return compared, analysed
 
 
 def queue_claimers(candidate_ids: Iterable[int]) -> dict[int, list[str]]:
@@ -509,9 +503,10 @@ def reference_strip(candidate: Candidate) -> ReferenceStrip:
 # Marks on the faces: one's own, and once blind review allows, the other reviewers'
 
 
-def marks_shown(user: Any, candidate: Candidate, *, may_see_others: bool) -> list[dict[str, Any]]:
+def marks_shown(user: Any, candidate: Candidate, *, decisions: list[ReviewDecision]) -> list[dict[str, Any]]:
     """The annotations this user sees drawn: their own (from their latest decision, else their comparison),
-    and the other reviewers' (from their latest decisions) only when blind review lets them see decisions."""
+    and the other reviewers' from their latest of `decisions`: the candidate's decisions in the order they were
+    made, read with their reviewers, when blind review lets this user see them, else none."""
     shown: list[dict[str, Any]] = []
     mine = own_latest_decision(user, candidate)
     if mine is not None:
@@ -520,13 +515,13 @@ def marks_shown(user: Any, candidate: Candidate, *, may_see_others: bool) -> lis
         comparison = own_comparison(user, candidate)
         own = comparison.annotations if comparison else []
     shown.extend({**mark, "by": user.get_username(), "own": True} for mark in own or [])
-    if may_see_others:
-        latest: dict[int, ReviewDecision] = {}
-        for decision in candidate.decisions.exclude(reviewer=user).select_related("reviewer").order_by("created_at"):
+    latest: dict[int, ReviewDecision] = {}
+    for decision in decisions:
+        if decision.reviewer_id != user.pk:
             latest[decision.reviewer_id] = decision
-        for decision in latest.values():
-            name = decision.reviewer.get_username()
-            shown.extend({**mark, "by": name, "own": False} for mark in decision.annotations or [])
+    for decision in latest.values():
+        name = decision.reviewer.get_username()
+        shown.extend({**mark, "by": name, "own": False} for mark in decision.annotations or [])
     return shown
 
 
@@ -611,6 +606,8 @@ def worksheet_for(
     may_see_others = may_see_decisions(user, candidate)
     analysis = binding_analysis(user, candidate.search.face_id, policy)
     analyse_only = not blockers and analysis is None
+    # In the order they were made (ReviewDecision's ordering).
+    decisions = list(candidate.decisions.select_related("reviewer")) if may_see_others else []
     return Worksheet(
         policy=policy,
         training=training_status(user, candidate.case.organisation),
@@ -621,13 +618,13 @@ def worksheet_for(
         correcting=correcting,
         correction_of=correction_of,
         own_comparison=comparison.features if comparison else {},
-        decisions=list(candidate.decisions.select_related("reviewer")) if may_see_others else [],
+        decisions=decisions,
         decisions_hidden=not may_see_others,
         finished=not candidate.is_open or (own_latest is not None and not correcting),
         analyse_only=analyse_only,
         analysis=analysis,
         analyses=analyses_visible_to(user, candidate),
-        marks=marks_shown(user, candidate, may_see_others=may_see_others),
+        marks=marks_shown(user, candidate, decisions=decisions),
     )
 
 

@@ -101,20 +101,24 @@ def test_another_organisations_member_gets_no_thumbnail_and_no_view_is_logged(ch
     assert _face_views() == []
 
 
+@pytest.mark.parametrize("gone", ["subject erased", "photo purged"])
 @pytest.mark.parametrize("given_as", ["faces read", "a queryset"])
-def test_a_face_of_an_erased_subject_shows_no_thumbnail_even_if_its_own_row_was_left_live(
-    reviewers, candidate, given_as
+def test_a_face_whose_subject_or_photo_is_gone_shows_no_thumbnail_even_if_its_own_row_was_left_live(
+    reviewers, candidate, given_as, gone
 ):
-    # Given a gallery face whose subject was erased while its own row was left live (what a worker storing faces
-    # during the erasure used to leave behind)
+    # Given a gallery face whose subject was erased, or whose photo was purged, while its own row was left live
+    # (what a worker storing faces during an erasure or a purge used to leave behind)
     bob, _ = reviewers
     probe, reference = candidate.search.face, candidate.reference_face
-    type(reference.subject).objects.filter(pk=reference.subject_id).update(erased_at=timezone.now())
+    if gone == "subject erased":
+        type(reference.subject).objects.filter(pk=reference.subject_id).update(erased_at=timezone.now())
+    else:
+        type(reference.photo).objects.filter(pk=reference.photo_id).update(purged_at=timezone.now())
 
     # When a page embeds the candidate's faces, read already or as a queryset (the queue's way)
     faces = [probe, reference] if given_as == "faces read" else Face.objects.filter(pk__in=[probe.pk, reference.pk])
     thumbnails = face_thumbnails(bob, faces)
 
-    # Then the erased subject's face is not shown, and only the probe's view is recorded
+    # Then the gone face is not shown, and only the probe's view is recorded
     assert thumbnails[reference.pk] is None and thumbnails[probe.pk] is not None
     assert _face_views() == [str(probe.pk)]

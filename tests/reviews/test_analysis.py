@@ -266,3 +266,17 @@ def test_the_second_reviewer_sees_the_first_ones_marks_only_after_their_own_deci
 
     assert before.marks == []
     assert [(m["by"], m["note"], m["own"]) for m in after.marks] == [("bob", "Scar over the left brow", False)]
+
+
+def test_the_others_see_only_the_marks_of_a_reviewers_correction(reviewers, candidate):
+    # Given bob decided with a mark, then corrected his decision with another one
+    bob, rita = reviewers
+    first = decide(candidate, bob, conclusion="exclusion", annotations=[_mark(candidate.search.face_id, note="Mole")])
+    decide(candidate, bob, corrects_id=first.pk, annotations=[_mark(candidate.search.face_id, note="Scar")])
+
+    # When rita has decided too, and sees the others' marks
+    decide(candidate, rita)
+    marks = worksheet_for(rita, candidate).marks
+
+    # Then bob's marks are those of his correction only
+    assert [(m["by"], m["note"]) for m in marks if not m["own"]] == [("bob", "Scar")]
