@@ -9,6 +9,9 @@ version. The database is the one bench/web.py seeds (run it once first, with the
     .venv/bin/python bench/web.py --scenario reviewers --faces 30000 --candidates 10000 --duration 5 --workers 4
     .venv/bin/python bench/lockstep.py --baseline 530caf6
     .venv/bin/python bench/lockstep.py --baseline HEAD~1 --loads 300 /admin/reviews/reviewitem/?items=all
+
+With --without-templates, both versions answer every page with an empty body instead of rendering its template:
+what a page costs in its queries, its checks and its writes alone, the floor that no template work can lower.
 """
 
 from __future__ import annotations
@@ -44,9 +47,16 @@ def serve(args: argparse.Namespace) -> None:
     from reviews.models import ReviewItem
 
     reviewer = get_user_model().objects.get(username="bench-review")
+    # The item the reviewers scenario opens: the organisation's first pending one.
     candidate = (
-        ReviewItem.objects.filter(case__reference__startswith="WEB-").order_by("id").values_list("id", flat=True)
+        ReviewItem.objects.filter(case__reference__startswith="WEB-", outcome="pending")
+        .order_by("id")
+        .values_list("id", flat=True)
     )
+    if args.without_templates:
+        from django.template.response import SimpleTemplateResponse
+
+        SimpleTemplateResponse.rendered_content = property(lambda response: "")
     client = Client()
     client.force_login(reviewer)
     answer, sys.stdout = sys.stdout, sys.stderr  # whatever the portal prints stays off the pipe
@@ -62,13 +72,14 @@ def serve(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pages", nargs="*", default=PAGES, help="paths; 'candidate' is the reviewer's first item")
+    parser.add_argument("pages", nargs="*", default=PAGES, help="paths; 'candidate' is the first pending item")
     parser.add_argument("--baseline", default="HEAD~1", help="the commit to compare this checkout with")
     parser.add_argument("--loads", type=int, default=150, help="loads of each page by each version")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432", help="server URL, no database")
     parser.add_argument("--database", default="portal_bench_web", help="seeded by bench/web.py")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--var-dir", default="/tmp/perfvar/bench-web")
+    parser.add_argument("--without-templates", action="store_true", help="answer every page with an empty body")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,6 +107,7 @@ def compare(args: argparse.Namespace, roots: dict[str, Path]) -> None:
         args.redis,
         "--var-dir",
         args.var_dir,
+        *(["--without-templates"] if args.without_templates else []),
     ]
     versions = {
         name: subprocess.Popen(
