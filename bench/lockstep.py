@@ -10,8 +10,11 @@ version. The database is the one bench/web.py seeds (run it once first, with the
     .venv/bin/python bench/lockstep.py --baseline 530caf6
     .venv/bin/python bench/lockstep.py --baseline HEAD~1 --loads 300 /admin/reviews/reviewitem/?items=all
 
-With --without-templates, both versions answer every page with an empty body instead of rendering its template:
-what a page costs in its queries, its checks and its writes alone, the floor that no template work can lower.
+With --without-templates, this checkout answers every page with an empty body instead of rendering its template:
+against --baseline HEAD, what a page costs in its queries, checks and writes alone, next to the whole page, in one
+run. That is the floor no template work can lower:
+
+    .venv/bin/python bench/lockstep.py --baseline HEAD --without-templates
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ def main() -> None:
     parser.add_argument("--database", default="portal_bench_web", help="seeded by bench/web.py")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--var-dir", default="/tmp/perfvar/bench-web")
-    parser.add_argument("--without-templates", action="store_true", help="answer every page with an empty body")
+    parser.add_argument(
+        "--without-templates", action="store_true", help="this checkout answers every page with an empty body"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -92,7 +97,8 @@ def main() -> None:
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), args.baseline], check=True
         )
         try:
-            compare(args, {f"baseline {args.baseline}": worktree, "this checkout": ROOT})
+            this = "this checkout, no templates" if args.without_templates else "this checkout"
+            compare(args, {f"baseline {args.baseline}": worktree, this: ROOT})
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
 
@@ -107,11 +113,18 @@ def compare(args: argparse.Namespace, roots: dict[str, Path]) -> None:
         args.redis,
         "--var-dir",
         args.var_dir,
-        *(["--without-templates"] if args.without_templates else []),
     ]
     versions = {
         name: subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--code", str(root), *options],
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                "--code",
+                str(root),
+                *options,
+                *(["--without-templates"] if args.without_templates and root == ROOT else []),
+            ],
             cwd=root,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
