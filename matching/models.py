@@ -435,7 +435,9 @@ class Candidate(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Candidate {self.pk} (rank {self.rank}, case {self.case_id})"
+        # No rank: blind review hides it until the comparison is recorded, and the admin writes an object's name
+        # into pages' titles and headings.
+        return f"Candidate {self.pk} (case {self.case_id})"
 
     @staticmethod
     def open_q(prefix: str = "") -> Q:

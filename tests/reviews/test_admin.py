@@ -188,6 +188,27 @@ def test_policy_can_hide_the_scores_until_the_comparison_is_recorded(client, rev
     assert f"{candidate.distance:.3f}" in after and 'name="conclusion"' in after
 
 
+@pytest.mark.parametrize("page", ["candidate", "history"])
+def test_while_scores_are_hidden_no_page_names_the_candidate_by_its_rank(client, reviewers, candidate, page):
+    # Given bob, who has analysed the probe but not yet compared the faces, under the default policy (scores hidden)
+    bob = reviewers[0]
+    analyse(candidate, bob)
+    client.force_login(bob)
+
+    # When he opens the candidate's page, or its history
+    url = (
+        change_url(candidate)
+        if page == "candidate"
+        else reverse("admin:reviews_reviewitem_history", args=[candidate.pk])
+    )
+    html = client.get(url).content.decode()
+
+    # Then neither its title nor its headings carry the candidate's rank
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert "rank" not in title.lower() and f"Candidate {candidate.pk}" in title
+    assert f"rank {candidate.rank}" not in html
+
+
 def test_without_training_the_controls_are_disabled_and_the_page_says_why(client, bob, candidate):
     client.force_login(bob)
 
