@@ -599,13 +599,15 @@ def worksheet_for(
     user: Any, candidate: Candidate, *, correcting: bool = False, correction_of: str | None = None
 ) -> Worksheet:
     policy = review_policy_for(candidate.case.organisation)
-    comparison = own_comparison(user, candidate)
     own_latest = own_latest_decision(user, candidate)
     blockers = decision_blockers(user, candidate, correcting=correcting)
-    hide_scores = scores_hidden_from(user, candidate)
     may_see_others = may_see_decisions(user, candidate)
     analysis = binding_analysis(user, candidate.search.face_id, policy)
     analyse_only = not blockers and analysis is None
+    # ACE-V: while the probe is analysed the page shows nothing of the candidate, so nothing of the comparison step
+    # is read: not its record, not its marks, and its scores are hidden whatever the policy.
+    comparison = None if analyse_only else own_comparison(user, candidate)
+    hide_scores = analyse_only or scores_hidden_from(user, candidate)
     # In the order they were made (ReviewDecision's ordering).
     decisions = list(candidate.decisions.select_related("reviewer")) if may_see_others else []
     return Worksheet(
@@ -624,7 +626,7 @@ def worksheet_for(
         analyse_only=analyse_only,
         analysis=analysis,
         analyses=analyses_visible_to(user, candidate),
-        marks=marks_shown(user, candidate, decisions=decisions),
+        marks=[] if analyse_only else marks_shown(user, candidate, decisions=decisions),
     )
 
 

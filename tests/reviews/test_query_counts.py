@@ -107,6 +107,19 @@ def test_the_queue_and_a_candidate_read_the_policy_and_the_training_once_a_page(
     assert _reads_of(client, candidate, "reviews_trainingattestation") == 1
 
 
+def test_a_candidate_page_that_asks_for_the_probe_s_analysis_reads_nothing_of_the_comparison(
+    client, alice, bob, org, trained
+):
+    # Given a trained reviewer who has not analysed the probe of an open candidate
+    trained(bob)
+    candidate = f"{QUEUE}{candidate_with(organisation=org, created_by=alice).pk}/change/"
+    client.force_login(bob)
+
+    # When its page asks for the analysis, Then it reads no feature comparison (the step after the analysis)
+    assert 'name="analysis_value"' in client.get(candidate).content.decode()
+    assert _reads_of(client, candidate, "reviews_featurecomparison") == 0
+
+
 def test_the_queue_writes_the_admins_own_action_checkbox(client, alice, bob, org, trained):
     from django.contrib import admin
 
