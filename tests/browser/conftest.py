@@ -18,8 +18,14 @@ def browser():
     # Playwright's sync API runs an event loop in this thread; the ORM calls the
     # tests make around it are ordinary synchronous ones.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
+    # While that loop runs, asgiref's Local gives this thread's database connections a store of their own. The
+    # connection opened before it would stay open and unused to the end of the run (and still be on the test
+    # database when it is dropped); those opened meanwhile would be left open once it stops. Each is closed as
+    # its store is left.
+    connections.close_all()
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
@@ -28,6 +34,7 @@ def browser():
             )
             yield browser
             browser.close()
+            connections.close_all()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
